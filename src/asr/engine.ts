@@ -1,4 +1,4 @@
-import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { env, InferenceSession, Tensor } from 'onnxruntime-node';
 import { logMel, N_MELS } from '../audio/logMel.js';
 import {
   checkDecoderPair,
@@ -108,6 +108,9 @@ async function openSessions(files: ModelFiles, provider: Provider, o: EngineOpti
 
 /** auto: CUDA, else CPU with one warning; cuda: CUDA or a startup error; cpu: CPU. */
 async function openOnDevice(files: ModelFiles, o: EngineOptions): Promise<{ provider: Provider; sessions: EngineSessions }> {
+  // Every onnxruntime failure reaches us as an exception that we report with context; its own logger
+  // would add multi-line native dumps (e.g. for the CUDA probe in auto mode). Read at first init.
+  env.logLevel = 'fatal';
   const device = o.device ?? 'auto';
   if (device !== 'cpu') {
     try {

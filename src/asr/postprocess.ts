@@ -66,7 +66,8 @@ export interface ParsedOutput {
 
 const ASR_TEXT_TAG = '<asr_text>';
 const LANGUAGE_PREFIX = 'language ';
-/** What Python's str.splitlines() splits on. */
+/** What Python's str.splitlines() splits on (file/group/record separators included). */
+// eslint-disable-next-line no-control-regex
 const PYTHON_LINE_BREAKS = /\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]/;
 
 /**

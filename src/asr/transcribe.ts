@@ -1,0 +1,106 @@
+import { splitAudioIntoChunks } from '../audio/chunking.js';
+import { SAMPLE_RATE } from '../audio/pcm.js';
+import type { AsrEngine, ChunkOptions, ChunkResult } from './engine.js';
+import type { Language } from './languages.js';
+import { mergeLanguages } from './postprocess.js';
+
+export interface TranscribeOptions {
+  language?: Language;
+  context?: string;
+  /** audio longer than this is split (default 30 s) */
+  chunkSeconds: number;
+  /** per-chunk token budget = tokenBudgetBase + ceil(tokensPerSecond * chunk seconds) */
+  tokensPerSecond: number;
+  tokenBudgetBase: number;
+  onDelta?: (text: string) => void;
+  shouldStop?: () => boolean;
+  stopTokenIds?: readonly number[];
+}
+
+export interface Segment {
+  /** seconds in the original recording */
+  start: number;
+  end: number;
+  text: string;
+  language: string;
+  tokens: number;
+  /** the token budget cut this segment short */
+  truncated: boolean;
+}
+
+export interface TranscriptionResult {
+  text: string;
+  /** canonical name(s), comma-joined when chunks differ; '' when no speech was recognised */
+  language: string;
+  duration: number;
+  segments: Segment[];
+  truncated: boolean;
+  cancelled: boolean;
+  usage: { promptTokens: number; generatedTokens: number };
+  timings: { featuresMs: number; encoderMs: number; prefillMs: number; stepsMs: number; steps: number };
+}
+
+/** Budget proportional to duration, so a noisy clip cannot decode forever. */
+export function tokenBudget(seconds: number, o: Pick<TranscribeOptions, 'tokensPerSecond' | 'tokenBudgetBase'>): number {
+  return o.tokenBudgetBase + Math.ceil(o.tokensPerSecond * seconds);
+}
+
+const CJK = /[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]/u;
+
+/**
+ * The reference concatenates chunk texts with "" (right for Chinese and Japanese); between two
+ * chunks of a space-separated script that would glue words, so those get one space.
+ */
+export function joinSeparator(before: string, after: string): string {
+  if (!before || !after || /\s$/.test(before) || /^\s/.test(after)) return '';
+  return CJK.test(before.slice(-1)) || CJK.test(after.slice(0, 1)) ? '' : ' ';
+}
+
+/** Long audio is split at quiet points; each chunk is transcribed on its own (fresh prompt and cache). */
+export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: TranscribeOptions): Promise<TranscriptionResult> {
+  const chunks = splitAudioIntoChunks(pcm, o.chunkSeconds);
+  const segments: Segment[] = [];
+  const results: ChunkResult[] = [];
+  let text = '';
+  for (const chunk of chunks) {
+    let firstDelta = true;
+    const chunkOptions: ChunkOptions = {
+      maxNewTokens: tokenBudget(chunk.end - chunk.start, o),
+      ...(o.language ? { language: o.language } : {}),
+      ...(o.context ? { context: o.context } : {}),
+      ...(o.shouldStop ? { shouldStop: o.shouldStop } : {}),
+      ...(o.stopTokenIds ? { stopTokenIds: o.stopTokenIds } : {}),
+      ...(o.onDelta
+        ? {
+            onDelta: (delta: string) => {
+              // The separator is only known once this chunk's first text arrives.
+              o.onDelta!((firstDelta ? joinSeparator(text, delta) : '') + delta);
+              firstDelta = false;
+            },
+          }
+        : {}),
+    };
+    const r = await engine.transcribeChunk(chunk.pcm, chunkOptions);
+    results.push(r);
+    if (r.text) text += joinSeparator(text, r.text) + r.text;
+    segments.push({ start: chunk.start, end: chunk.end, text: r.text, language: r.language, tokens: r.tokens.length, truncated: r.truncated });
+    if (r.cancelled) break;
+  }
+  const sum = (f: (r: ChunkResult) => number) => results.reduce((a, r) => a + f(r), 0);
+  return {
+    text,
+    language: mergeLanguages(segments.map((s) => s.language)),
+    duration: pcm.length / SAMPLE_RATE,
+    segments,
+    truncated: results.some((r) => r.truncated),
+    cancelled: results.some((r) => r.cancelled),
+    usage: { promptTokens: sum((r) => r.promptTokens), generatedTokens: sum((r) => r.tokens.length) },
+    timings: {
+      featuresMs: sum((r) => r.timings.featuresMs),
+      encoderMs: sum((r) => r.timings.encoderMs),
+      prefillMs: sum((r) => r.timings.prefillMs),
+      stepsMs: sum((r) => r.timings.stepsMs),
+      steps: sum((r) => r.timings.steps),
+    },
+  };
+}

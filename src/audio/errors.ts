@@ -1,0 +1,16 @@
+export type AudioErrorCode = 'invalid_audio' | 'unsupported_audio_format' | 'audio_too_short';
+
+/**
+ * A problem with the uploaded audio itself. The message is shown to API users, so it says what is
+ * wrong with their file rather than where the decoder failed.
+ */
+export class AudioError extends Error {
+  override readonly name = 'AudioError';
+
+  constructor(
+    readonly code: AudioErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,83 @@
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { AudioError } from '../audio/errors.js';
+import { decodeWavToPcm } from '../audio/pcm.js';
+import { AsrEngine } from '../asr/engine.js';
+import { ModelLoadError, InferenceError } from '../asr/errors.js';
+import { SUPPORTED_LANGUAGES, toLanguage } from '../asr/languages.js';
+import { transcribe } from '../asr/transcribe.js';
+import { ConfigError, loadConfig } from '../config.js';
+
+const USAGE = `usage: mega-asr transcribe <file.wav> [--model-dir DIR] [--language NAME] [--context TEXT] [--device auto|cuda|cpu] [--json]
+
+  --model-dir DIR   model directory (default: $MODEL_DIR or models/mega-asr-onnx)
+  --language NAME   force the language (one of ${SUPPORTED_LANGUAGES.length}: ${SUPPORTED_LANGUAGES.join(', ')}); default: detect
+  --context TEXT    background text for the model (names, terms)
+  --device D        execution provider (default: $ASR_DEVICE or auto)
+  --json            print the whole result (language, segments, token counts, timings) as JSON`;
+
+class UsageError extends Error {}
+
+/** Runs the command; returns the exit code (0 ok, 1 failed, 2 usage). Errors are one line, no stack. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const { positionals, values } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        'model-dir': { type: 'string' },
+        language: { type: 'string' },
+        context: { type: 'string' },
+        device: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+    if (values.help) {
+      console.log(USAGE);
+      return 0;
+    }
+    const [command, file, ...extra] = positionals;
+    if (command !== 'transcribe' || !file || extra.length) throw new UsageError('expected: transcribe <file.wav>');
+    const language = values.language === undefined ? undefined : toLanguage(values.language);
+    if (values.language !== undefined && !language) throw new UsageError(`unsupported language "${values.language}"`);
+    const config = loadConfig({
+      ...process.env,
+      ...(values['model-dir'] ? { MODEL_DIR: values['model-dir'] } : {}),
+      ...(values.device ? { ASR_DEVICE: values.device } : {}),
+    });
+
+    const pcm = decodeWavToPcm(readFileSync(file));
+    const engine = await AsrEngine.load({
+      modelDir: config.MODEL_DIR,
+      device: config.ASR_DEVICE,
+      cudaDeviceId: config.ASR_CUDA_DEVICE_ID,
+      intraOpThreads: config.ASR_INTRA_OP_THREADS,
+      logger: { warn: (m) => console.error(`warning: ${m}`) },
+    });
+    try {
+      const result = await transcribe(engine, pcm, {
+        chunkSeconds: config.ASR_CHUNK_SECONDS,
+        tokensPerSecond: config.ASR_TOKENS_PER_SECOND,
+        tokenBudgetBase: config.ASR_TOKEN_BUDGET_BASE,
+        ...(language ? { language } : {}),
+        ...(values.context ? { context: values.context } : {}),
+      });
+      if (values.json) console.log(JSON.stringify({ provider: engine.provider, ...result }, null, 2));
+      else console.log(result.text);
+      if (result.truncated) console.error('warning: the token budget cut the transcript short (see ASR_TOKENS_PER_SECOND)');
+    } finally {
+      await engine.release();
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`mega-asr: ${(err as Error).message}\n${USAGE}`);
+      return 2;
+    }
+    const known = [AudioError, ModelLoadError, InferenceError, ConfigError].some((E) => err instanceof E);
+    const io = (err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'EISDIR';
+    console.error(`mega-asr: ${known || io ? (err as Error).message : `unexpected error: ${String(err)}`}`);
+    return 1;
+  }
+}
