@@ -1,0 +1,109 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeWavToPcm } from '../../src/audio/pcm.js';
+import { AsrEngine } from '../../src/asr/engine.js';
+import { joinSeparator, tokenBudget, transcribe, type TranscribeOptions } from '../../src/asr/transcribe.js';
+import { FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.js';
+import { fixtureModel } from '../support/fixture-models.js';
+import { sharedPath } from '../support/shared.js';
+
+const clip = (name: string) => decodeWavToPcm(readFileSync(sharedPath('fixtures', 'voices-in-the-wild', `${name}.wav`)));
+const SR = 16000;
+const defaults: TranscribeOptions = { chunkSeconds: 30, tokensPerSecond: 8, tokenBudgetBase: 32 };
+
+/** Clips joined with 1.5 s of silence between them, so the splitter has pauses to find. */
+function recording(names: string[]): { pcm: Float32Array; bounds: number[] } {
+  const gap = 1.5 * SR;
+  const parts = names.map(clip);
+  const pcm = new Float32Array(parts.reduce((n, p) => n + p.length + gap, 0));
+  const bounds: number[] = [];
+  let at = 0;
+  for (const p of parts) {
+    pcm.set(p, at);
+    at += p.length;
+    bounds.push(at / SR);
+    at += gap;
+  }
+  return { pcm, bounds };
+}
+
+describe('transcribe (long audio)', () => {
+  let engine: AsrEngine;
+  beforeAll(async () => {
+    engine = await AsrEngine.load({ modelDir: fixtureModel('default'), device: 'cpu' });
+  });
+  afterAll(() => engine.release());
+
+  it('keeps a short recording in one segment', async () => {
+    const pcm = clip('noise');
+    const r = await transcribe(engine, pcm, defaults);
+    expect(r.segments).toHaveLength(1);
+    expect(r.segments[0]).toMatchObject({ start: 0, end: pcm.length / SR, text: r.text, language: 'English' });
+    expect(r.duration).toBeCloseTo(pcm.length / SR, 9);
+    expect(r).toMatchObject({ language: 'English', truncated: false, cancelled: false });
+    expect(r.usage.generatedTokens).toBeGreaterThan(5);
+  });
+
+  it('splits at the pauses past the chunk limit, transcribes each chunk on its own and keeps their times', async () => {
+    const names = ['noise', 'echo', 'mixed'];
+    const { pcm, bounds } = recording(names);
+    const r = await transcribe(engine, pcm, { ...defaults, chunkSeconds: 10 });
+    expect(r.segments.length).toBeGreaterThanOrEqual(3);
+    // contiguous, covering the whole recording, each no longer than limit + 5 s
+    expect(r.segments[0]!.start).toBe(0);
+    for (let i = 1; i < r.segments.length; i++) expect(r.segments[i]!.start).toBe(r.segments[i - 1]!.end);
+    expect(r.segments.at(-1)!.end).toBeCloseTo(pcm.length / SR, 9);
+    for (const s of r.segments) expect(s.end - s.start).toBeLessThanOrEqual(15);
+    // cuts fall in the silent gaps, not inside a clip
+    for (const s of r.segments.slice(0, -1)) {
+      expect(bounds.some((b) => s.end >= b - 1e-9 && s.end <= b + 1.5)).toBe(true);
+    }
+    for (const s of r.segments) if (s.text) expect(FIXTURE_SENTENCES).toContain(s.text);
+    expect(r.text).toBe(r.segments.map((s) => s.text).filter(Boolean).join(' '));
+    expect(r.language).toBe('English');
+  });
+
+  it('streams deltas across chunks that add up to the text', async () => {
+    const { pcm } = recording(['far_field', 'dropout']);
+    const deltas: string[] = [];
+    const r = await transcribe(engine, pcm, { ...defaults, chunkSeconds: 8, onDelta: (d) => deltas.push(d) });
+    expect(r.segments.length).toBeGreaterThanOrEqual(2);
+    expect(deltas.join('')).toBe(r.text);
+  });
+
+  it('gives each chunk a budget proportional to its duration', async () => {
+    const never = await AsrEngine.load({ modelDir: fixtureModel('never-stops'), device: 'cpu' });
+    try {
+      const pcm = clip('noise');
+      const seconds = pcm.length / SR;
+      const r = await transcribe(never, pcm, { ...defaults, tokensPerSecond: 3, tokenBudgetBase: 4 });
+      expect(r.truncated).toBe(true);
+      expect(r.segments[0]!.truncated).toBe(true);
+      expect(r.usage.generatedTokens).toBe(4 + Math.ceil(3 * seconds));
+    } finally {
+      await never.release();
+    }
+  });
+
+  it('stops at a cancelled chunk', async () => {
+    const { pcm } = recording(['noise', 'echo', 'mixed']);
+    const r = await transcribe(engine, pcm, { ...defaults, chunkSeconds: 10, shouldStop: () => true });
+    expect(r.cancelled).toBe(true);
+    expect(r.segments).toHaveLength(1);
+  });
+});
+
+describe('helpers', () => {
+  it('tokenBudget', () => {
+    expect(tokenBudget(30, { tokensPerSecond: 8, tokenBudgetBase: 32 })).toBe(272);
+    expect(tokenBudget(0.1, { tokensPerSecond: 8, tokenBudgetBase: 32 })).toBe(33);
+  });
+
+  it('joins chunk texts like the reference for CJK, with a space between words elsewhere', () => {
+    expect(joinSeparator('Hello.', 'World')).toBe(' ');
+    expect(joinSeparator('你好。', '世界')).toBe('');
+    expect(joinSeparator('Hello ', 'World')).toBe('');
+    expect(joinSeparator('', 'World')).toBe('');
+    expect(joinSeparator('日本', 'Tokyo')).toBe('');
+  });
+});
