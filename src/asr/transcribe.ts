@@ -1,20 +1,14 @@
 import { splitAudioIntoChunks } from '../audio/chunking.js';
 import { SAMPLE_RATE } from '../audio/pcm.js';
 import type { AsrEngine, ChunkOptions, ChunkResult } from './engine.js';
-import type { Language } from './languages.js';
 import { mergeLanguages } from './postprocess.js';
 
-export interface TranscribeOptions {
-  language?: Language;
-  context?: string;
+export interface TranscribeOptions extends Omit<ChunkOptions, 'maxNewTokens'> {
   /** audio longer than this is split (default 30 s) */
   chunkSeconds: number;
   /** per-chunk token budget = tokenBudgetBase + ceil(tokensPerSecond * chunk seconds) */
   tokensPerSecond: number;
   tokenBudgetBase: number;
-  onDelta?: (text: string) => void;
-  shouldStop?: () => boolean;
-  stopTokenIds?: readonly number[];
 }
 
 export interface Segment {
@@ -64,17 +58,15 @@ export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: Transc
   let text = '';
   for (const chunk of chunks) {
     let firstDelta = true;
+    const { chunkSeconds: _c, tokensPerSecond: _t, tokenBudgetBase: _b, onDelta, ...shared } = o;
     const chunkOptions: ChunkOptions = {
+      ...shared,
       maxNewTokens: tokenBudget(chunk.end - chunk.start, o),
-      ...(o.language ? { language: o.language } : {}),
-      ...(o.context ? { context: o.context } : {}),
-      ...(o.shouldStop ? { shouldStop: o.shouldStop } : {}),
-      ...(o.stopTokenIds ? { stopTokenIds: o.stopTokenIds } : {}),
-      ...(o.onDelta
+      ...(onDelta
         ? {
             onDelta: (delta: string) => {
               // The separator is only known once this chunk's first text arrives.
-              o.onDelta!((firstDelta ? joinSeparator(text, delta) : '') + delta);
+              onDelta((firstDelta ? joinSeparator(text, delta) : '') + delta);
               firstDelta = false;
             },
           }

@@ -132,68 +132,63 @@ describe('the generated model notices a wrong decode loop', () => {
   });
   afterAll(async () => Promise.all([engine.release(), idsEngine.release()]));
 
-  const transcriptWith = async (e: AsrEngine, which: 'encoder' | 'prefill' | 'step', change: (f: Feeds) => Feeds, times = Infinity) => {
-    tamper(e, which, change, times);
-    return (await e.transcribeChunk(audio, { maxNewTokens: 60 })).text;
+  /** A fresh engine whose feeds to one session are altered, so the fault cannot leak into other tests. */
+  const transcriptWith = async (variant: FixtureVariantName, which: 'prefill' | 'step', change: (f: Feeds) => Feeds, times = Infinity) => {
+    const fresh = await load(variant);
+    try {
+      tamper(fresh, which, change, times);
+      return (await fresh.transcribeChunk(audio, { maxNewTokens: 60 })).text;
+    } finally {
+      await fresh.release();
+    }
   };
 
   it('a position id off by one', async () => {
-    const fresh = await load('default');
-    const text = await transcriptWith(fresh, 'step', (f) => {
+    const text = await transcriptWith('default', 'step', (f) => {
       const p = f.position_ids!;
       return { ...f, position_ids: new Tensor('int64', (p.data as BigInt64Array).map((x) => x + 1n), p.dims) };
     });
     expect(text).not.toBe(expected);
     expect(text).toContain('#');
-    await fresh.release();
   });
 
   it('past tensors of two layers swapped', async () => {
-    const fresh = await load('default');
-    const text = await transcriptWith(fresh, 'step', (f) => ({
+    const text = await transcriptWith('default', 'step', (f) => ({
       ...f,
       'past_key_values.0.key': f['past_key_values.1.key']!,
       'past_key_values.1.key': f['past_key_values.0.key']!,
     }));
     expect(text).not.toBe(expected);
-    await fresh.release();
   });
 
   it('key and value of one layer swapped', async () => {
-    const fresh = await load('default');
-    const text = await transcriptWith(fresh, 'step', (f) => ({
+    const text = await transcriptWith('default', 'step', (f) => ({
       ...f,
       'past_key_values.2.key': f['past_key_values.2.value']!,
       'past_key_values.2.value': f['past_key_values.2.key']!,
     }));
     expect(text).not.toBe(expected);
-    await fresh.release();
   });
 
   it('one past tensor dropped (an empty cache in its place)', async () => {
-    const fresh = await load('default');
-    const text = await transcriptWith(fresh, 'step', (f) => ({
+    const text = await transcriptWith('default', 'step', (f) => ({
       ...f,
       'past_key_values.1.value': new Tensor('float32', new Float32Array(0), [1, 2, 0, 8]),
     }));
     expect(text).not.toBe(expected);
-    await fresh.release();
   });
 
   it('an attention mask of the wrong length', async () => {
-    const fresh = await load('default');
-    const text = await transcriptWith(fresh, 'step', (f) => {
+    const text = await transcriptWith('default', 'step', (f) => {
       const n = f.attention_mask!.dims[1]! + 1;
       return { ...f, attention_mask: new Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]) };
     });
     expect(text).not.toBe(expected);
-    await fresh.release();
   });
 
   it('one audio pad too many (input_ids graph scattering the audio itself)', async () => {
-    const fresh = await load('input-ids');
     const text = await transcriptWith(
-      fresh,
+      'input-ids',
       'prefill',
       (f) => {
         const ids = Array.from(f.input_ids!.data as BigInt64Array);
@@ -210,15 +205,13 @@ describe('the generated model notices a wrong decode loop', () => {
       1,
     );
     expect(text).not.toBe(expected);
-    await fresh.release();
   });
 
   it('an audio row left as the pad token embedding', async () => {
-    const fresh = await load('default');
     const padRow = new Float32Array(16);
-    fresh.embeddings!.rowToFloat32(151676, padRow, 0);
+    engine.embeddings!.rowToFloat32(151676, padRow, 0);
     const text = await transcriptWith(
-      fresh,
+      'default',
       'prefill',
       (f) => {
         const embeds = f.inputs_embeds!;
@@ -230,7 +223,6 @@ describe('the generated model notices a wrong decode loop', () => {
       1,
     );
     expect(text).not.toBe(expected);
-    await fresh.release();
   });
 
   it('the engine refuses an encoder whose row count is not nAudioTokens(T)', async () => {

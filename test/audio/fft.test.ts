@@ -1,17 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ComplexFft, RealFft } from '../../src/audio/fft.js';
+import { symmetric as rng } from '../../tools/random.js';
 
-/** Deterministic uniform numbers in [-1, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
-}
 
 /** Naive float64 DFT, X[k] = sum_n x[n] exp(-2 pi i n k / N), for bins 0..nOut-1. */
 function naiveDft(re: Float64Array, im: Float64Array, nOut: number): { re: Float64Array; im: Float64Array } {

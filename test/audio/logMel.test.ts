@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { HOP_LENGTH, MIN_SAMPLES, N_MELS, logMel, melFilterBank } from '../../src/audio/logMel.js';
 import { sharedPath } from '../support/shared.js';
+import { symmetric as rng } from '../../tools/random.js';
 
 /** Reads a float32 little-endian file into a Float32Array backed by its own, aligned buffer. */
 function readF32(path: string): Float32Array {
@@ -19,17 +20,6 @@ interface GoldenMeta {
   tolerance_abs: number;
 }
 
-/** Deterministic uniform numbers in [-1, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
-}
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): { diff: number; index: number } {
   let diff = 0;

@@ -4,18 +4,8 @@ import { AudioError, type AudioErrorCode } from '../../src/audio/errors.js';
 import { decodeWav, isWav } from '../../src/audio/wav.js';
 import { sharedPath } from '../support/shared.js';
 import { encodeWav, PCM_SCALE, type WavSampleFormat } from '../support/wav-writer.js';
+import { mulberry32 as rng } from '../../tools/random.js';
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function noise(n: number, seed: number, amplitude = 0.99): Float32Array {
   const r = rng(seed);
