@@ -6,7 +6,29 @@ import { z } from 'zod';
  */
 const positiveNumber = z.coerce.number().positive();
 
+const commaList = z
+  .string()
+  .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
+
 export const configSchema = z.object({
+  HOST: z.string().min(1).default('0.0.0.0'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** the model id clients send and /v1/models lists */
+  SERVED_MODEL_ID: z.string().min(1).default('mega-asr'),
+  /** other ids accepted as this model, so code written for OpenAI works unchanged */
+  MODEL_ALIASES: commaList.default(['whisper-1', 'gpt-4o-transcribe', 'gpt-4o-mini-transcribe']),
+  /** bearer keys; empty: no authentication */
+  API_KEYS: commaList.default([]),
+  /** ASR worker threads, each with its own warm sessions (one per GPU is the natural start) */
+  WORKERS: z.coerce.number().int().min(1).max(64).default(1),
+  /** threads that decode and resample uploads, so that never happens on the HTTP event loop or an ASR worker */
+  DECODE_WORKERS: z.coerce.number().int().min(1).max(64).default(2),
+  /** admitted requests waiting beyond the ones running; more are refused with 429 before their body is read */
+  MAX_QUEUE: z.coerce.number().int().min(0).default(16),
+  MAX_UPLOAD_BYTES: z.coerce.number().int().min(1).default(25 * 1024 * 1024),
+  /** on SIGTERM/SIGINT: in-flight work may finish for this long, then it is cancelled between decode steps */
+  SHUTDOWN_GRACE_SECONDS: z.coerce.number().min(0).default(30),
   MODEL_DIR: z.string().min(1).default('models/mega-asr-onnx'),
   ASR_DEVICE: z.enum(['auto', 'cuda', 'cpu']).default('auto'),
   ASR_CUDA_DEVICE_ID: z.coerce.number().int().min(0).default(0),
