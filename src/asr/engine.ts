@@ -56,6 +56,8 @@ export interface ChunkResult {
   rawText: string;
   tokens: number[];
   promptTokens: number;
+  /** encoder rows in the prompt (one <|audio_pad|> each) */
+  audioTokens: number;
   truncated: boolean;
   cancelled: boolean;
   timings: { featuresMs: number; encoderMs: number; prefillMs: number; stepsMs: number; steps: number };
@@ -360,6 +362,7 @@ export class AsrEngine {
       rawText,
       tokens: generated,
       promptTokens: prompt.ids.length,
+      audioTokens: prompt.nAudioTokens,
       truncated,
       cancelled,
       timings: { featuresMs, encoderMs, prefillMs: t1 - t0, stepsMs: t2 - t1, steps: Math.max(0, generated.length - 1) },

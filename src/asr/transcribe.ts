@@ -31,7 +31,8 @@ export interface TranscriptionResult {
   segments: Segment[];
   truncated: boolean;
   cancelled: boolean;
-  usage: { promptTokens: number; generatedTokens: number };
+  /** prompt tokens include the audio tokens */
+  usage: { promptTokens: number; audioTokens: number; generatedTokens: number };
   timings: { featuresMs: number; encoderMs: number; prefillMs: number; stepsMs: number; steps: number };
 }
 
@@ -87,7 +88,11 @@ export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: Transc
     segments,
     truncated: results.some((r) => r.truncated),
     cancelled: results.some((r) => r.cancelled),
-    usage: { promptTokens: sum((r) => r.promptTokens), generatedTokens: sum((r) => r.tokens.length) },
+    usage: {
+      promptTokens: sum((r) => r.promptTokens),
+      audioTokens: sum((r) => r.audioTokens),
+      generatedTokens: sum((r) => r.tokens.length),
+    },
     timings: {
       featuresMs: sum((r) => r.timings.featuresMs),
       encoderMs: sum((r) => r.timings.encoderMs),

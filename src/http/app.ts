@@ -1,0 +1,81 @@
+import { randomUUID } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import multipart from '@fastify/multipart';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Config } from '../config.js';
+import type { Metrics } from '../metrics.js';
+import { bearerAuth } from './auth.js';
+import type { TranscriptionBackend } from './backend.js';
+import { ApiError, toApiError } from './errors.js';
+import { modelRoutes } from './routes/models.js';
+import { operationsRoutes } from './routes/operations.js';
+import { transcriptionRoutes } from './routes/transcriptions.js';
+
+export interface AppOptions {
+  config: Pick<Config, 'API_KEYS' | 'MAX_UPLOAD_BYTES' | 'SERVED_MODEL_ID' | 'MODEL_ALIASES'>;
+  backend: TranscriptionBackend;
+  metrics: Metrics;
+  logger: FastifyBaseLogger;
+}
+
+/** openapi.yaml sits at the repository top, two folders above src/http and dist/http alike. */
+const OPENAPI_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'openapi.yaml');
+
+/** A caller's x-request-id is kept when it is sane, so logs join up across services; otherwise we make one. */
+function requestId(req: { headers: Record<string, string | string[] | undefined> }): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : `req_${randomUUID().replaceAll('-', '')}`;
+}
+
+export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: o.logger,
+    genReqId: requestId,
+    // Requests during shutdown still reach our routes, which answer with OpenAI-shaped 503s.
+    return503OnClosing: false,
+    bodyLimit: 1024 * 1024,
+  });
+  const maxUploadBytes = o.config.MAX_UPLOAD_BYTES;
+  const models = { served: o.config.SERVED_MODEL_ID, aliases: o.config.MODEL_ALIASES };
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('x-request-id', req.id);
+    const started = process.hrtime.bigint();
+    // On 'close', so hijacked (streamed) and aborted responses are counted too.
+    reply.raw.once('close', () => {
+      const route = req.routeOptions.url ?? 'unmatched';
+      o.metrics.requests.inc({ route, method: req.method, status: String(reply.raw.statusCode), format: req.responseFormat ?? '' });
+      o.metrics.requestDuration.observe({ route, method: req.method }, Number(process.hrtime.bigint() - started) / 1e9);
+    });
+  });
+
+  app.addHook('onSend', async (_req, reply) => {
+    // While draining, clients should not reuse this connection.
+    if (o.backend.stats.draining) reply.header('connection', 'close');
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    const api = toApiError(err, maxUploadBytes);
+    if (api.status >= 500) req.log.error({ err }, 'request failed');
+    else req.log.info({ status: api.status, code: api.code, param: api.param }, api.message);
+    return reply.status(api.status).headers(api.headers).send(api.body());
+  });
+
+  app.setNotFoundHandler((req) => {
+    throw new ApiError(404, `Invalid URL (${req.method} ${req.url.split('?')[0]})`, 'invalid_request_error', 'not_found');
+  });
+
+  // Over-size files throw (413) instead of arriving silently truncated.
+  await app.register(multipart, { throwFileSizeLimit: true });
+  await app.register(operationsRoutes, { backend: o.backend, metrics: o.metrics, openapiPath: OPENAPI_PATH });
+  await app.register(
+    async (v1) => {
+      v1.addHook('onRequest', bearerAuth(o.config.API_KEYS));
+      await v1.register(modelRoutes, { models, created: Math.floor(Date.now() / 1000) });
+      await v1.register(transcriptionRoutes, { backend: o.backend, metrics: o.metrics, models, maxUploadBytes });
+    },
+    { prefix: '/v1' },
+  );
+  return app;
+}

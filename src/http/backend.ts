@@ -1,0 +1,13 @@
+import type { TranscriptionResult } from '../asr/transcribe.js';
+import type { Admission, AdmissionRefusal, AsrPoolStats, TranscribeCall } from '../pool/pool.js';
+
+/** What the HTTP layer needs from the engine side; the worker pool (AsrPool) implements it. */
+export interface TranscriptionBackend {
+  readonly ready: boolean;
+  readonly stats: AsrPoolStats;
+  /** a queue place, reserved before the upload is read */
+  admit(): Admission | AdmissionRefusal;
+  /** upload bytes -> 16 kHz mono PCM, off the event loop; AudioError for bad audio */
+  decode(bytes: Uint8Array): Promise<Float32Array>;
+  transcribe(pcm: Float32Array, call: TranscribeCall): Promise<TranscriptionResult>;
+}

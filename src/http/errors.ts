@@ -1,0 +1,69 @@
+import { AudioError } from '../audio/errors.js';
+import { InferenceError } from '../asr/errors.js';
+
+export type ErrorType = 'invalid_request_error' | 'server_error' | 'rate_limit_exceeded';
+
+/**
+ * An error as data: the HTTP status and the OpenAI error body `{"error":{message,type,param,code}}`
+ * (all four keys always present, as the spec requires). One place (the app's error handler) sends it.
+ */
+export class ApiError extends Error {
+  override name = 'ApiError';
+
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type: ErrorType = status >= 500 ? 'server_error' : 'invalid_request_error',
+    readonly code: string | null = null,
+    readonly param: string | null = null,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+
+  body(): { error: { message: string; type: string; param: string | null; code: string | null } } {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+export const badRequest = (message: string, param: string | null = null, code: string | null = 'invalid_value') =>
+  new ApiError(400, message, 'invalid_request_error', code, param);
+
+/** Fastify and @fastify/multipart error codes, mapped to what an OpenAI client expects. */
+const FASTIFY_CODES: Record<string, (err: FastifyLikeError, maxUploadBytes: number) => ApiError> = {
+  FST_REQ_FILE_TOO_LARGE: (_e, max) =>
+    new ApiError(413, `Maximum content size limit (${max}) exceeded`, 'invalid_request_error', 'file_too_large', 'file'),
+  FST_ERR_CTP_BODY_TOO_LARGE: (_e, max) => new ApiError(413, `Maximum content size limit (${max}) exceeded`, 'invalid_request_error', 'request_too_large'),
+  FST_PARTS_LIMIT: () => badRequest('Too many multipart parts', null, 'too_many_parts'),
+  FST_FILES_LIMIT: () => badRequest('Only one file may be uploaded, in the "file" field', 'file', 'too_many_files'),
+  FST_FIELDS_LIMIT: () => badRequest('Too many form fields', null, 'too_many_fields'),
+  FST_INVALID_MULTIPART_CONTENT_TYPE: () =>
+    new ApiError(400, 'Expected a multipart/form-data body', 'invalid_request_error', 'invalid_content_type'),
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: (e) => new ApiError(415, e.message, 'invalid_request_error', 'unsupported_media_type'),
+  FST_ERR_CTP_EMPTY_JSON_BODY: () => badRequest('The JSON body is empty', null, 'invalid_json'),
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: () => badRequest('Content-Length does not match the body', null, 'invalid_content_length'),
+};
+
+interface FastifyLikeError {
+  message: string;
+  code?: string;
+  statusCode?: number;
+}
+
+/** Anything thrown while serving a request -> the ApiError to answer with. Never leaks a stack trace. */
+export function toApiError(err: unknown, maxUploadBytes: number): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof AudioError) {
+    const param = 'file';
+    return new ApiError(400, err.message, 'invalid_request_error', err.code, param);
+  }
+  if (err instanceof InferenceError) return new ApiError(500, `Transcription failed: ${err.message}`, 'server_error', 'inference_failed');
+  const e = err as FastifyLikeError;
+  const mapped = e?.code ? FASTIFY_CODES[e.code] : undefined;
+  if (mapped) return mapped(e, maxUploadBytes);
+  // Fastify's own 4xx (e.g. a malformed JSON body): the message is meant for the client.
+  if (e?.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
+    return new ApiError(e.statusCode, e.message, 'invalid_request_error', e.code ? e.code.toLowerCase() : null);
+  }
+  return new ApiError(500, 'The server had an error while processing your request.', 'server_error', 'internal_error');
+}

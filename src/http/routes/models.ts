@@ -1,0 +1,15 @@
+import type { FastifyInstance } from 'fastify';
+import { checkModel, type ModelIds } from '../transcription-request.js';
+
+export interface ModelRouteOptions {
+  models: ModelIds;
+  /** unix seconds reported as `created` */
+  created: number;
+}
+
+/** OpenAI's Model objects: the served id is listed; its aliases resolve too, so SDK look-ups by alias work. */
+export async function modelRoutes(app: FastifyInstance, o: ModelRouteOptions): Promise<void> {
+  const model = (id: string) => ({ id, object: 'model', created: o.created, owned_by: 'mega-asr-server' });
+  app.get('/models', async () => ({ object: 'list', data: [model(o.models.served)] }));
+  app.get<{ Params: { id: string } }>('/models/:id', async (req) => model(checkModel(req.params.id, o.models)));
+}

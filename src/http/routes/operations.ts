@@ -1,0 +1,27 @@
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import type { Metrics } from '../../metrics.js';
+import type { TranscriptionBackend } from '../backend.js';
+
+export interface OperationsRouteOptions {
+  backend: TranscriptionBackend;
+  metrics: Metrics;
+  openapiPath: string;
+}
+
+/** Liveness, readiness, Prometheus metrics and the API description: open even when API_KEYS is set. */
+export async function operationsRoutes(app: FastifyInstance, o: OperationsRouteOptions): Promise<void> {
+  const openapi = readFileSync(o.openapiPath, 'utf8');
+
+  app.get('/health', async () => ({ status: 'ok' }));
+
+  app.get('/ready', async (_req, reply) => {
+    const stats = o.backend.stats;
+    const status = o.backend.ready ? 'ready' : stats.draining ? 'draining' : 'not_ready';
+    return reply.status(status === 'ready' ? 200 : 503).send({ status, ...stats });
+  });
+
+  app.get('/metrics', async (_req, reply) => reply.type(o.metrics.registry.contentType).send(await o.metrics.registry.metrics()));
+
+  app.get('/openapi.yaml', async (_req, reply) => reply.type('application/yaml; charset=utf-8').send(openapi));
+}

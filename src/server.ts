@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+// onnxruntime (in the worker threads, which inherit this environment) must never phone home.
+process.env.ORT_DISABLE_TELEMETRY ??= '1';
+
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { pino } from 'pino';
+import { findModelFiles } from './asr/model-dir.js';
+import { loadConfig, type Config } from './config.js';
+import { buildApp } from './http/app.js';
+import { Metrics } from './metrics.js';
+import { AsrPool } from './pool/pool.js';
+
+/**
+ * The service: a piscina pool of warm ASR workers behind Fastify. It listens at once (so /health answers
+ * while models load) and reports /ready when every worker has loaded and warmed up its sessions.
+ */
+export async function startServer(config: Config = loadConfig()) {
+  const logger = pino({ level: config.LOG_LEVEL });
+  findModelFiles(config.MODEL_DIR); // a missing model fails here, in one line, before any thread starts
+  const pool = await AsrPool.start({
+    modelDir: config.MODEL_DIR,
+    device: config.ASR_DEVICE,
+    cudaDeviceId: config.ASR_CUDA_DEVICE_ID,
+    intraOpThreads: config.ASR_INTRA_OP_THREADS,
+    workers: config.WORKERS,
+    decodeWorkers: config.DECODE_WORKERS,
+    maxQueue: config.MAX_QUEUE,
+    chunkSeconds: config.ASR_CHUNK_SECONDS,
+    tokensPerSecond: config.ASR_TOKENS_PER_SECOND,
+    tokenBudgetBase: config.ASR_TOKEN_BUDGET_BASE,
+    logger,
+  });
+  const metrics = new Metrics(() => pool.stats);
+  const app = await buildApp({ config, backend: pool, metrics, logger });
+  await app.listen({ host: config.HOST, port: config.PORT });
+
+  const ready = pool.waitUntilReady().then(
+    () => logger.info({ workers: config.WORKERS, modelDir: config.MODEL_DIR }, 'workers loaded and warm: ready'),
+    (err: Error) => {
+      logger.fatal({ error: err.message }, 'the model could not be loaded');
+      throw err;
+    },
+  );
+
+  let stopping: Promise<void> | undefined;
+  /** Stop accepting, report not ready, let in-flight work finish within the grace period, then stop. */
+  const stop = (reason: string) =>
+    (stopping ??= (async () => {
+      logger.info({ reason, graceSeconds: config.SHUTDOWN_GRACE_SECONDS }, 'draining');
+      const drained = pool.drain(config.SHUTDOWN_GRACE_SECONDS * 1000);
+      // A keep-alive connection that goes idle after close() began would hold the server open for
+      // keepAliveTimeout (72 s): close such connections as they become idle.
+      const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
+      await Promise.all([app.close(), drained]).finally(() => clearInterval(sweep));
+      logger.info('stopped');
+    })());
+
+  return { app, pool, ready, stop, address: app.server.address() };
+}
+
+const entry = process.argv[1];
+const isMain = entry !== undefined && import.meta.url === pathToFileURL(realpathSync(entry)).href;
+if (isMain) {
+  try {
+    const server = await startServer();
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      process.once(signal, () => {
+        server.stop(signal).then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
+      });
+    }
+    await server.ready.catch(() => server.stop('model load failed').finally(() => process.exit(1)));
+  } catch (err) {
+    console.error(`mega-asr-server: ${(err as Error).message}`);
+    process.exit(1);
+  }
+}
