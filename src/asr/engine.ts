@@ -54,7 +54,10 @@ export interface ChunkResult {
   /** canonical language name; '' when the model heard no speech */
   language: string;
   rawText: string;
+  /** every generated token id (stop token excluded) */
   tokens: number[];
+  /** the ids of the transcript text: after the "language X<asr_text>" header in auto-language mode */
+  textTokens: number[];
   promptTokens: number;
   /** encoder rows in the prompt (one <|audio_pad|> each) */
   audioTokens: number;
@@ -361,6 +364,7 @@ export class AsrEngine {
       language: parsed.language,
       rawText,
       tokens: generated,
+      textTokens: o.language ? generated : generated.slice(generated.indexOf(this.tokenizer.tokenId(SPECIAL.asrText)) + 1),
       promptTokens: prompt.ids.length,
       audioTokens: prompt.nAudioTokens,
       truncated,

@@ -17,7 +17,7 @@ export interface Segment {
   end: number;
   text: string;
   language: string;
-  /** generated token ids */
+  /** token ids of the segment's text */
   tokens: number[];
   /** the token budget cut this segment short */
   truncated: boolean;
@@ -77,7 +77,7 @@ export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: Transc
     const r = await engine.transcribeChunk(chunk.pcm, chunkOptions);
     results.push(r);
     if (r.text) text += joinSeparator(text, r.text) + r.text;
-    segments.push({ start: chunk.start, end: chunk.end, text: r.text, language: r.language, tokens: r.tokens, truncated: r.truncated });
+    segments.push({ start: chunk.start, end: chunk.end, text: r.text, language: r.language, tokens: r.textTokens, truncated: r.truncated });
     if (r.cancelled) break;
   }
   const sum = (f: (r: ChunkResult) => number) => results.reduce((a, r) => a + f(r), 0);

@@ -34,18 +34,24 @@ async function readForm(req: FastifyRequest, limits: UploadLimits): Promise<{ fi
   const parts = req.parts({
     limits: { fileSize: limits.maxUploadBytes, files: 1, fields: 64, parts: 80, fieldSize: 256 * 1024 },
   });
-  for await (const part of parts) {
-    if (part.type === 'file') {
-      if (part.fieldname !== 'file') {
-        part.file.resume();
-        throw badRequest(`Unexpected file field "${part.fieldname}"; upload the audio in the "file" field`, part.fieldname, 'unexpected_file');
+  try {
+    for await (const part of parts) {
+      if (part.type === 'file') {
+        if (part.fieldname !== 'file') {
+          part.file.resume();
+          throw badRequest(`Unexpected file field "${part.fieldname}"; upload the audio in the "file" field`, part.fieldname, 'unexpected_file');
+        }
+        file = { bytes: await part.toBuffer(), filename: part.filename };
+      } else {
+        // Repeated fields arrive as `key[]` (openai-node, openai-python) or plain `key`.
+        const key = part.fieldname.replace(/\[\]$/, '');
+        fields.set(key, [...(fields.get(key) ?? []), String(part.value)]);
       }
-      file = { bytes: await part.toBuffer(), filename: part.filename };
-    } else {
-      // Repeated fields arrive as `key[]` (openai-node, openai-python) or plain `key`.
-      const key = part.fieldname.replace(/\[\]$/, '');
-      fields.set(key, [...(fields.get(key) ?? []), String(part.value)]);
     }
+  } catch (err) {
+    // Limits and our own checks carry a code; anything else is the parser rejecting a malformed body.
+    if (err instanceof ApiError || (err as { code?: string }).code) throw err;
+    throw badRequest(`Malformed multipart body: ${(err as Error).message}`, null, 'invalid_multipart');
   }
   return { fields, ...(file ? { file } : {}) };
 }

@@ -83,6 +83,11 @@ describe('the official openai SDK', () => {
     expect(v.segments).toHaveLength(1);
     expect(v.segments![0]).toMatchObject({ id: 0, start: 0, text: v.text });
     expect(v.segments![0]!.end).toBeCloseTo(v.duration, 3);
+    // the segment's tokens are its text, without the "language English<asr_text>" header
+    const tokens = v.segments![0]!.tokens;
+    expect(tokens).not.toContain(151704);
+    expect(tokens[0]).not.toBe(11528); // "language"
+    expect(tokens.length).toBeGreaterThan(5);
   });
 
   it('forces the language from an ISO code, and passes the prompt as context', async () => {
@@ -194,6 +199,18 @@ describe('raw multipart requests (curl-style)', () => {
     await expectError(await post({ file: new Blob([Buffer.from('RIFF\x10\x00\x00\x00WAVEfmt ')]), model: 'mega-asr' }), 400, 'invalid_audio', 'file');
     // the service is still fine
     expect((await post({ file: wavBlob(1), model: 'mega-asr' })).status).toBe(200);
+  });
+
+  it('answers malformed multipart bodies with 400, not 500', async () => {
+    const bodies: [string, string][] = [
+      ['multipart/form-data', 'no boundary at all'],
+      ['multipart/form-data; boundary=XX', '--XX\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF'],
+      ['multipart/form-data; boundary=XX', 'random bytes without any structure \u0000\u0001'],
+    ];
+    for (const [type, body] of bodies) {
+      const res = await fetch(`${server.baseURL}/v1/audio/transcriptions`, { method: 'POST', headers: { 'content-type': type }, body });
+      await expectError(res, 400, 'invalid_multipart');
+    }
   });
 
   it('refuses a non-multipart body before touching the queue', async () => {
