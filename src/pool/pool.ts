@@ -99,6 +99,7 @@ const clampRetry = (seconds: number) => Math.min(60, Math.max(1, Math.ceil(secon
  */
 export class AsrPool {
   private readonly readyThreads = new Set<number>();
+  private readonly warned = new Set<string>();
   private readonly watched = new WeakSet<Worker>();
   private readonly listeners = new Set<() => void>();
   private readonly freeSlots: number[];
@@ -359,7 +360,9 @@ export class AsrPool {
     } else if (m.type === 'asr-worker-failed') {
       this.loadError ??= new ModelLoadError(m.message);
       this.o.logger.error({ threadId, error: m.message }, 'ASR worker could not load the model');
-    } else {
+    } else if (!this.warned.has(m.message)) {
+      // Every worker makes the same device probe: one line per distinct warning, not one per worker.
+      this.warned.add(m.message);
       this.o.logger.warn({ threadId }, m.message);
     }
     this.watchThreads();
