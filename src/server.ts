@@ -44,15 +44,22 @@ export async function startServer(config: Config = loadConfig()) {
   );
 
   let stopping: Promise<void> | undefined;
-  /** Stop accepting, report not ready, let in-flight work finish within the grace period, then stop. */
+  /**
+   * Stop taking work (new transcriptions get 503, /ready says draining, still answering probes), let in-flight
+   * work finish within the grace period (then it is cancelled between decode steps), then close the listener.
+   */
   const stop = (reason: string) =>
     (stopping ??= (async () => {
       logger.info({ reason, graceSeconds: config.SHUTDOWN_GRACE_SECONDS }, 'draining');
-      const drained = pool.drain(config.SHUTDOWN_GRACE_SECONDS * 1000);
-      // A keep-alive connection that goes idle after close() began would hold the server open for
-      // keepAliveTimeout (72 s): close such connections as they become idle.
+      await pool.drain(config.SHUTDOWN_GRACE_SECONDS * 1000);
+      // A keep-alive connection would hold close() open for keepAliveTimeout (72 s): close idle ones as they
+      // appear, and after the last answers have been written, cut whatever is left (e.g. a stalled upload).
       const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
-      await Promise.all([app.close(), drained]).finally(() => clearInterval(sweep));
+      const cut = setTimeout(() => app.server.closeAllConnections(), 500);
+      await app.close().finally(() => {
+        clearInterval(sweep);
+        clearTimeout(cut);
+      });
       logger.info('stopped');
     })());
 

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fixtureModel } from './support/fixture-models.js';
@@ -96,6 +96,21 @@ describe('npm start (dist/server.js)', () => {
     expect(res.status).toBe(503);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('service_unavailable');
     expect(await exit).toBe(0);
+  });
+
+  it('does not let a stalled upload hold shutdown past the grace period', async () => {
+    const { child, base } = await start({ MODEL_DIR: fixtureModel('default'), SHUTDOWN_GRACE_SECONDS: '0.5' });
+    const { port } = new URL(base);
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.on('error', () => {});
+    socket.write('POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n');
+    await new Promise((r) => setTimeout(r, 300)); // the request is admitted, its upload stalls
+    const exit = exited(child);
+    const t0 = Date.now();
+    child.kill('SIGTERM');
+    expect(await exit).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    socket.destroy();
   });
 
   it('fails at startup with a clear message when the model cannot be loaded', async () => {

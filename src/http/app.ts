@@ -2,12 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import multipart from '@fastify/multipart';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Config } from '../config.js';
 import type { Metrics } from '../metrics.js';
 import { bearerAuth } from './auth.js';
 import type { TranscriptionBackend } from './backend.js';
-import { ApiError, toApiError } from './errors.js';
+import { ApiError, clientErrorResponse, toApiError } from './errors.js';
 import { modelRoutes } from './routes/models.js';
 import { operationsRoutes } from './routes/operations.js';
 import { transcriptionRoutes } from './routes/transcriptions.js';
@@ -35,6 +35,15 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
     // Requests during shutdown still reach our routes, which answer with OpenAI-shaped 503s.
     return503OnClosing: false,
     bodyLimit: 1024 * 1024,
+    // Errors Fastify raises before routing (a malformed URL, ...) get the same OpenAI body as the rest.
+    frameworkErrors: (err, req, reply) => {
+      const api = toApiError(err, o.config.MAX_UPLOAD_BYTES);
+      void (reply as unknown as FastifyReply).code(api.status).headers({ 'x-request-id': String(req.id) }).send(api.body());
+    },
+    clientErrorHandler: (err, socket) => {
+      if (socket.writable) socket.end(clientErrorResponse(err));
+      else socket.destroy(err);
+    },
   });
   const maxUploadBytes = o.config.MAX_UPLOAD_BYTES;
   const models = { served: o.config.SERVED_MODEL_ID, aliases: o.config.MODEL_ALIASES };
@@ -45,7 +54,9 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
     // On 'close', so hijacked (streamed) and aborted responses are counted too.
     reply.raw.once('close', () => {
       const route = req.routeOptions.url ?? 'unmatched';
-      o.metrics.requests.inc({ route, method: req.method, status: String(reply.raw.statusCode), format: req.responseFormat ?? '' });
+      // A response that never completed was abandoned by its client: 499, as nginx counts it.
+      const status = reply.raw.writableFinished ? String(reply.raw.statusCode) : '499';
+      o.metrics.requests.inc({ route, method: req.method, status, format: req.responseFormat ?? '' });
       o.metrics.requestDuration.observe({ route, method: req.method }, Number(process.hrtime.bigint() - started) / 1e9);
     });
   });
@@ -59,6 +70,7 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
     const api = toApiError(err, maxUploadBytes);
     if (api.status >= 500) req.log.error({ err }, 'request failed');
     else req.log.info({ status: api.status, code: api.code, param: api.param }, api.message);
+    if (api.status === 499) return reply; // the client is gone: nothing to send
     return reply.status(api.status).headers(api.headers).send(api.body());
   });
 

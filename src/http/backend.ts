@@ -1,6 +1,8 @@
 import type { TranscriptionResult } from '../asr/transcribe.js';
 import type { Admission, AdmissionRefusal, AsrPoolStats, TranscribeCall } from '../pool/pool.js';
 
+export type { Admission };
+
 /** What the HTTP layer needs from the engine side; the worker pool (AsrPool) implements it. */
 export interface TranscriptionBackend {
   readonly ready: boolean;

@@ -33,7 +33,7 @@ export const badRequest = (message: string, param: string | null = null, code: s
 const FASTIFY_CODES: Record<string, (err: FastifyLikeError, maxUploadBytes: number) => ApiError> = {
   FST_REQ_FILE_TOO_LARGE: (_e, max) =>
     new ApiError(413, `Maximum content size limit (${max}) exceeded`, 'invalid_request_error', 'file_too_large', 'file'),
-  FST_ERR_CTP_BODY_TOO_LARGE: (_e, max) => new ApiError(413, `Maximum content size limit (${max}) exceeded`, 'invalid_request_error', 'request_too_large'),
+  FST_ERR_CTP_BODY_TOO_LARGE: () => new ApiError(413, 'The request body is too large', 'invalid_request_error', 'request_too_large'),
   FST_PARTS_LIMIT: () => badRequest('Too many multipart parts', null, 'too_many_parts'),
   FST_FILES_LIMIT: () => badRequest('Only one file may be uploaded, in the "file" field', 'file', 'too_many_files'),
   FST_FIELDS_LIMIT: () => badRequest('Too many form fields', null, 'too_many_fields'),
@@ -42,12 +42,24 @@ const FASTIFY_CODES: Record<string, (err: FastifyLikeError, maxUploadBytes: numb
   FST_ERR_CTP_INVALID_MEDIA_TYPE: (e) => new ApiError(415, e.message, 'invalid_request_error', 'unsupported_media_type'),
   FST_ERR_CTP_EMPTY_JSON_BODY: () => badRequest('The JSON body is empty', null, 'invalid_json'),
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: () => badRequest('Content-Length does not match the body', null, 'invalid_content_length'),
+  FST_ERR_BAD_URL: () => badRequest('The URL is malformed', null, 'invalid_url'),
 };
 
 interface FastifyLikeError {
   message: string;
   code?: string;
   statusCode?: number;
+}
+
+/** Node's own parse failures, before Fastify sees a request: answered on the socket in OpenAI's shape. */
+export function clientErrorResponse(err: NodeJS.ErrnoException): string {
+  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+  const api = tooLarge
+    ? new ApiError(431, 'The request headers (or URL) are too large', 'invalid_request_error', 'headers_too_large')
+    : badRequest('The HTTP request is malformed', null, 'malformed_request');
+  const body = JSON.stringify(api.body());
+  const reason = tooLarge ? 'Request Header Fields Too Large' : 'Bad Request';
+  return `HTTP/1.1 ${api.status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }
 
 /** Anything thrown while serving a request -> the ApiError to answer with. Never leaks a stack trace. */
@@ -57,13 +69,16 @@ export function toApiError(err: unknown, maxUploadBytes: number): ApiError {
     const param = 'file';
     return new ApiError(400, err.message, 'invalid_request_error', err.code, param);
   }
-  if (err instanceof InferenceError) return new ApiError(500, `Transcription failed: ${err.message}`, 'server_error', 'inference_failed');
+  // The detail (file paths, runtime messages) goes to the log with the request id, not to the client.
+  if (err instanceof InferenceError) {
+    return new ApiError(500, 'The transcription failed inside the model runtime; the server logged the details.', 'server_error', 'inference_failed');
+  }
   const e = err as FastifyLikeError;
   const mapped = e?.code ? FASTIFY_CODES[e.code] : undefined;
   if (mapped) return mapped(e, maxUploadBytes);
   // Fastify's own 4xx (e.g. a malformed JSON body): the message is meant for the client.
   if (e?.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
-    return new ApiError(e.statusCode, e.message, 'invalid_request_error', e.code ? e.code.toLowerCase() : null);
+    return new ApiError(e.statusCode, e.message, 'invalid_request_error', 'invalid_request');
   }
   return new ApiError(500, 'The server had an error while processing your request.', 'server_error', 'internal_error');
 }

@@ -5,18 +5,18 @@ import { resolveLanguage } from '../asr/language-codes.js';
 import { ApiError, badRequest } from './errors.js';
 import { parseResponseFormat, type ResponseFormat } from './formats.js';
 
-/** What the transcription route needs from a request, validated; `bytes` is the uploaded file. */
+/** What the transcription route needs from a request, validated. */
 export interface TranscriptionRequest {
-  bytes: Buffer;
-  filename: string;
-  model: string;
+  /** the uploaded file */
+  audio: Buffer;
   language?: Language;
   prompt?: string;
   responseFormat: ResponseFormat;
-  temperature: number;
   stream: boolean;
-  granularities: ('segment' | 'word')[];
 }
+
+/** The prompt is repeated in every chunk's prefill: a bound keeps it context, not a cost amplifier. */
+export const MAX_PROMPT_CHARACTERS = 4000;
 
 export interface UploadLimits {
   maxUploadBytes: number;
@@ -43,12 +43,16 @@ async function readForm(req: FastifyRequest, limits: UploadLimits): Promise<{ fi
         }
         file = { bytes: await part.toBuffer(), filename: part.filename };
       } else {
-        // Repeated fields arrive as `key[]` (openai-node, openai-python) or plain `key`.
+          // Repeated fields arrive as `key[]` (openai-node, openai-python) or plain `key`.
         const key = part.fieldname.replace(/\[\]$/, '');
+        if (part.valueTruncated) throw badRequest(`The '${key}' field is too long`, key, 'invalid_value');
         fields.set(key, [...(fields.get(key) ?? []), String(part.value)]);
       }
     }
   } catch (err) {
+    // The client went away mid-upload: there is nobody to answer, and it is not the server's failure.
+    // (The socket tells: the parser destroys the request stream itself when it rejects a body.)
+    if (req.raw.readableAborted || req.socket.destroyed) throw new ApiError(499, 'The client closed the request', 'invalid_request_error', 'client_closed_request');
     // Limits and our own checks carry a code; anything else is the parser rejecting a malformed body.
     if (err instanceof ApiError || (err as { code?: string }).code) throw err;
     throw badRequest(`Malformed multipart body: ${(err as Error).message}`, null, 'invalid_multipart');
@@ -57,6 +61,8 @@ async function readForm(req: FastifyRequest, limits: UploadLimits): Promise<{ fi
 }
 
 const single = (fields: Fields, key: string) => fields.get(key)?.at(-1);
+/** Caller input quoted in an error message, kept short. */
+const clip = (s: string) => (s.length > 64 ? `${s.slice(0, 64)}…` : s);
 
 const booleanString = z
   .string()
@@ -68,7 +74,7 @@ const temperatureSchema = z.coerce.number().refine(Number.isFinite, 'must be a n
 
 function parseWith<T>(schema: z.ZodType<T>, value: string, param: string, what: string): T {
   const r = schema.safeParse(value);
-  if (!r.success) throw badRequest(`Invalid value for '${param}': ${JSON.stringify(value)} (${what})`, param);
+  if (!r.success) throw badRequest(`Invalid value for '${param}': ${JSON.stringify(clip(value))} (${what})`, param);
   return r.data;
 }
 
@@ -82,7 +88,7 @@ export function checkModel(model: string | undefined, ids: ModelIds): string {
   if (model !== ids.served && !ids.aliases.includes(model)) {
     throw new ApiError(
       404,
-      `The model '${model}' does not exist. This server serves '${ids.served}'${ids.aliases.length ? ` (also accepted as ${ids.aliases.map((a) => `'${a}'`).join(', ')})` : ''}.`,
+      `The model '${clip(model)}' does not exist. This server serves '${ids.served}'${ids.aliases.length ? ` (also accepted as ${ids.aliases.map((a) => `'${a}'`).join(', ')})` : ''}.`,
       'invalid_request_error',
       'model_not_found',
       'model',
@@ -94,7 +100,7 @@ export function checkModel(model: string | undefined, ids: ModelIds): string {
 /** Reads and validates the whole request; every rejection names its parameter. */
 export async function readTranscriptionRequest(req: FastifyRequest, limits: UploadLimits, ids: ModelIds): Promise<TranscriptionRequest> {
   const { fields, file } = await readForm(req, limits);
-  const model = checkModel(single(fields, 'model'), ids);
+  checkModel(single(fields, 'model'), ids);
   if (!file) throw new ApiError(400, "Missing required parameter: 'file'", 'invalid_request_error', 'missing_required_parameter', 'file');
 
   const languageValue = single(fields, 'language')?.trim();
@@ -103,7 +109,7 @@ export async function readTranscriptionRequest(req: FastifyRequest, limits: Uplo
     language = resolveLanguage(languageValue);
     if (!language) {
       throw badRequest(
-        `Unsupported language '${languageValue}'. Use an ISO-639-1 code (e.g. 'en') or a name of one of the model's 30 languages (e.g. 'English').`,
+        `Unsupported language '${clip(languageValue)}'. Use an ISO-639-1 code (e.g. 'en') or a name of one of the model's 30 languages (e.g. 'English').`,
         'language',
         'unsupported_language',
       );
@@ -113,18 +119,18 @@ export async function readTranscriptionRequest(req: FastifyRequest, limits: Uplo
   const formatValue = single(fields, 'response_format');
   const responseFormat = parseResponseFormat(formatValue);
   if (!responseFormat) {
-    throw badRequest(`Invalid value for 'response_format': '${formatValue}'. Supported: json, text, srt, vtt, verbose_json.`, 'response_format');
+    throw badRequest(`Invalid value for 'response_format': '${clip(String(formatValue))}'. Supported: json, text, srt, vtt, verbose_json.`, 'response_format');
   }
+  // temperature is validated for compatibility and otherwise ignored: decoding is greedy (README).
   const temperatureValue = single(fields, 'temperature');
-  const temperature = temperatureValue === undefined ? 0 : parseWith(temperatureSchema, temperatureValue, 'temperature', 'a number from 0 to 1');
+  if (temperatureValue !== undefined) parseWith(temperatureSchema, temperatureValue, 'temperature', 'a number from 0 to 1');
   const streamValue = single(fields, 'stream');
   const stream = streamValue === undefined ? false : parseWith(booleanString, streamValue, 'stream', 'true or false');
   if (stream && responseFormat !== 'json' && responseFormat !== 'text') {
     throw badRequest(`Streaming is available for response_format 'json' or 'text', not '${responseFormat}'.`, 'stream', 'unsupported_value');
   }
 
-  const granularities = (fields.get('timestamp_granularities') ?? []).map((g) => g.trim());
-  for (const g of granularities) {
+  for (const g of (fields.get('timestamp_granularities') ?? []).map((v) => v.trim())) {
     if (g === 'word') {
       throw badRequest(
         "Word timestamps are not available: Mega-ASR does not produce them. Use 'segment' (segments follow the audio's chunks).",
@@ -132,19 +138,18 @@ export async function readTranscriptionRequest(req: FastifyRequest, limits: Uplo
         'unsupported_value',
       );
     }
-    if (g !== 'segment') throw badRequest(`Invalid value for 'timestamp_granularities[]': '${g}'. Supported: segment.`, 'timestamp_granularities[]');
+    if (g !== 'segment') throw badRequest(`Invalid value for 'timestamp_granularities[]': '${clip(g)}'. Supported: segment.`, 'timestamp_granularities[]');
   }
 
   const prompt = single(fields, 'prompt')?.trim();
+  if (prompt && prompt.length > MAX_PROMPT_CHARACTERS) {
+    throw badRequest(`The prompt has ${prompt.length} characters; at most ${MAX_PROMPT_CHARACTERS} are accepted.`, 'prompt', 'invalid_value');
+  }
   return {
-    bytes: file.bytes,
-    filename: file.filename,
-    model,
+    audio: file.bytes,
     ...(language ? { language } : {}),
     ...(prompt ? { prompt } : {}),
     responseFormat,
-    temperature,
     stream,
-    granularities: granularities as 'segment'[],
   };
 }

@@ -1,4 +1,5 @@
 import { createReadStream, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.js';
@@ -221,8 +222,32 @@ describe('raw multipart requests (curl-style)', () => {
     });
     await expectError(res, 400, 'invalid_content_type');
     const unknownType = await fetch(`${server.baseURL}/v1/audio/transcriptions`, { method: 'POST', headers: { 'content-type': 'audio/wav' }, body: 'x' });
-    expect(unknownType.status).toBe(400);
-    expectSchema('ErrorResponse', await unknownType.json());
+    await expectError(unknownType, 415, 'unsupported_media_type');
+  });
+
+  it('answers Fastify and Node level failures in the same shape', async () => {
+    const badUrl = await fetch(`${server.baseURL}/v1/models/%`);
+    expect(badUrl.status).toBe(400);
+    expectSchema('ErrorResponse', await badUrl.json());
+    const longUrl = await fetch(`${server.baseURL}/v1/models/${'x'.repeat(100_000)}`);
+    expect(longUrl.status).toBe(431);
+    expectSchema('ErrorResponse', await longUrl.json());
+    const raw = await new Promise<string>((resolve) => {
+      const { port } = new URL(server.baseURL);
+      let out = '';
+      const socket = connect(Number(port), '127.0.0.1', () => socket.write('NONSENSE\r\n\r\n'));
+      socket.on('data', (d) => (out += d.toString()));
+      socket.on('close', () => resolve(out));
+    });
+    expect(raw).toMatch(/^HTTP\/1\.1 400 /);
+    expectSchema('ErrorResponse', JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)));
+    const noId = await fetch(`${server.baseURL}/v1/models/`);
+    expect(noId.status).toBe(404);
+  });
+
+  it('bounds the prompt', async () => {
+    const res = await post({ file: new Blob([readFileSync(clipPath('noise'))]), model: 'mega-asr', prompt: 'word '.repeat(2000) });
+    await expectError(res, 400, 'invalid_value', 'prompt');
   });
 
   it('answers unknown routes and methods with an OpenAI 404', async () => {

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { ApiError } from '../errors.js';
 import { checkModel, type ModelIds } from '../transcription-request.js';
 
 export interface ModelRouteOptions {
@@ -11,5 +12,8 @@ export interface ModelRouteOptions {
 export async function modelRoutes(app: FastifyInstance, o: ModelRouteOptions): Promise<void> {
   const model = (id: string) => ({ id, object: 'model', created: o.created, owned_by: 'mega-asr-server' });
   app.get('/models', async () => ({ object: 'list', data: [model(o.models.served)] }));
-  app.get<{ Params: { id: string } }>('/models/:id', async (req) => model(checkModel(req.params.id, o.models)));
+  app.get<{ Params: { id: string } }>('/models/:id', async (req) => {
+    if (!req.params.id) throw new ApiError(404, `Invalid URL (GET ${req.url})`, 'invalid_request_error', 'not_found');
+    return model(checkModel(req.params.id, o.models));
+  });
 }

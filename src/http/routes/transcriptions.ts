@@ -1,12 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AudioError } from '../../audio/errors.js';
+import { SAMPLE_RATE } from '../../audio/pcm.js';
 import type { TranscriptionResult } from '../../asr/transcribe.js';
 import type { Metrics } from '../../metrics.js';
-import type { Admission } from '../../pool/pool.js';
-import type { TranscriptionBackend } from '../backend.js';
+import type { Admission, TranscriptionBackend } from '../backend.js';
 import { ApiError, toApiError } from '../errors.js';
 import { SSE_DONE, deltaEvent, doneEvent, renderTranscription, sseEvent } from '../formats.js';
-import { readTranscriptionRequest, type ModelIds, type TranscriptionRequest } from '../transcription-request.js';
+import { readTranscriptionRequest, type ModelIds } from '../transcription-request.js';
 
 export interface TranscriptionRouteOptions {
   backend: TranscriptionBackend;
@@ -15,117 +15,125 @@ export interface TranscriptionRouteOptions {
   maxUploadBytes: number;
 }
 
-/** OpenAI's minimum; shorter audio is refused before any model work. */
-const MIN_AUDIO_SAMPLES = 1600;
-
 declare module 'fastify' {
   interface FastifyRequest {
-    admission?: Admission;
     /** response_format, for the request metrics */
     responseFormat?: string;
   }
 }
 
-/** Reserve a queue place before the body is read: an overloaded service refuses cheaply (429, or 503 when draining). */
-function admit(backend: TranscriptionBackend, metrics: Metrics) {
-  return async (req: FastifyRequest, reply: FastifyReply) => {
-    // From the header: @fastify/multipart only marks the request once the body parser runs, after this hook.
-    if (!/^multipart\/form-data\b/i.test(req.headers['content-type'] ?? '')) {
-      throw new ApiError(400, "Expected a multipart/form-data body with the audio in the 'file' field", 'invalid_request_error', 'invalid_content_type');
-    }
-    const admission = backend.admit();
-    if ('refused' in admission) {
-      metrics.rejections.inc({ reason: admission.refused });
-      const retry = { 'retry-after': String(admission.retryAfterSeconds) };
-      if (admission.refused === 'queue_full') {
-        throw new ApiError(429, 'The server is at capacity; retry after the delay in Retry-After.', 'rate_limit_exceeded', 'queue_full', null, retry);
-      }
-      const why = admission.refused === 'draining' ? 'The server is shutting down.' : 'The model is still loading.';
-      throw new ApiError(503, `${why} Retry after the delay in Retry-After.`, 'server_error', 'service_unavailable', null, retry);
-    }
-    req.admission = admission;
-    reply.raw.once('close', () => admission.release());
-  };
-}
+/** OpenAI's minimum: shorter audio is refused before any model work. */
+const MIN_AUDIO_SECONDS = 0.1;
 
-function recordOutcome(metrics: Metrics, result: TranscriptionResult): void {
-  const processingSeconds = (result.timings.featuresMs + result.timings.encoderMs + result.timings.prefillMs + result.timings.stepsMs) / 1000;
-  metrics.audioSeconds.inc(result.duration);
-  if (result.duration > 0) metrics.realTimeFactor.observe(processingSeconds / result.duration);
-  metrics.decodedTokens.inc(result.usage.generatedTokens);
-  metrics.outcomes.inc({ outcome: result.cancelled ? 'cancelled' : result.truncated ? 'truncated' : 'completed' });
-}
+/** Multipart framing around the file: a Content-Length beyond limit + this cannot be a valid upload. */
+const MULTIPART_OVERHEAD_BYTES = 1024 * 1024;
 
-async function decodeAudio(backend: TranscriptionBackend, t: TranscriptionRequest): Promise<Float32Array> {
-  if (t.bytes.length === 0) throw new AudioError('audio_too_short', 'The uploaded file is empty.');
-  const pcm = await backend.decode(t.bytes);
-  if (pcm.length < MIN_AUDIO_SAMPLES) {
-    throw new AudioError('audio_too_short', `Audio file is too short (${(pcm.length / 16000).toFixed(3)} s). Minimum audio length is 0.1 seconds.`);
+/**
+ * Before the body is read (the multipart body is only read by req.parts()): refuse what cannot succeed, then
+ * reserve a queue place, so an overloaded service refuses cheaply (429, or 503 when draining).
+ */
+function admit(o: TranscriptionRouteOptions, req: FastifyRequest): Admission {
+  // From the header: @fastify/multipart only marks the request once its body parser has run.
+  if (!/^multipart\/form-data\b/i.test(req.headers['content-type'] ?? '')) {
+    throw new ApiError(400, "Expected a multipart/form-data body with the audio in the 'file' field", 'invalid_request_error', 'invalid_content_type');
   }
-  return pcm;
+  if (Number(req.headers['content-length']) > o.maxUploadBytes + MULTIPART_OVERHEAD_BYTES) {
+    throw new ApiError(413, `Maximum content size limit (${o.maxUploadBytes}) exceeded`, 'invalid_request_error', 'file_too_large', 'file');
+  }
+  const admission = o.backend.admit();
+  if (!('refused' in admission)) return admission;
+  o.metrics.rejections.inc({ reason: admission.refused });
+  const retry = { 'retry-after': String(admission.retryAfterSeconds) };
+  if (admission.refused === 'queue_full') {
+    throw new ApiError(429, 'The server is at capacity; retry after the delay in Retry-After.', 'rate_limit_exceeded', 'queue_full', null, retry);
+  }
+  const why = admission.refused === 'draining' ? 'The server is shutting down.' : 'The model is still loading.';
+  throw new ApiError(503, `${why} Retry after the delay in Retry-After.`, 'server_error', 'service_unavailable', null, retry);
 }
 
-/** A shutdown cancels work after the grace period; the client is told, not given a partial text as if complete. */
-const cancelledByServer = () => new ApiError(503, 'The server shut down before the transcription finished; retry.', 'server_error', 'service_unavailable');
+/** Aborted when the client goes away before its response is complete (also if it already has). */
+function watchClient(reply: FastifyReply): AbortSignal {
+  const gone = new AbortController();
+  if (reply.raw.destroyed) gone.abort();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableEnded) gone.abort();
+  });
+  return gone.signal;
+}
+
+const serverStopped = () => new ApiError(503, 'The server shut down before the transcription finished; retry.', 'server_error', 'service_unavailable');
 
 export async function transcriptionRoutes(app: FastifyInstance, o: TranscriptionRouteOptions): Promise<void> {
-  app.post('/audio/transcriptions', { onRequest: admit(o.backend, o.metrics) }, async (req, reply) => {
-    const t = await readTranscriptionRequest(req, { maxUploadBytes: o.maxUploadBytes }, o.models);
-    req.responseFormat = t.responseFormat;
-    const pcm = await decodeAudio(o.backend, t);
-    const clientGone = new AbortController();
-    reply.raw.once('close', () => {
-      if (!reply.raw.writableEnded) clientGone.abort();
-    });
-    const call = {
-      ...(t.language ? { language: t.language } : {}),
-      ...(t.prompt ? { context: t.prompt } : {}),
-      signal: clientGone.signal,
-    };
-
-    if (!t.stream) {
-      let result: TranscriptionResult;
-      try {
-        result = await o.backend.transcribe(pcm, call);
-      } catch (err) {
-        o.metrics.outcomes.inc({ outcome: 'failed' });
-        throw err;
-      }
-      recordOutcome(o.metrics, result);
-      if (result.cancelled) {
-        if (clientGone.signal.aborted) return reply; // nobody to answer
-        throw cancelledByServer();
-      }
-      const { contentType, body } = renderTranscription(result, t.responseFormat);
-      return reply.type(contentType).send(body);
-    }
-
-    // SSE: transcript.text.delta events as tokens are decoded, then transcript.text.done and [DONE].
-    reply.hijack();
-    reply.raw.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      'x-request-id': req.id,
-    });
+  /** Runs the work, counting its outcome; a failure while draining is the shutdown's doing, not the engine's. */
+  const run = async (pcm: Float32Array, call: Parameters<TranscriptionBackend['transcribe']>[1]): Promise<TranscriptionResult> => {
+    let result: TranscriptionResult;
     try {
-      const result = await o.backend.transcribe(pcm, { ...call, onDelta: (delta) => reply.raw.write(sseEvent(deltaEvent(delta))) });
-      recordOutcome(o.metrics, result);
-      if (result.cancelled && !clientGone.signal.aborted) {
-        reply.raw.write(`event: error\n${sseEvent(cancelledByServer().body())}`);
-      } else if (!result.cancelled) {
-        reply.raw.write(sseEvent(doneEvent(result)));
-        reply.raw.write(SSE_DONE);
-      }
+      result = await o.backend.transcribe(pcm, call);
     } catch (err) {
       o.metrics.outcomes.inc({ outcome: 'failed' });
-      const api = toApiError(err, o.maxUploadBytes);
-      req.log.error({ err }, 'streamed transcription failed');
-      // Once the event stream has started, an error can only be another event (the SDK raises it as an APIError).
-      reply.raw.write(`event: error\n${sseEvent(api.body())}`);
+      throw o.backend.stats.draining ? serverStopped() : err;
     }
-    reply.raw.end();
-    return reply;
+    const t = result.timings;
+    o.metrics.audioSeconds.inc(result.duration);
+    if (result.duration > 0) o.metrics.realTimeFactor.observe((t.featuresMs + t.encoderMs + t.prefillMs + t.stepsMs) / 1000 / result.duration);
+    o.metrics.decodedTokens.inc(result.usage.generatedTokens);
+    o.metrics.outcomes.inc({ outcome: result.cancelled ? 'cancelled' : result.truncated ? 'truncated' : 'completed' });
+    return result;
+  };
+
+  app.post('/audio/transcriptions', async (req, reply) => {
+    const admission = admit(o, req);
+    // The place is held until the work is over, even when the client has left: abandoned work still uses a worker.
+    try {
+      const clientGone = watchClient(reply);
+      const t = await readTranscriptionRequest(req, { maxUploadBytes: o.maxUploadBytes }, o.models);
+      req.responseFormat = t.responseFormat;
+      if (t.audio.length === 0) throw new AudioError('audio_too_short', 'The uploaded file is empty.');
+      const pcm = await o.backend.decode(t.audio).catch((err: unknown) => {
+        throw o.backend.stats.draining ? serverStopped() : err;
+      });
+      if (pcm.length < MIN_AUDIO_SECONDS * SAMPLE_RATE) {
+        throw new AudioError('audio_too_short', `Audio file is too short (${(pcm.length / SAMPLE_RATE).toFixed(3)} s). Minimum audio length is ${MIN_AUDIO_SECONDS} seconds.`);
+      }
+      const call = {
+        ...(t.language ? { language: t.language } : {}),
+        ...(t.prompt ? { context: t.prompt } : {}),
+        signal: clientGone,
+      };
+
+      if (!t.stream) {
+        const result = await run(pcm, call);
+        if (result.cancelled) {
+          if (clientGone.aborted) return reply; // nobody to answer
+          throw serverStopped();
+        }
+        const { contentType, body } = renderTranscription(result, t.responseFormat);
+        return reply.type(contentType).send(body);
+      }
+
+      // SSE: transcript.text.delta events as tokens are decoded, then transcript.text.done and [DONE].
+      reply.hijack();
+      reply.raw.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        connection: o.backend.stats.draining ? 'close' : 'keep-alive',
+        'x-request-id': req.id,
+      });
+      try {
+        const result = await run(pcm, { ...call, onDelta: (delta) => reply.raw.write(sseEvent(deltaEvent(delta))) });
+        if (!result.cancelled) reply.raw.write(sseEvent(doneEvent(result)) + SSE_DONE);
+        else if (!clientGone.aborted) reply.raw.write(`event: error\n${sseEvent(serverStopped().body())}`);
+      } catch (err) {
+        const api = toApiError(err, o.maxUploadBytes);
+        req.log.error({ err }, 'streamed transcription failed');
+        // Once the event stream has started, an error can only be another event (the SDK raises it as an APIError).
+        reply.raw.write(`event: error\n${sseEvent(api.body())}`);
+      }
+      reply.raw.end();
+      return reply;
+    } finally {
+      admission.release();
+    }
   });
 
   app.post('/audio/translations', async () => {
