@@ -112,6 +112,21 @@ function renderVtt(segments: Segment[]): string {
   return `WEBVTT\n\n${cues.join('')}`;
 }
 
+/**
+ * OpenAI reports one language. When chunks were heard in different languages (the result's comma-joined
+ * list), the one carrying the most text is the answer.
+ */
+function dominantLanguage(result: TranscriptionResult): string {
+  const weight = new Map<string, number>();
+  for (const s of result.segments) {
+    const text = s.text.trim();
+    if (s.language && text) weight.set(s.language, (weight.get(s.language) ?? 0) + text.length);
+  }
+  let best = result.language.split(',')[0]?.trim() ?? '';
+  for (const [language, w] of weight) if (w > (weight.get(best) ?? -1)) best = language;
+  return best;
+}
+
 /** The response body of a finished transcription in one of OpenAI's formats. */
 export function renderTranscription(
   result: TranscriptionResult,
@@ -128,7 +143,7 @@ export function renderTranscription(
         contentType: JSON_TYPE,
         body: JSON.stringify({
           task: 'transcribe',
-          language: openAiLanguageName(result.language),
+          language: openAiLanguageName(dominantLanguage(result)),
           duration: result.duration,
           text: result.text,
           segments: spoken(result.segments).map(verboseSegment),

@@ -141,7 +141,7 @@ describe('renderTranscription: text', () => {
 describe('renderTranscription: verbose_json', () => {
   const expected = {
     task: 'transcribe',
-    language: 'english,chinese',
+    language: 'english', // one language, as OpenAI reports: the one with the most text
     duration: 3625.47,
     text: 'Hello there. 你好，世界。',
     segments: [
@@ -203,6 +203,15 @@ describe('renderTranscription: verbose_json', () => {
     const loop = 'na '.repeat(40);
     const body = JSON.parse(render(result({ text: loop, duration: 5, segments: [segment(0, 5, loop)] }), 'verbose_json').body);
     expect(body.segments[0].compression_ratio).toBeGreaterThan(2.4);
+  });
+
+  it('reports the language that carries the most text when chunks differ', () => {
+    const mixed = result({
+      language: 'English,Chinese',
+      duration: 20,
+      segments: [segment(0, 10, 'Hi.'), { ...segment(10, 20, '今天天气很好，我们去公园散步吧。'), language: 'Chinese' }],
+    });
+    expect(JSON.parse(render(mixed, 'verbose_json').body).language).toBe('chinese');
   });
 
   it('renders no speech as an empty language and no segments', () => {

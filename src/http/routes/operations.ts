@@ -13,15 +13,18 @@ export interface OperationsRouteOptions {
 export async function operationsRoutes(app: FastifyInstance, o: OperationsRouteOptions): Promise<void> {
   const openapi = readFileSync(o.openapiPath, 'utf8');
 
-  app.get('/health', async () => ({ status: 'ok' }));
+  // Probes and scrapes arrive every few seconds: only their problems are worth a log line.
+  const quiet = { logLevel: 'warn' } as const;
 
-  app.get('/ready', async (_req, reply) => {
+  app.get('/health', quiet, async () => ({ status: 'ok' }));
+
+  app.get('/ready', quiet, async (_req, reply) => {
     const stats = o.backend.stats;
     const status = o.backend.ready ? 'ready' : stats.draining ? 'draining' : 'not_ready';
     return reply.status(status === 'ready' ? 200 : 503).send({ status, ...stats });
   });
 
-  app.get('/metrics', async (_req, reply) => reply.type(o.metrics.registry.contentType).send(await o.metrics.registry.metrics()));
+  app.get('/metrics', quiet, async (_req, reply) => reply.type(o.metrics.registry.contentType).send(await o.metrics.registry.metrics()));
 
   app.get('/openapi.yaml', async (_req, reply) => reply.type('application/yaml; charset=utf-8').send(openapi));
 }
