@@ -22,7 +22,8 @@ RUN node node_modules/onnxruntime-node/script/install.js \
 
 FROM ${CUDA_IMAGE}
 COPY --from=build /usr/local/bin/node /usr/local/bin/node
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates tini \
+# ffmpeg decodes every upload format but PCM/float WAV (see README, Audio input); its libswresample brings libsoxr.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates tini ffmpeg \
  && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 app
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules

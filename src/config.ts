@@ -27,6 +27,10 @@ export const configSchema = z.object({
   /** admitted requests waiting beyond the ones running; more are refused with 429 before their body is read */
   MAX_QUEUE: z.coerce.number().int().min(0).default(16),
   MAX_UPLOAD_BYTES: z.coerce.number().int().min(1).default(25 * 1024 * 1024),
+  /** longer audio is refused (400 invalid_value) from its header or decoded length, before any model work */
+  MAX_AUDIO_SECONDS: positiveNumber.default(7200),
+  /** wall-clock limit of one ffmpeg decode; a file that takes longer is refused as damaged */
+  DECODE_TIMEOUT_SECONDS: positiveNumber.max(3600).default(120),
   /** on SIGTERM/SIGINT: in-flight work may finish for this long, then it is cancelled between decode steps */
   SHUTDOWN_GRACE_SECONDS: z.coerce.number().min(0).default(30),
   MODEL_DIR: z.string().min(1).default('models/mega-asr-onnx'),
@@ -39,6 +43,15 @@ export const configSchema = z.object({
   /** Token budget per chunk = ASR_TOKEN_BUDGET_BASE + ceil(ASR_TOKENS_PER_SECOND * seconds). */
   ASR_TOKENS_PER_SECOND: positiveNumber.default(8),
   ASR_TOKEN_BUDGET_BASE: z.coerce.number().int().min(1).default(32),
+  /**
+   * Voice activity detection before the model: silence and noise are never transcribed, and speech is cut at
+   * pauses into segments of at most ASR_MAX_SEGMENT_SECONDS. false: the reference pipeline exactly.
+   */
+  ASR_VAD: z
+    .enum(['true', 'false', '1', '0'])
+    .default('true')
+    .transform((v) => v === 'true' || v === '1'),
+  ASR_MAX_SEGMENT_SECONDS: positiveNumber.max(1200).default(15),
 });
 
 export type Config = z.infer<typeof configSchema>;

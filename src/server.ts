@@ -6,6 +6,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { findModelFiles } from './asr/model-dir.js';
+import { reportDecoderCapabilities } from './audio/decode.js';
 import { loadConfig, type Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { Metrics } from './metrics.js';
@@ -18,6 +19,7 @@ import { AsrPool } from './pool/pool.js';
 export async function startServer(config: Config = loadConfig()) {
   const logger = pino({ level: config.LOG_LEVEL });
   findModelFiles(config.MODEL_DIR); // a missing model fails here, in one line, before any thread starts
+  await reportDecoderCapabilities(logger); // one line: what this ffmpeg decodes, or which formats it cannot take
   const pool = await AsrPool.start({
     modelDir: config.MODEL_DIR,
     device: config.ASR_DEVICE,
@@ -29,6 +31,9 @@ export async function startServer(config: Config = loadConfig()) {
     chunkSeconds: config.ASR_CHUNK_SECONDS,
     tokensPerSecond: config.ASR_TOKENS_PER_SECOND,
     tokenBudgetBase: config.ASR_TOKEN_BUDGET_BASE,
+    ...(config.ASR_VAD ? { vad: { maxSegmentSeconds: config.ASR_MAX_SEGMENT_SECONDS } } : {}),
+    maxAudioSeconds: config.MAX_AUDIO_SECONDS,
+    decodeTimeoutSeconds: config.DECODE_TIMEOUT_SECONDS,
     logger,
   });
   const metrics = new Metrics(() => pool.stats);

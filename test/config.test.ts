@@ -14,6 +14,8 @@ describe('config', () => {
       DECODE_WORKERS: 2,
       MAX_QUEUE: 16,
       MAX_UPLOAD_BYTES: 26214400,
+      MAX_AUDIO_SECONDS: 7200,
+      DECODE_TIMEOUT_SECONDS: 120,
       SHUTDOWN_GRACE_SECONDS: 30,
       MODEL_DIR: 'models/mega-asr-onnx',
       ASR_DEVICE: 'auto',
@@ -22,6 +24,8 @@ describe('config', () => {
       ASR_CHUNK_SECONDS: 30,
       ASR_TOKENS_PER_SECOND: 8,
       ASR_TOKEN_BUDGET_BASE: 32,
+      ASR_VAD: true,
+      ASR_MAX_SEGMENT_SECONDS: 15,
     });
   });
 
@@ -41,5 +45,7 @@ describe('config', () => {
     expect(() => loadConfig({ ASR_TOKEN_BUDGET_BASE: 'many' })).toThrow(/ASR_TOKEN_BUDGET_BASE/);
     expect(() => loadConfig({ PORT: '70000' })).toThrow(/PORT/);
     expect(() => loadConfig({ WORKERS: '0' })).toThrow(/WORKERS/);
+    expect(() => loadConfig({ MAX_AUDIO_SECONDS: '0' })).toThrow(/MAX_AUDIO_SECONDS/);
+    expect(() => loadConfig({ DECODE_TIMEOUT_SECONDS: 'soon' })).toThrow(/DECODE_TIMEOUT_SECONDS/);
   });
 });

@@ -1,11 +1,17 @@
-import { splitAudioIntoChunks } from '../audio/chunking.js';
+import { splitAudioIntoChunks, type AudioChunk } from '../audio/chunking.js';
 import { SAMPLE_RATE } from '../audio/pcm.js';
+import { detectSpeech, planSegments } from '../audio/vad.js';
 import type { AsrEngine, ChunkOptions, ChunkResult } from './engine.js';
 import { mergeLanguages } from './postprocess.js';
 
 export interface TranscribeOptions extends Omit<ChunkOptions, 'maxNewTokens'> {
   /** audio longer than this is split (default 30 s) */
   chunkSeconds: number;
+  /**
+   * Voice activity detection: only speech reaches the model, in segments of at most `maxSegmentSeconds` cut at
+   * pauses. Absent: the reference pipeline exactly (the whole audio, split only past `chunkSeconds`).
+   */
+  vad?: { maxSegmentSeconds: number };
   /** per-chunk token budget = tokenBudgetBase + ceil(tokensPerSecond * chunk seconds) */
   tokensPerSecond: number;
   tokenBudgetBase: number;
@@ -52,15 +58,27 @@ export function joinSeparator(before: string, after: string): string {
   return CJK.test(before.slice(-1)) || CJK.test(after.slice(0, 1)) ? '' : ' ';
 }
 
-/** Long audio is split at quiet points; each chunk is transcribed on its own (fresh prompt and cache). */
+/** Where the model listens, in the recording's time line. */
+export function planChunks(pcm: Float32Array, o: Pick<TranscribeOptions, 'chunkSeconds' | 'vad'>): AudioChunk[] {
+  if (!o.vad) return splitAudioIntoChunks(pcm, o.chunkSeconds);
+  const maxSeconds = Math.min(o.vad.maxSegmentSeconds, o.chunkSeconds);
+  // Short pieces are zero-padded to 0.5 s by the feature extractor, as the reference pads short chunks.
+  return planSegments(pcm, detectSpeech(pcm), { maxSeconds }).map(({ start, end }) => ({
+    pcm: pcm.subarray(Math.round(start * SAMPLE_RATE), Math.round(end * SAMPLE_RATE)),
+    start,
+    end,
+  }));
+}
+
+/** Each chunk is transcribed on its own (fresh prompt and cache); no speech, no model run. */
 export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: TranscribeOptions): Promise<TranscriptionResult> {
-  const chunks = splitAudioIntoChunks(pcm, o.chunkSeconds);
+  const chunks = planChunks(pcm, o);
   const segments: Segment[] = [];
   const results: ChunkResult[] = [];
   let text = '';
+  const { chunkSeconds: _c, tokensPerSecond: _t, tokenBudgetBase: _b, vad: _v, onDelta, ...shared } = o;
   for (const chunk of chunks) {
     let firstDelta = true;
-    const { chunkSeconds: _c, tokensPerSecond: _t, tokenBudgetBase: _b, onDelta, ...shared } = o;
     const chunkOptions: ChunkOptions = {
       ...shared,
       maxNewTokens: tokenBudget(chunk.end - chunk.start, o),

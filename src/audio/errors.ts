@@ -1,4 +1,5 @@
-export type AudioErrorCode = 'invalid_audio' | 'unsupported_audio_format' | 'audio_too_short';
+/** `invalid_value`: longer than the configured maximum duration (OpenAI's code for that case). */
+export type AudioErrorCode = 'invalid_audio' | 'unsupported_audio_format' | 'audio_too_short' | 'invalid_value';
 
 /**
  * A problem with the uploaded audio itself. The message is shown to API users, so it says what is

@@ -1,14 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { AudioError } from '../audio/errors.js';
-import { decodeWavToPcm } from '../audio/pcm.js';
+import { DEFAULT_DECODE_LIMITS, decodeUpload } from '../audio/decode.js';
 import { AsrEngine } from '../asr/engine.js';
 import { ModelLoadError, InferenceError } from '../asr/errors.js';
 import { SUPPORTED_LANGUAGES, toLanguage } from '../asr/languages.js';
 import { transcribe } from '../asr/transcribe.js';
 import { ConfigError, loadConfig } from '../config.js';
 
-const USAGE = `usage: mega-asr transcribe <file.wav> [--model-dir DIR] [--language NAME] [--context TEXT] [--device auto|cuda|cpu] [--json]
+const USAGE = `usage: mega-asr transcribe <audio file> [--model-dir DIR] [--language NAME] [--context TEXT] [--device auto|cuda|cpu] [--json]
 
   --model-dir DIR   model directory (default: $MODEL_DIR or models/mega-asr-onnx)
   --language NAME   force the language (one of ${SUPPORTED_LANGUAGES.length}: ${SUPPORTED_LANGUAGES.join(', ')}); default: detect
@@ -38,7 +38,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const [command, file, ...extra] = positionals;
-    if (command !== 'transcribe' || !file || extra.length) throw new UsageError('expected: transcribe <file.wav>');
+    if (command !== 'transcribe' || !file || extra.length) throw new UsageError('expected: transcribe <audio file>');
     const language = values.language === undefined ? undefined : toLanguage(values.language);
     if (values.language !== undefined && !language) throw new UsageError(`unsupported language "${values.language}"`);
     const config = loadConfig({
@@ -47,7 +47,7 @@ export async function main(argv: string[]): Promise<number> {
       ...(values.device ? { ASR_DEVICE: values.device } : {}),
     });
 
-    const pcm = decodeWavToPcm(readFileSync(file));
+    const pcm = await decodeUpload(readFileSync(file), { ...DEFAULT_DECODE_LIMITS, maxSeconds: config.MAX_AUDIO_SECONDS });
     const engine = await AsrEngine.load({
       modelDir: config.MODEL_DIR,
       device: config.ASR_DEVICE,
@@ -60,6 +60,7 @@ export async function main(argv: string[]): Promise<number> {
         chunkSeconds: config.ASR_CHUNK_SECONDS,
         tokensPerSecond: config.ASR_TOKENS_PER_SECOND,
         tokenBudgetBase: config.ASR_TOKEN_BUDGET_BASE,
+        ...(config.ASR_VAD ? { vad: { maxSegmentSeconds: config.ASR_MAX_SEGMENT_SECONDS } } : {}),
         ...(language ? { language } : {}),
         ...(values.context ? { context: values.context } : {}),
       });

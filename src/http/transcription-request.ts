@@ -133,7 +133,7 @@ export async function readTranscriptionRequest(req: FastifyRequest, limits: Uplo
   for (const g of (fields.get('timestamp_granularities') ?? []).map((v) => v.trim())) {
     if (g === 'word') {
       throw badRequest(
-        "Word timestamps are not available: Mega-ASR does not produce them. Use 'segment' (segments follow the audio's chunks).",
+        "Word timestamps are not available: Mega-ASR does not produce them. Use 'segment' (segments follow pauses in the speech).",
         'timestamp_granularities[]',
         'unsupported_value',
       );

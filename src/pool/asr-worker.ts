@@ -67,6 +67,7 @@ async function handle(engine: AsrEngine, task: AsrTask): Promise<AsrOutcome> {
       chunkSeconds: data.chunkSeconds,
       tokensPerSecond: data.tokensPerSecond,
       tokenBudgetBase: data.tokenBudgetBase,
+      ...(data.vad ? { vad: data.vad } : {}),
       ...(task.language ? { language: task.language } : {}),
       ...(task.context ? { context: task.context } : {}),
       ...(port ? { onDelta: (d: string) => port.postMessage(d) } : {}),

@@ -6,6 +6,8 @@ import type { DeviceSetting } from '../asr/engine.js';
 import { InferenceError, ModelLoadError } from '../asr/errors.js';
 import type { Language } from '../asr/languages.js';
 import type { TranscriptionResult } from '../asr/transcribe.js';
+import { DEFAULT_DECODE_LIMITS } from '../audio/decode.js';
+import type { DecodeWorkerData } from './decode-worker.js';
 import {
   errorFromData,
   isAsrWorkerMessage,
@@ -39,6 +41,12 @@ export interface AsrPoolOptions {
   chunkSeconds: number;
   tokensPerSecond: number;
   tokenBudgetBase: number;
+  /** voice activity detection before the model (absent: the reference pipeline) */
+  vad?: { maxSegmentSeconds: number };
+  /** uploads longer than this are refused before any model work (default 7200) */
+  maxAudioSeconds?: number;
+  /** wall-clock limit of one ffmpeg decode (default 120) */
+  decodeTimeoutSeconds?: number;
   logger: PoolLogger;
 }
 
@@ -153,6 +161,7 @@ export class AsrPool {
       chunkSeconds: o.chunkSeconds,
       tokensPerSecond: o.tokensPerSecond,
       tokenBudgetBase: o.tokenBudgetBase,
+      ...(o.vad ? { vad: o.vad } : {}),
       cancelFlags,
       runningFlags,
     };
@@ -170,8 +179,15 @@ export class AsrPool {
       // close() destroys workers when this elapses; drain() lets every task finish first, so it never should.
       closeTimeout: MAX_TIMEOUT_MS,
     });
+    const decodeData: DecodeWorkerData = {
+      decodeLimits: {
+        maxSeconds: o.maxAudioSeconds ?? DEFAULT_DECODE_LIMITS.maxSeconds,
+        timeoutMs: o.decodeTimeoutSeconds === undefined ? DEFAULT_DECODE_LIMITS.timeoutMs : o.decodeTimeoutSeconds * 1000,
+      },
+    };
     const decoder = new Piscina({
       ...workerScript('decode-worker'),
+      workerData: decodeData,
       minThreads: o.decodeWorkers,
       maxThreads: o.decodeWorkers,
       idleTimeout: Infinity,

@@ -18,6 +18,7 @@ export interface AsrWorkerData {
   chunkSeconds: number;
   tokensPerSecond: number;
   tokenBudgetBase: number;
+  vad?: { maxSegmentSeconds: number };
   /** Int32 per slot: set by the pool to cancel the task holding that slot */
   cancelFlags: SharedArrayBuffer;
   /** Int32 per slot: set by the worker when the task holding that slot starts running */

@@ -4,6 +4,7 @@ import { decodeWavToPcm } from '../../src/audio/pcm.js';
 import { AsrEngine } from '../../src/asr/engine.js';
 import { joinSeparator, tokenBudget, transcribe, type TranscribeOptions } from '../../src/asr/transcribe.js';
 import { FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.js';
+import { symmetric } from '../../tools/random.js';
 import { fixtureModel } from '../support/fixture-models.js';
 import { sharedPath } from '../support/shared.js';
 
@@ -90,6 +91,52 @@ describe('transcribe (long audio)', () => {
     const r = await transcribe(engine, pcm, { ...defaults, chunkSeconds: 10, shouldStop: () => true });
     expect(r.cancelled).toBe(true);
     expect(r.segments).toHaveLength(1);
+  });
+});
+
+describe('transcribe with voice activity detection', () => {
+  let engine: AsrEngine;
+  const vad: TranscribeOptions = { ...defaults, vad: { maxSegmentSeconds: 15 } };
+  beforeAll(async () => {
+    engine = await AsrEngine.load({ modelDir: fixtureModel('default'), device: 'cpu' });
+  });
+  afterAll(() => engine.release());
+
+  it('gives silence and noise an empty transcript without running the model', async () => {
+    const noise = new Float32Array(5 * SR).map(symmetric(3)).map((x) => x * 0.3);
+    for (const pcm of [new Float32Array(5 * SR), noise]) {
+      const r = await transcribe(engine, pcm, vad);
+      expect(r).toMatchObject({ text: '', language: '', segments: [], truncated: false });
+      expect(r.usage.generatedTokens).toBe(0);
+      expect(r.duration).toBe(5);
+    }
+    // the reference pipeline, without voice activity detection, invents a sentence for the same noise
+    expect(FIXTURE_SENTENCES).toContain((await transcribe(engine, noise, defaults)).text);
+  });
+
+  it('times segments in the original time line when the audio starts with silence', async () => {
+    const speech = clip('far_field');
+    const pcm = new Float32Array(3 * SR + speech.length);
+    pcm.set(speech, 3 * SR);
+    const r = await transcribe(engine, pcm, vad);
+    expect(r.segments.length).toBeGreaterThanOrEqual(1);
+    expect(r.segments[0]!.start).toBeGreaterThan(2.5);
+    expect(r.segments[0]!.start).toBeLessThan(3.5);
+    expect(r.segments.at(-1)!.end).toBeLessThanOrEqual(pcm.length / SR);
+    for (const s of r.segments) expect(FIXTURE_SENTENCES).toContain(s.text);
+  });
+
+  it('cuts long speech into segments of at most the maximum, at pauses', async () => {
+    const { pcm, bounds } = recording(['noise', 'echo', 'mixed', 'obstructed', 'distortion', 'recording']);
+    const r = await transcribe(engine, pcm, vad);
+    expect(r.segments.length).toBeGreaterThanOrEqual(3);
+    for (const s of r.segments) {
+      expect(s.end - s.start).toBeLessThanOrEqual(15 + 1e-9);
+      expect(FIXTURE_SENTENCES).toContain(s.text);
+    }
+    for (let i = 1; i < r.segments.length; i++) expect(r.segments[i]!.start).toBeGreaterThanOrEqual(r.segments[i - 1]!.end);
+    // every cut between segments lies in the silence between two clips, never inside one
+    for (const s of r.segments.slice(0, -1)) expect(bounds.some((b) => s.end >= b - 0.2 && s.end <= b + 1.7)).toBe(true);
   });
 });
 

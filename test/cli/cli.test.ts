@@ -46,8 +46,8 @@ describe('mega-asr transcribe', () => {
     const result = JSON.parse(r.stdout) as { text: string; language: string; provider: string; segments: { start: number; end: number }[] };
     expect(result).toMatchObject({ language: 'English', provider: 'cpu' });
     expect(FIXTURE_SENTENCES).toContain(result.text);
-    expect(result.segments).toHaveLength(1);
-    expect(result.segments[0]!.start).toBe(0);
+    expect(result.segments.length).toBeGreaterThanOrEqual(1);
+    expect(result.segments[0]!.start).toBeLessThan(1); // where the speech starts
   });
 
   it('warns once and runs on CPU when CUDA is not available (auto)', async () => {
@@ -61,7 +61,7 @@ describe('mega-asr transcribe', () => {
     const notWav = join(mkdtempSync(join(tmpdir(), 'cli-')), 'notes.wav');
     writeFileSync(notWav, 'this is not audio at all');
     const cases: [string[], number, RegExp][] = [
-      [['transcribe', notWav, '--model-dir', modelDir], 1, /^mega-asr: .*(RIFF|WAV)/i],
+      [['transcribe', notWav, '--model-dir', modelDir], 1, /^mega-asr: .*(audio|too small)/i],
       [['transcribe', sharedPath('fixtures', 'voices-in-the-wild', 'noise.wav'), '--model-dir', '/nonexistent/model'], 1, /does not exist/],
       [['transcribe', sharedPath('fixtures', 'voices-in-the-wild', 'noise.wav'), '--model-dir', modelDir, '--device', 'cuda'], 1, /ASR_DEVICE=cuda/],
       [['transcribe', sharedPath('fixtures', 'voices-in-the-wild', 'noise.wav'), '--language', 'Klingon'], 2, /unsupported language "Klingon"/],

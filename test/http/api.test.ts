@@ -66,9 +66,10 @@ describe('the official openai SDK', () => {
     expect(typeof text).toBe('string');
     expect(FIXTURE_SENTENCES).toContain(text.trim());
     const srt = await client.audio.transcriptions.create({ file: file(), model: 'whisper-1', response_format: 'srt' });
-    expect(srt).toMatch(/^1\n00:00:00,000 --> 00:00:0\d,\d{3}\n.+\n\n$/);
+    // cues start where the speech starts (voice activity), in the recording's time line
+    expect(srt).toMatch(/^(\d+\n00:00:0\d,\d{3} --> 00:00:0\d,\d{3}\n.+\n\n)+$/);
     const vtt = await client.audio.transcriptions.create({ file: file(), model: 'whisper-1', response_format: 'vtt' });
-    expect(vtt).toMatch(/^WEBVTT\n\n00:00:00\.000 --> 00:00:0\d\.\d{3}\n.+\n\n$/);
+    expect(vtt).toMatch(/^WEBVTT\n\n(00:00:0\d\.\d{3} --> 00:00:0\d\.\d{3}\n.+\n\n)+$/);
   });
 
   it('verbose_json with language, a numeric duration and segments', async () => {
@@ -81,14 +82,28 @@ describe('the official openai SDK', () => {
     expectSchema('CreateTranscriptionResponseVerboseJson', v);
     expect(v.language).toBe('english');
     expect(v.duration).toBeCloseTo(clipSeconds('dropout'), 3);
-    expect(v.segments).toHaveLength(1);
-    expect(v.segments![0]).toMatchObject({ id: 0, start: 0, text: v.text });
-    expect(v.segments![0]!.end).toBeCloseTo(v.duration, 3);
+    // segments follow the speech: inside the recording, in order, each one transcribed on its own
+    const segments = v.segments!;
+    expect(segments.length).toBeGreaterThanOrEqual(1);
+    expect(segments[0]!.start).toBeLessThan(1);
+    expect(segments.at(-1)!.end).toBeLessThanOrEqual(v.duration);
+    for (const [i, s] of segments.entries()) {
+      expect(s.id).toBe(i);
+      expect(s.end).toBeGreaterThan(s.start);
+      expect(FIXTURE_SENTENCES).toContain(s.text);
+    }
+    expect(v.text).toBe(segments.map((s) => s.text).join(' '));
     // the segment's tokens are its text, without the "language English<asr_text>" header
-    const tokens = v.segments![0]!.tokens;
+    const tokens = segments[0]!.tokens;
     expect(tokens).not.toContain(151704);
     expect(tokens[0]).not.toBe(11528); // "language"
     expect(tokens.length).toBeGreaterThan(5);
+  });
+
+  it('answers silence with an empty transcript, not an invented sentence', async () => {
+    const silent = encodeWav({ channels: [new Float32Array(3 * 16000)], sampleRate: 16000, format: 'pcm16' });
+    const v = await client.audio.transcriptions.create({ file: await toFile(silent, 'silence.wav'), model: 'mega-asr', response_format: 'verbose_json' });
+    expect(v).toMatchObject({ text: '', language: '', segments: [], duration: 3 });
   });
 
   it('forces the language from an ISO code, and passes the prompt as context', async () => {

@@ -1,6 +1,4 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AudioError } from '../../audio/errors.js';
-import { SAMPLE_RATE } from '../../audio/pcm.js';
 import type { TranscriptionResult } from '../../asr/transcribe.js';
 import type { Metrics } from '../../metrics.js';
 import type { Admission, TranscriptionBackend } from '../backend.js';
@@ -21,9 +19,6 @@ declare module 'fastify' {
     responseFormat?: string;
   }
 }
-
-/** OpenAI's minimum: shorter audio is refused before any model work. */
-const MIN_AUDIO_SECONDS = 0.1;
 
 /** Multipart framing around the file: a Content-Length beyond limit + this cannot be a valid upload. */
 const MULTIPART_OVERHEAD_BYTES = 1024 * 1024;
@@ -88,13 +83,10 @@ export async function transcriptionRoutes(app: FastifyInstance, o: Transcription
       const clientGone = watchClient(reply);
       const t = await readTranscriptionRequest(req, { maxUploadBytes: o.maxUploadBytes }, o.models);
       req.responseFormat = t.responseFormat;
-      if (t.audio.length === 0) throw new AudioError('audio_too_short', 'The uploaded file is empty.');
+      // Decoding refuses empty, too short and too long audio (AudioError -> 400) before any model work.
       const pcm = await o.backend.decode(t.audio).catch((err: unknown) => {
         throw o.backend.stats.draining ? serverStopped() : err;
       });
-      if (pcm.length < MIN_AUDIO_SECONDS * SAMPLE_RATE) {
-        throw new AudioError('audio_too_short', `Audio file is too short (${(pcm.length / SAMPLE_RATE).toFixed(3)} s). Minimum audio length is ${MIN_AUDIO_SECONDS} seconds.`);
-      }
       const call = {
         ...(t.language ? { language: t.language } : {}),
         ...(t.prompt ? { context: t.prompt } : {}),

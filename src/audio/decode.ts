@@ -1,0 +1,152 @@
+import { AudioError } from './errors.js';
+import { decodeWithFfmpeg, decoderCapabilities, type DecoderCapabilities, type StreamInfo } from './ffmpeg.js';
+import { SAMPLE_RATE, floatRangeNormalize, toModelPcm } from './pcm.js';
+import { sniffFormat } from './sniff.js';
+import { decodeWav } from './wav.js';
+
+/**
+ * Any upload -> 16 kHz mono float32 PCM. The format comes from the bytes (sniffFormat). PCM and float WAV are
+ * decoded here (exact, no process to start); everything else goes through ffmpeg. Limits are checked from the
+ * header before decoding and again on the decoded length.
+ */
+
+export interface DecodeLimits {
+  /** longer audio is refused with invalid_value */
+  maxSeconds: number;
+  /** wall-clock limit of an ffmpeg decode (probe included) */
+  timeoutMs: number;
+}
+
+export const DEFAULT_DECODE_LIMITS: DecodeLimits = { maxSeconds: 7200, timeoutMs: 120_000 };
+
+/** ffmpeg's pan filter takes at most 64 input channels; the WAV path keeps the same limit. */
+export const MAX_CHANNELS = 64;
+/** Below this no speech fits (Nyquist 500 Hz), and the upsampling ratio only multiplies the work. */
+export const MIN_SAMPLE_RATE = 1000;
+export const MAX_SAMPLE_RATE = 1_000_000;
+/** OpenAI's minimum, 0.1 s. */
+const MIN_SAMPLES = SAMPLE_RATE / 10;
+/** No audio file that holds 0.1 s is smaller (a WAV header alone is 44 bytes). */
+const MIN_FILE_BYTES = 32;
+
+const ACCEPTED =
+  'Supported formats: flac, m4a, mp3, mp4, mpeg, mpga, oga, ogg, wav, webm (also aac, aiff, amr, caf, mkv, mov, opus, 3gp).';
+
+const unsupported = (message: string) => new AudioError('unsupported_audio_format', message);
+
+const tooLong = (seconds: number, maxSeconds: number) =>
+  new AudioError('invalid_value', `Audio duration ${seconds.toFixed(2)} seconds is longer than ${maxSeconds} seconds, which is the maximum for this server.`);
+
+/** Channel count, rate and duration, from a header or a probe, before any samples are decoded. */
+function checkStream(label: string, info: Omit<StreamInfo, 'codec'>, maxSeconds: number): void {
+  if (info.channels > MAX_CHANNELS) {
+    throw new AudioError('invalid_audio', `The ${label} file has ${info.channels} channels; at most ${MAX_CHANNELS} are supported.`);
+  }
+  if (info.sampleRate < MIN_SAMPLE_RATE || info.sampleRate > MAX_SAMPLE_RATE) {
+    throw new AudioError(
+      'invalid_audio',
+      `The ${label} file's sample rate is ${info.sampleRate} Hz; rates from ${MIN_SAMPLE_RATE} to ${MAX_SAMPLE_RATE} Hz are supported.`,
+    );
+  }
+  if (info.seconds !== undefined && info.seconds > maxSeconds) throw tooLong(info.seconds, maxSeconds);
+}
+
+const WAVE_FORMAT_PCM = 1;
+const WAVE_FORMAT_IEEE_FLOAT = 3;
+const WAVE_FORMAT_EXTENSIBLE = 0xfffe;
+
+interface WavHeader {
+  tag: number;
+  channels: number;
+  sampleRate: number;
+  /** whole frames present in the file (the data chunk's size is not trusted) */
+  frames?: number;
+}
+
+/** The fmt chunk and the frames present, without touching the samples (decodeWav validates the rest). */
+function readWavHeader(b: Uint8Array): WavHeader | undefined {
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const rf64 = view.getUint32(0) !== 0x52494646; // not "RIFF": RF64/BW64
+  let fmt: (WavHeader & { blockAlign: number }) | undefined;
+  let ds64: number | undefined;
+  let dataBytes: number | undefined;
+  for (let offset = 12; offset + 8 <= b.length; ) {
+    const id = String.fromCharCode(b[offset]!, b[offset + 1]!, b[offset + 2]!, b[offset + 3]!);
+    let size = view.getUint32(offset + 4, true);
+    const body = offset + 8;
+    const available = b.length - body;
+    if (id === 'data' && dataBytes === undefined) {
+      if (rf64 && size === 0xffffffff && ds64 !== undefined) size = ds64;
+      dataBytes = Math.min(size, available);
+      if (size >= available) break;
+    } else if (size > available) {
+      break;
+    } else if (id === 'fmt ' && size >= 16) {
+      let tag = view.getUint16(body, true);
+      if (tag === WAVE_FORMAT_EXTENSIBLE && size >= 40) tag = view.getUint16(body + 24, true);
+      fmt = { tag, channels: view.getUint16(body + 2, true), sampleRate: view.getUint32(body + 4, true), blockAlign: view.getUint16(body + 12, true) };
+    } else if (id === 'ds64' && rf64 && size >= 16) {
+      ds64 = Number(view.getBigUint64(body + 8, true));
+    }
+    offset = body + size + (size & 1);
+  }
+  if (!fmt) return undefined;
+  const { blockAlign, ...header } = fmt;
+  return dataBytes !== undefined && blockAlign > 0 ? { ...header, frames: Math.floor(dataBytes / blockAlign) } : header;
+}
+
+/** PCM/float WAV in this thread: limits from the header first, so nothing absurd is decoded or resampled. */
+function decodeWavHere(bytes: Uint8Array, header: WavHeader | undefined, label: string, limits: DecodeLimits): Float32Array {
+  // Zero channels or rate, or no fmt chunk at all: decodeWav says what is wrong.
+  if (header && header.channels > 0 && header.sampleRate > 0) {
+    const { channels, sampleRate, frames } = header;
+    checkStream(label, { channels, sampleRate, ...(frames === undefined ? {} : { seconds: frames / sampleRate }) }, limits.maxSeconds);
+  }
+  return toModelPcm(decodeWav(bytes));
+}
+
+export async function decodeUpload(bytes: Uint8Array, limits: DecodeLimits): Promise<Float32Array> {
+  if (bytes.length === 0) throw new AudioError('audio_too_short', 'The uploaded file is empty.');
+  if (bytes.length < MIN_FILE_BYTES) {
+    throw new AudioError('invalid_audio', `The uploaded file is only ${bytes.length} bytes long: too small to be an audio recording.`);
+  }
+  const sniffed = sniffFormat(bytes);
+  if (sniffed.kind === 'not-audio') throw unsupported(`The file looks like ${sniffed.label}, not audio. ${ACCEPTED}`);
+  if (sniffed.kind === 'unknown') throw unsupported(`The file's format was not recognised as audio. ${ACCEPTED}`);
+
+  let pcm: Float32Array | undefined;
+  let label = sniffed.label;
+  if (sniffed.container === 'wav') {
+    const header = readWavHeader(bytes);
+    if (header === undefined || header.tag === WAVE_FORMAT_PCM || header.tag === WAVE_FORMAT_IEEE_FLOAT) pcm = decodeWavHere(bytes, header, label, limits);
+    else label = `${label} (format tag ${header.tag})`;
+  }
+  if (pcm === undefined) {
+    const check = (info: StreamInfo) => checkStream(label, info, limits.maxSeconds);
+    pcm = floatRangeNormalize(await decodeWithFfmpeg(bytes, { container: sniffed.container, label, ...limits, check }));
+  }
+  if (pcm.length > limits.maxSeconds * SAMPLE_RATE) throw tooLong(pcm.length / SAMPLE_RATE, limits.maxSeconds);
+  if (pcm.length < MIN_SAMPLES) {
+    throw new AudioError('audio_too_short', `Audio file is too short (${(pcm.length / SAMPLE_RATE).toFixed(3)} s). Minimum audio length is 0.1 seconds.`);
+  }
+  return pcm;
+}
+
+type LogFn = (obj: object | string, msg?: string) => void;
+
+/**
+ * One startup line on what can be decoded (pino-compatible logger): a warning naming the formats this server
+ * cannot take when ffmpeg or one of its decoders is missing.
+ */
+export async function reportDecoderCapabilities(log: { info: LogFn; warn: LogFn }): Promise<DecoderCapabilities> {
+  const caps = await decoderCapabilities();
+  if (!caps.ffmpeg) {
+    log.warn({ missing: caps.missing }, 'ffmpeg/ffprobe not found: only PCM and float WAV uploads can be decoded; other formats get 400 unsupported_audio_format');
+  } else if (caps.missing.length > 0) {
+    log.warn({ ffmpeg: caps.version, missing: caps.missing }, `this ffmpeg cannot decode: ${caps.missing.join('; ')}`);
+  } else {
+    log.info({ ffmpeg: caps.version, resampler: caps.resampler }, 'audio decoding: PCM/float WAV in-process, other formats through ffmpeg');
+  }
+  if (caps.ffmpeg && caps.resampler !== 'soxr') log.warn('ffmpeg is built without libsoxr: resampling with swresample instead');
+  return caps;
+}
