@@ -61,15 +61,11 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
     });
   });
 
-  app.addHook('onSend', async (_req, reply) => {
-    // While draining, clients should not reuse this connection.
-    if (o.backend.stats.draining) reply.header('connection', 'close');
-  });
-
   app.setErrorHandler((err, req, reply) => {
     const api = toApiError(err, maxUploadBytes);
-    if (api.status >= 500) req.log.error({ err }, 'request failed');
-    else req.log.info({ status: api.status, code: api.code, param: api.param }, api.message);
+    // Refusals while draining or loading are expected; only real failures are errors.
+    if (api.status >= 500 && api.code !== 'service_unavailable') req.log.error({ err }, 'request failed');
+    else req.log[api.status >= 500 ? 'warn' : 'info']({ status: api.status, code: api.code, param: api.param }, api.message);
     if (api.status === 499) return reply; // the client is gone: nothing to send
     return reply.status(api.status).headers(api.headers).send(api.body());
   });

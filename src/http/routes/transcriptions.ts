@@ -108,7 +108,7 @@ export async function transcriptionRoutes(app: FastifyInstance, o: Transcription
       reply.raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache',
-        connection: o.backend.stats.draining ? 'close' : 'keep-alive',
+        connection: 'keep-alive',
         'x-request-id': req.id,
       });
       try {
