@@ -2,7 +2,7 @@ import { AudioError } from './errors.js';
 import { decodeWithFfmpeg, decoderCapabilities, type DecoderCapabilities, type StreamInfo } from './ffmpeg.js';
 import { SAMPLE_RATE, floatRangeNormalize, toModelPcm } from './pcm.js';
 import { sniffFormat } from './sniff.js';
-import { decodeWav } from './wav.js';
+import { WAVE_FORMAT_IEEE_FLOAT, WAVE_FORMAT_PCM, decodeWav, readWavHeader, type WavHeader } from './wav.js';
 
 /**
  * Any upload -> 16 kHz mono float32 PCM. The format comes from the bytes (sniffFormat). PCM and float WAV are
@@ -49,50 +49,6 @@ function checkStream(label: string, info: Omit<StreamInfo, 'codec'>, maxSeconds:
     );
   }
   if (info.seconds !== undefined && info.seconds > maxSeconds) throw tooLong(info.seconds, maxSeconds);
-}
-
-const WAVE_FORMAT_PCM = 1;
-const WAVE_FORMAT_IEEE_FLOAT = 3;
-const WAVE_FORMAT_EXTENSIBLE = 0xfffe;
-
-interface WavHeader {
-  tag: number;
-  channels: number;
-  sampleRate: number;
-  /** whole frames present in the file (the data chunk's size is not trusted) */
-  frames?: number;
-}
-
-/** The fmt chunk and the frames present, without touching the samples (decodeWav validates the rest). */
-function readWavHeader(b: Uint8Array): WavHeader | undefined {
-  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const rf64 = view.getUint32(0) !== 0x52494646; // not "RIFF": RF64/BW64
-  let fmt: (WavHeader & { blockAlign: number }) | undefined;
-  let ds64: number | undefined;
-  let dataBytes: number | undefined;
-  for (let offset = 12; offset + 8 <= b.length; ) {
-    const id = String.fromCharCode(b[offset]!, b[offset + 1]!, b[offset + 2]!, b[offset + 3]!);
-    let size = view.getUint32(offset + 4, true);
-    const body = offset + 8;
-    const available = b.length - body;
-    if (id === 'data' && dataBytes === undefined) {
-      if (rf64 && size === 0xffffffff && ds64 !== undefined) size = ds64;
-      dataBytes = Math.min(size, available);
-      if (size >= available) break;
-    } else if (size > available) {
-      break;
-    } else if (id === 'fmt ' && size >= 16) {
-      let tag = view.getUint16(body, true);
-      if (tag === WAVE_FORMAT_EXTENSIBLE && size >= 40) tag = view.getUint16(body + 24, true);
-      fmt = { tag, channels: view.getUint16(body + 2, true), sampleRate: view.getUint32(body + 4, true), blockAlign: view.getUint16(body + 12, true) };
-    } else if (id === 'ds64' && rf64 && size >= 16) {
-      ds64 = Number(view.getBigUint64(body + 8, true));
-    }
-    offset = body + size + (size & 1);
-  }
-  if (!fmt) return undefined;
-  const { blockAlign, ...header } = fmt;
-  return dataBytes !== undefined && blockAlign > 0 ? { ...header, frames: Math.floor(dataBytes / blockAlign) } : header;
 }
 
 /** PCM/float WAV in this thread: limits from the header first, so nothing absurd is decoded or resampled. */

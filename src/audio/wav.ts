@@ -6,8 +6,8 @@ export interface DecodedAudio {
   sampleRate: number;
 }
 
-const WAVE_FORMAT_PCM = 1;
-const WAVE_FORMAT_IEEE_FLOAT = 3;
+export const WAVE_FORMAT_PCM = 1;
+export const WAVE_FORMAT_IEEE_FLOAT = 3;
 const WAVE_FORMAT_EXTENSIBLE = 0xfffe;
 const MAX_SAMPLE_RATE = 1_000_000;
 /** Size field value meaning "see ds64" (RF64) or "unknown, read to the end" (streaming writers). */
@@ -91,19 +91,19 @@ function parseDs64(view: DataView, offset: number, size: number): number | undef
   return Number(view.getBigUint64(offset + 8, true));
 }
 
-/**
- * Decodes a PCM or IEEE-float WAV file into per-channel float samples. Chunk sizes are never
- * trusted: a data chunk claiming more bytes than the file holds is cut to the whole frames present.
- */
-export function decodeWav(bytes: Uint8Array): DecodedAudio {
-  const variant = container(bytes);
-  if (variant === undefined) throw new AudioError('invalid_audio', 'not a WAV file: missing RIFF/WAVE header');
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+interface Span {
+  offset: number;
+  size: number;
+}
 
-  let format: Format | undefined;
+/**
+ * Where the fmt and data chunks are. Chunk sizes are never trusted: a data chunk claiming more bytes than
+ * the file holds is cut to what is there; an incomplete non-data chunk ends the walk.
+ */
+function chunkLayout(bytes: Uint8Array, view: DataView, variant: 'RIFF' | 'RF64'): { fmt?: Span; data?: Span } {
+  let fmt: Span | undefined;
+  let data: Span | undefined;
   let ds64DataSize: number | undefined;
-  let dataOffset = -1;
-  let dataSize = 0;
   let offset = 12;
   while (offset + 8 <= bytes.length) {
     const id = fourCC(bytes, offset);
@@ -111,26 +111,61 @@ export function decodeWav(bytes: Uint8Array): DecodedAudio {
     const body = offset + 8;
     const available = bytes.length - body;
 
-    if (id === 'data' && dataOffset < 0) {
+    if (id === 'data' && data === undefined) {
       if (variant === 'RF64' && size === SIZE_UNKNOWN && ds64DataSize !== undefined) size = ds64DataSize;
-      dataOffset = body;
-      dataSize = Math.min(size, available);
+      data = { offset: body, size: Math.min(size, available) };
       // A clamped (or open-ended) data chunk runs to the end of the file: nothing follows it.
       if (size >= available) break;
     } else if (size > available) {
       break; // truncated file: an incomplete non-data chunk is useless.
     } else if (id === 'fmt ') {
-      format = parseFmt(view, body, size);
+      fmt ??= { offset: body, size };
     } else if (id === 'ds64' && variant === 'RF64') {
       ds64DataSize = parseDs64(view, body, size);
     }
     // Chunks are word aligned: odd sizes are followed by one pad byte.
     offset = body + size + (size & 1);
   }
+  return { ...(fmt ? { fmt } : {}), ...(data ? { data } : {}) };
+}
 
-  if (format === undefined) throw new AudioError('invalid_audio', "WAV file has no (complete) 'fmt ' chunk");
-  if (dataOffset < 0) throw new AudioError('invalid_audio', "WAV file has no 'data' chunk");
-  return { channels: readSamples(view, dataOffset, dataSize, format), sampleRate: format.sampleRate };
+export interface WavHeader {
+  /** format tag (the sub-format's for WAVE_FORMAT_EXTENSIBLE) */
+  tag: number;
+  channels: number;
+  sampleRate: number;
+  /** whole frames present in the file */
+  frames?: number;
+}
+
+/** The fmt chunk's numbers and the frames present, without reading or validating samples (for limits first). */
+export function readWavHeader(bytes: Uint8Array): WavHeader | undefined {
+  const variant = container(bytes);
+  if (variant === undefined) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const { fmt, data } = chunkLayout(bytes, view, variant);
+  if (!fmt || fmt.size < 16) return undefined;
+  let tag = view.getUint16(fmt.offset, true);
+  if (tag === WAVE_FORMAT_EXTENSIBLE && fmt.size >= 40) tag = view.getUint16(fmt.offset + 24, true);
+  const blockAlign = view.getUint16(fmt.offset + 12, true);
+  return {
+    tag,
+    channels: view.getUint16(fmt.offset + 2, true),
+    sampleRate: view.getUint32(fmt.offset + 4, true),
+    ...(data && blockAlign > 0 ? { frames: Math.floor(data.size / blockAlign) } : {}),
+  };
+}
+
+/** Decodes a PCM or IEEE-float WAV file into per-channel float samples. */
+export function decodeWav(bytes: Uint8Array): DecodedAudio {
+  const variant = container(bytes);
+  if (variant === undefined) throw new AudioError('invalid_audio', 'not a WAV file: missing RIFF/WAVE header');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const { fmt, data } = chunkLayout(bytes, view, variant);
+  if (fmt === undefined) throw new AudioError('invalid_audio', "WAV file has no (complete) 'fmt ' chunk");
+  const format = parseFmt(view, fmt.offset, fmt.size);
+  if (data === undefined) throw new AudioError('invalid_audio', "WAV file has no 'data' chunk");
+  return { channels: readSamples(view, data.offset, data.size, format), sampleRate: format.sampleRate };
 }
 
 function readSamples(view: DataView, offset: number, size: number, format: Format): Float32Array[] {
