@@ -19,11 +19,14 @@ export interface DecodeLimits {
 
 export const DEFAULT_DECODE_LIMITS: DecodeLimits = { maxSeconds: 7200, timeoutMs: 120_000 };
 
-/** ffmpeg's pan filter takes at most 64 input channels; the WAV path keeps the same limit. */
-export const MAX_CHANNELS = 64;
-/** Below this no speech fits (Nyquist 500 Hz), and the upsampling ratio only multiplies the work. */
-export const MIN_SAMPLE_RATE = 1000;
-export const MAX_SAMPLE_RATE = 1_000_000;
+/**
+ * What recordings of speech use: telephony (8 kHz, with margin below) to high-resolution recorders
+ * (192 kHz), and up to 32 channels (microphone arrays). Beyond that an upload is junk or an attack on the
+ * resampler and the channel mixer (64 channels, 1 kHz and 384 kHz are the issue's own hostile examples).
+ */
+export const MAX_CHANNELS = 32;
+export const MIN_SAMPLE_RATE = 4000;
+export const MAX_SAMPLE_RATE = 192_000;
 /** OpenAI's minimum, 0.1 s. */
 const MIN_SAMPLES = SAMPLE_RATE / 10;
 /** No audio file that holds 0.1 s is smaller (a WAV header alone is 44 bytes). */

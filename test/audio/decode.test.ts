@@ -157,9 +157,10 @@ describe('hostile and broken input: an AudioError with a useful code and message
     ['a header claiming 4 GB of data, with none', () => patch(wav16(0), (v) => (v.setUint32(4, 0xffffffff, true), v.setUint32(40, 0xffffffff, true))), 'audio_too_short', /0\.000 s/],
     ['0 channels', () => patch(wav16(1), (v) => v.setUint16(22, 0, true)), 'invalid_audio', /0 channels/],
     ['a 0 Hz rate', () => patch(wav16(1), (v) => v.setUint32(24, 0, true)), 'invalid_audio', /sample rate of 0 Hz/],
-    ['a 500 Hz rate', () => wav16(1, 500), 'invalid_audio', /500 Hz; rates from 1000/],
+    ['a 1 kHz rate', () => wav16(1, 1000), 'invalid_audio', /1000 Hz; rates from 4000 to 192000 Hz/],
+    ['a 384 kHz rate', () => wav16(0.2, 384000), 'invalid_audio', /384000 Hz; rates from 4000 to 192000 Hz/],
     ['a 2 MHz rate', () => patch(wav16(1), (v) => v.setUint32(24, 2_000_000, true)), 'invalid_audio', /2000000 Hz/],
-    ['65 channels', () => wav16(0.2, 16000, 65), 'invalid_audio', /65 channels; at most 64/],
+    ['64 channels', () => wav16(0.2, 16000, 64), 'invalid_audio', /64 channels; at most 32/],
     ['random bytes', () => Uint8Array.from({ length: 100_000 }, () => Math.floor((rand() + 1) * 128)), 'unsupported_audio_format', /not recognised as audio\. Supported formats: flac, m4a, mp3/],
     ['a PNG image', () => new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...new Uint8Array(200)]), 'unsupported_audio_format', /looks like a PNG image, not audio/],
     ['a PDF', () => text(`%PDF-1.4\n${'1 0 obj << >> endobj\n'.repeat(20)}`), 'unsupported_audio_format', /looks like a PDF document, not audio/],
@@ -212,11 +213,11 @@ describe('hostile and broken input: an AudioError with a useful code and message
 });
 
 describe('unusual but valid input decodes correctly', () => {
-  it('64 channels: the mean of all of them, in-process and through ffmpeg', async () => {
+  it('32 channels: the mean of all of them, in-process and through ffmpeg', async () => {
     const n = 8000;
-    const channels = Array.from({ length: 64 }, (_, c) => (c % 2 === 0 ? tone(n, 16000, 440, 0.5) : new Float32Array(n)));
+    const channels = Array.from({ length: 32 }, (_, c) => (c % 2 === 0 ? tone(n, 16000, 440, 0.5) : new Float32Array(n)));
     const wav = encodeWav({ channels, sampleRate: 16000, format: 'pcm16' });
-    const mulaw = transcode(writeTemp(dir, 'c64.wav', wav), 'wav-mulaw', dir).bytes;
+    const mulaw = transcode(writeTemp(dir, 'c32.wav', wav), 'wav-mulaw', dir).bytes;
     for (const bytes of [wav, mulaw]) {
       const pcm = await decodeUpload(bytes, LIMITS);
       expect(pcm).toHaveLength(n);
@@ -224,11 +225,11 @@ describe('unusual but valid input decodes correctly', () => {
     }
   });
 
-  it('1 kHz and 384 kHz sample rates', async () => {
-    const low = await decodeUpload(encodeWav({ channels: [tone(2000, 1000, 200, 0.5)], sampleRate: 1000, format: 'pcm16' }), LIMITS);
+  it('4 kHz and 192 kHz sample rates, the ends of the accepted range', async () => {
+    const low = await decodeUpload(encodeWav({ channels: [tone(8000, 4000, 200, 0.5)], sampleRate: 4000, format: 'pcm16' }), LIMITS);
     expect(low).toHaveLength(32000);
     expect(amplitudeAt(low.subarray(1000, 31000), 200)).toBeCloseTo(0.5, 2);
-    const high = await decodeUpload(encodeWav({ channels: [tone(384000, 384000, 440, 0.5)], sampleRate: 384000, format: 'pcm24' }), LIMITS);
+    const high = await decodeUpload(encodeWav({ channels: [tone(192000, 192000, 440, 0.5)], sampleRate: 192000, format: 'pcm24' }), LIMITS);
     expect(high).toHaveLength(16000);
     expect(amplitudeAt(high.subarray(1000, 15000), 440)).toBeCloseTo(0.5, 2);
   });
