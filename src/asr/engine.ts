@@ -273,7 +273,13 @@ export class AsrEngine {
     return c.positionIds!.rank === 3 ? int64([...positions, ...positions, ...positions], [3, 1, length]) : int64(positions, [1, length]);
   }
 
-  private decoderFeeds(c: DecoderContract, ids: readonly number[], start: number, audio?: { rows: Tensor; offset: number }): Feeds {
+  private decoderFeeds(
+    c: DecoderContract,
+    ids: readonly number[],
+    start: number,
+    ones: BigInt64Array,
+    audio?: { rows: Tensor; offset: number },
+  ): Feeds {
     const feeds: Feeds = { [c.token.name]: this.tokenFeed(c, ids, c.token.kind === 'inputs_embeds' ? audio : undefined) };
     if (c.audio && audio) {
       const rows = audio.rows;
@@ -282,7 +288,8 @@ export class AsrEngine {
       const data = convertFloats(rows.data as Float32Array | Uint16Array, this.encoderContract.output.type, c.audio.type);
       feeds[c.audio.name] = new Tensor(c.audio.type, data, c.audio.rank === 3 ? [1, n, width] : [n, width]);
     }
-    if (c.attentionMask) feeds[c.attentionMask] = int64(new Array<number>(start + ids.length).fill(1), [1, start + ids.length]);
+    // A view of the chunk's buffer of ones: no per-step allocation proportional to the context length.
+    if (c.attentionMask) feeds[c.attentionMask] = new Tensor('int64', ones.subarray(0, start + ids.length), [1, start + ids.length]);
     if (c.positionIds) feeds[c.positionIds.name] = this.positionFeed(c, start, ids.length);
     return feeds;
   }
@@ -315,8 +322,9 @@ export class AsrEngine {
     const stop = new Set(o.stopTokenIds ?? [this.tokenizer.tokenId(SPECIAL.imEnd), this.tokenizer.tokenId(SPECIAL.endOfText)]);
     const pre = this.prefillContract;
     const t0 = performance.now();
+    const ones = new BigInt64Array(prompt.ids.length + o.maxNewTokens + 1).fill(1n);
     let outputs = await this.sessions.prefill.run({
-      ...this.decoderFeeds(pre, prompt.ids, 0, { rows, offset: prompt.audioOffset }),
+      ...this.decoderFeeds(pre, prompt.ids, 0, ones, { rows, offset: prompt.audioOffset }),
       ...this.emptyPast(pre),
     });
     let next = this.nextToken(pre, outputs);
@@ -347,7 +355,7 @@ export class AsrEngine {
         cancelled = true;
         break;
       }
-      const feeds = this.decoderFeeds(step, [next], length);
+      const feeds = this.decoderFeeds(step, [next], length, ones);
       // present.* go straight back in as past_key_values.*: the tensors themselves, no copies.
       step.kv.forEach((kv, i) => (feeds[kv.input!] = outputs[cacheNames[i]!] as Tensor));
       outputs = await this.sessions.step.run(feeds);

@@ -77,7 +77,13 @@ export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: Transc
   const results: ChunkResult[] = [];
   let text = '';
   const { chunkSeconds: _c, tokensPerSecond: _t, tokenBudgetBase: _b, vad: _v, onDelta, ...shared } = o;
+  let stoppedBetweenChunks = false;
   for (const chunk of chunks) {
+    // Cancelled while queued or after a chunk: no further encoder or prefill runs.
+    if (o.shouldStop?.()) {
+      stoppedBetweenChunks = true;
+      break;
+    }
     let firstDelta = true;
     const chunkOptions: ChunkOptions = {
       ...shared,
@@ -105,7 +111,7 @@ export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: Transc
     duration: pcm.length / SAMPLE_RATE,
     segments,
     truncated: results.some((r) => r.truncated),
-    cancelled: results.some((r) => r.cancelled),
+    cancelled: stoppedBetweenChunks || results.some((r) => r.cancelled),
     usage: {
       promptTokens: sum((r) => r.promptTokens),
       audioTokens: sum((r) => r.audioTokens),

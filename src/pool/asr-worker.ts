@@ -1,6 +1,6 @@
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { AsrEngine } from '../asr/engine.js';
-import { transcribe, type TranscriptionResult } from '../asr/transcribe.js';
+import { transcribe } from '../asr/transcribe.js';
 import { SAMPLE_RATE } from '../audio/pcm.js';
 import { errorToData, type AsrOutcome, type AsrTask, type AsrWorkerData, type AsrWorkerMessage } from './protocol.js';
 
@@ -44,23 +44,9 @@ async function load(): Promise<AsrEngine> {
   }
 }
 
-function cancelledBeforeStart(pcm: Float32Array): TranscriptionResult {
-  return {
-    text: '',
-    language: '',
-    duration: pcm.length / SAMPLE_RATE,
-    segments: [],
-    truncated: false,
-    cancelled: true,
-    usage: { promptTokens: 0, audioTokens: 0, generatedTokens: 0 },
-    timings: { featuresMs: 0, encoderMs: 0, prefillMs: 0, stepsMs: 0, steps: 0 },
-  };
-}
-
 async function handle(engine: AsrEngine, task: AsrTask): Promise<AsrOutcome> {
   const { pcm, cancelIndex, port } = task;
   try {
-    if (Atomics.load(cancelFlags, cancelIndex) !== 0) return { ok: true, result: cancelledBeforeStart(pcm), ms: 0 };
     Atomics.store(runningFlags, cancelIndex, 1);
     const t0 = performance.now();
     const result = await transcribe(engine, pcm, {

@@ -86,11 +86,21 @@ describe('transcribe (long audio)', () => {
     }
   });
 
-  it('stops at a cancelled chunk', async () => {
+  it('runs no chunk when cancelled before it starts', async () => {
     const { pcm } = recording(['noise', 'echo', 'mixed']);
     const r = await transcribe(engine, pcm, { ...defaults, chunkSeconds: 10, shouldStop: () => true });
+    expect(r).toMatchObject({ cancelled: true, segments: [], text: '' });
+    expect(r.usage).toEqual({ promptTokens: 0, audioTokens: 0, generatedTokens: 0 });
+  });
+
+  it('stops inside the chunk it was cancelled in and runs no later chunk', async () => {
+    const { pcm } = recording(['noise', 'echo', 'mixed']);
+    let checks = 0;
+    // the first check is before chunk 1; later ones are between its decode steps
+    const r = await transcribe(engine, pcm, { ...defaults, chunkSeconds: 10, shouldStop: () => ++checks > 3 });
     expect(r.cancelled).toBe(true);
     expect(r.segments).toHaveLength(1);
+    expect(r.usage.generatedTokens).toBe(3);
   });
 });
 
