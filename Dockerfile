@@ -1,42 +1,71 @@
-# syntax=docker/dockerfile:1
-# mega-asr-server for a CUDA host. The model (Reza2kn/mega-asr-onnx, ~2 GB) is mounted at /models, not baked in.
-#
-# onnxruntime-node 1.30.0 ships its CPU provider in the npm tarball; the CUDA provider (3 shared libraries from
-# NuGet Microsoft.ML.OnnxRuntime.Gpu.Linux, exactly 1.30.0) is fetched by its install script in a separate,
-# explicit step. Pick the CUDA base image to match what those libraries link against (the build prints it).
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# mega-asr-server for a CUDA host: docker build -t mega-asr-server .
+# No model is baked in: on first start the server downloads it into the Hugging Face cache under /data
+# (HF_HOME), a volume, so it is fetched once and kept across restarts. Needs the NVIDIA container toolkit
+# and an NVIDIA driver that supports CUDA 13 (driver 580 or newer).
 
-FROM node:20-bookworm-slim AS build
+# ---- build: compile TypeScript, keep production dependencies, fetch the CUDA provider -------------------
+FROM node:20.20.2-bookworm-slim AS build
 WORKDIR /app
-ENV ORT_DISABLE_TELEMETRY=1
 COPY package.json package-lock.json ./
-RUN ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --ignore-scripts
+# --ignore-scripts: onnxruntime-node's install script (the CUDA provider download) runs explicitly below, and
+# our own `prepare` (the build) runs once the sources are in.
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npm run build && npm prune --omit=dev \
- && rm -rf node_modules/onnxruntime-node/bin/napi-v6/darwin node_modules/onnxruntime-node/bin/napi-v6/win32 \
+# Only linux/x64 binaries go into the image: onnxruntime-node ships every platform's in one package.
+RUN npm run build \
+ && npm prune --omit=dev --no-audit --no-fund \
+ && rm -rf node_modules/onnxruntime-node/bin/napi-v6/darwin \
+           node_modules/onnxruntime-node/bin/napi-v6/win32 \
            node_modules/onnxruntime-node/bin/napi-v6/linux/arm64
-# Needs the network (api.nuget.org); offline builds copy the three .so files into the same folder instead.
-RUN node node_modules/onnxruntime-node/script/install.js \
- && ls node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_cuda.so
+# The CUDA execution provider is too big for npm: onnxruntime-node's install script fetches it from NuGet
+# (Microsoft.ML.OnnxRuntime.Gpu.Linux, the same version as onnxruntime-node, from api.nuget.org) into the
+# binding's folder. "cuda12" is the only manifest name that script knows for linux/x64; it is a name, not the
+# CUDA version of what it downloads (see the runtime base below). TensorRT is not in the image, so its
+# provider is dropped rather than left to fail.
+RUN ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js \
+ && rm node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_tensorrt.so \
+ && ls -l node_modules/onnxruntime-node/bin/napi-v6/linux/x64
 
-FROM ${CUDA_IMAGE}
+# ---- runtime ------------------------------------------------------------------------------------------------
+# The base must carry the CUDA and cuDNN majors the NuGet provider links against. onnxruntime-node 1.30.0
+# fetches Microsoft.ML.OnnxRuntime.Gpu.Linux 1.30.0; since onnxruntime 1.27 the GPU packages on nuget.org, PyPI
+# and npm are the CUDA 13 builds (CUDA 12 ones were deprecated and moved to a separate feed; see
+# microsoft/onnxruntime#29032, #28773, #29500), with cuDNN 9. CUDA minor versions are compatible within a major,
+# so a recent 13.x runtime serves a provider built with any earlier 13.x. The ldd check further down fails the
+# build if this reasoning ever stops holding (e.g. after an onnxruntime-node upgrade), instead of the service
+# quietly falling back to the CPU.
+FROM nvidia/cuda:13.2.1-cudnn-runtime-ubuntu24.04
+# ffmpeg decodes every upload format except PCM/float WAV; tini forwards SIGTERM so the server drains.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates ffmpeg tini \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10001 app \
+ && useradd --uid 10001 --gid 10001 --no-log-init --no-create-home --home-dir /app --shell /usr/sbin/nologin app \
+ && mkdir /data && chown 10001:10001 /data
 COPY --from=build /usr/local/bin/node /usr/local/bin/node
-# ffmpeg decodes every upload format but PCM/float WAV (see README, Audio input); its libswresample brings libsoxr.
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates tini ffmpeg \
- && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 app
 WORKDIR /app
+# Code stays owned by root: the service can read it, not change it.
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json openapi.yaml ./
-# Fail the build when a CUDA/cuDNN library the provider needs is missing (libcuda.so.1 comes from the driver at run time).
-RUN ! (ldd node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_cuda.so \
-      | grep 'not found' | grep -v 'libcuda.so.1')
-ENV NODE_ENV=production ORT_DISABLE_TELEMETRY=1 MODEL_DIR=/models ASR_DEVICE=cuda HOST=0.0.0.0 PORT=8000 \
-    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
-USER app
+COPY web ./web
+# libcuda.so.1 comes from the host driver at run time; every other library the provider needs must be here.
+RUN cd node_modules/onnxruntime-node/bin/napi-v6/linux/x64 \
+ && missing="$(LD_LIBRARY_PATH=. ldd libonnxruntime_providers_cuda.so 2>&1 | grep 'not found' | grep -v 'libcuda\.so\.1' || true)" \
+ && if [ -n "$missing" ]; then echo "the CUDA provider cannot load on this base image:" >&2; echo "$missing" >&2; exit 1; fi
+ENV NODE_ENV=production \
+    ORT_DISABLE_TELEMETRY=1 \
+    HF_HOME=/data \
+    ASR_DEVICE=cuda \
+    HOST=0.0.0.0 \
+    PORT=8000
+VOLUME /data
+USER 10001:10001
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=3s --start-period=120s CMD node -e "fetch('http://127.0.0.1:8000/ready').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-# tini forwards SIGTERM so the server can drain.
+# /ready turns 200 once the model is on disk and the workers are warm. The first start downloads 2 to 3 GB, so
+# failures in the first 30 minutes do not count; with the model already in /data it is ready in about a minute.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30m --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8000)+'/ready').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["node", "dist/server.js"]
