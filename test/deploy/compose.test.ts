@@ -1,0 +1,191 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { DASHBOARD_PATH, loadDashboard } from '../support/dashboard.js';
+import { promtoolCheckConfig } from '../support/prometheus.js';
+import { repoRoot } from '../support/shared.js';
+
+interface Service {
+  image?: string;
+  build?: unknown;
+  ports?: string[];
+  volumes?: string[];
+  environment?: Record<string, string | null>;
+  stop_grace_period?: string;
+  healthcheck?: { test: string[]; start_period?: string };
+  depends_on?: string[];
+  deploy?: { resources?: { reservations?: { devices?: { driver: string; count: number; capabilities: string[] }[] } } };
+}
+
+const readYaml = (...parts: string[]) => parse(readFileSync(join(repoRoot, ...parts), 'utf8')) as Record<string, unknown>;
+const compose = readYaml('docker-compose.yml') as { services: Record<string, Service>; volumes: Record<string, unknown> };
+const services = compose.services;
+
+/** Compose durations as used here ("75s", "1m30s", "30m") in seconds. */
+function seconds(duration: string): number {
+  const parts = [...duration.matchAll(/(\d+(?:\.\d+)?)(h|m|s)/g)];
+  if (parts.map((p) => p[0]).join('') !== duration) throw new Error(`not a compose duration: ${duration}`);
+  return parts.reduce((s, [, n, unit]) => s + Number(n) * { h: 3600, m: 60, s: 1 }[unit as 'h' | 'm' | 's'], 0);
+}
+
+/** A volume entry "source:target[:mode]" split into its source (a named volume or a repository path) and target. */
+function mounts(service: Service): { source: string; target: string; readOnly: boolean }[] {
+  return (service.volumes ?? []).map((v) => {
+    const [source, target, mode] = v.split(':');
+    return { source: source!, target: target!, readOnly: mode === 'ro' };
+  });
+}
+
+const hostPath = (source: string) => join(repoRoot, source);
+
+describe('docker-compose.yml', () => {
+  it('runs the service image with one GPU reserved', () => {
+    const asr = services['mega-asr']!;
+    expect(asr.build).toBe('.');
+    expect(asr.image).toBe('mega-asr-server');
+    expect(asr.ports).toContain('8000:8000');
+    expect(asr.deploy?.resources?.reservations?.devices).toEqual([{ driver: 'nvidia', count: 1, capabilities: ['gpu'] }]);
+  });
+
+  it('keeps the model cache in a named volume at /data (HF_HOME in the image)', () => {
+    const cache = mounts(services['mega-asr']!).find((m) => m.target === '/data');
+    expect(cache).toBeDefined();
+    expect(Object.keys(compose.volumes)).toContain(cache!.source);
+    expect(cache!.readOnly).toBe(false); // the first start writes the download there
+  });
+
+  it('lets the drain finish before Docker kills the container', () => {
+    const asr = services['mega-asr']!;
+    const grace = Number(asr.environment?.SHUTDOWN_GRACE_SECONDS);
+    expect(grace).toBe(60);
+    expect(seconds(asr.stop_grace_period!)).toBeGreaterThan(grace);
+  });
+
+  it('passes the model, hub and server settings through from the shell, without defaults that shadow the image', () => {
+    const env = services['mega-asr']!.environment!;
+    for (const key of ['MODEL', 'MODEL_REVISION', 'HF_TOKEN', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'WORKERS', 'MAX_QUEUE', 'API_KEYS', 'LOG_LEVEL']) {
+      expect(env, key).toHaveProperty(key, null);
+    }
+    expect(env).not.toHaveProperty('MODEL_DIR'); // the model comes from the hub into /data
+  });
+
+  it('checks readiness on /ready, with a start period long enough for the first download', () => {
+    const check = services['mega-asr']!.healthcheck!;
+    expect(check.test.join(' ')).toContain('http://127.0.0.1:8000/ready');
+    expect(seconds(check.start_period!)).toBeGreaterThanOrEqual(600);
+  });
+
+  it('pins every image it pulls to a version tag', () => {
+    for (const [name, service] of Object.entries(services)) {
+      if (service.build) continue; // built here
+      expect(service.image, name).toMatch(/^[\w./-]+:v?\d+\.\d+\.\d+$/);
+    }
+  });
+
+  it('mounts the Prometheus config where the image reads it, and it scrapes the service by name and port', () => {
+    const config = mounts(services.prometheus!).find((m) => m.target === '/etc/prometheus/prometheus.yml');
+    expect(config?.readOnly).toBe(true);
+    expect(existsSync(hostPath(config!.source))).toBe(true);
+    const prom = readYaml(config!.source) as { scrape_configs: { job_name: string; metrics_path?: string; static_configs: { targets: string[] }[] }[] };
+    const job = prom.scrape_configs.find((j) => j.job_name === 'mega-asr');
+    expect(job?.metrics_path ?? '/metrics').toBe('/metrics');
+    const servicePort = services['mega-asr']!.ports![0]!.split(':').at(-1);
+    expect(job?.static_configs.flatMap((s) => s.targets)).toEqual([`mega-asr:${servicePort}`]);
+  });
+
+  it('the Prometheus config passes promtool', () => {
+    const { status, output } = promtoolCheckConfig(join(repoRoot, 'deploy', 'prometheus', 'prometheus.yml'));
+    expect(status, output).toBe(0);
+    expect(output).toMatch(/SUCCESS/);
+  });
+
+  it('provisions Grafana from paths that exist here, with the dashboard at the provider path', () => {
+    const grafana = services.grafana!;
+    expect(grafana.ports).toContain('3000:3000');
+    expect(grafana.environment).toMatchObject({ GF_AUTH_ANONYMOUS_ENABLED: 'true', GF_AUTH_ANONYMOUS_ORG_ROLE: 'Viewer' });
+    expect(grafana.environment?.GF_SECURITY_ADMIN_PASSWORD).toMatch(/^\$\{GRAFANA_ADMIN_PASSWORD:-.+\}$/);
+    const provisioning = mounts(grafana).find((m) => m.target === '/etc/grafana/provisioning');
+    expect(provisioning?.readOnly).toBe(true);
+    expect(existsSync(hostPath(provisioning!.source))).toBe(true);
+
+    const provider = readYaml(provisioning!.source, 'dashboards', 'mega-asr.yml') as { providers: { type: string; options: { path: string } }[] };
+    expect(provider.providers).toHaveLength(1);
+    const dashboards = mounts(grafana).find((m) => m.target === provider.providers[0]!.options.path);
+    expect(dashboards?.readOnly).toBe(true);
+    expect(join(hostPath(dashboards!.source), 'mega-asr.json')).toBe(DASHBOARD_PATH);
+    expect(grafana.environment?.GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH).toBe(`${provider.providers[0]!.options.path}/mega-asr.json`);
+  });
+
+  it('the Grafana datasource is the compose Prometheus, with the uid the dashboard uses', () => {
+    const { datasources } = readYaml('deploy', 'grafana', 'provisioning', 'datasources', 'prometheus.yml') as {
+      datasources: { uid: string; type: string; url: string; jsonData: { timeInterval: string } }[];
+    };
+    expect(datasources).toHaveLength(1);
+    const [ds] = datasources;
+    expect(ds!.type).toBe('prometheus');
+    const promPort = services.prometheus!.ports![0]!.split(':').at(-1);
+    expect(ds!.url).toBe(`http://prometheus:${promPort}`);
+    // $__rate_interval is only right when Grafana knows the scrape interval
+    const prom = readYaml('deploy', 'prometheus', 'prometheus.yml') as { global: { scrape_interval: string } };
+    expect(ds!.jsonData.timeInterval).toBe(prom.global.scrape_interval);
+
+    const dashboard = loadDashboard();
+    for (const panel of dashboard.panels) {
+      expect(panel.datasource, panel.title).toEqual({ type: 'prometheus', uid: ds!.uid });
+      for (const t of panel.targets ?? []) expect(t.datasource, `${panel.title} ${t.refId}`).toEqual(panel.datasource);
+    }
+  });
+});
+
+describe('the Grafana dashboard JSON', () => {
+  const dashboard = loadDashboard();
+
+  it('is a provisionable dashboard: uid, title, schema version', () => {
+    expect(dashboard.uid).toMatch(/^[\w-]{1,40}$/);
+    expect(dashboard.title).not.toBe('');
+    expect(dashboard.schemaVersion).toBeGreaterThanOrEqual(36); // datasources referenced by uid
+  });
+
+  it('has panels with unique ids, queries with unique refIds, and a grid layout without overlaps', () => {
+    const ids = dashboard.panels.map((p) => p.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    const cells = new Set<string>();
+    for (const p of dashboard.panels) {
+      const { x, y, w, h } = p.gridPos;
+      expect(x + w, p.title).toBeLessThanOrEqual(24); // Grafana's grid is 24 columns wide
+      expect(w * h, p.title).toBeGreaterThan(0);
+      for (let i = x; i < x + w; i++) {
+        for (let j = y; j < y + h; j++) {
+          expect(cells.has(`${i},${j}`), `${p.title} overlaps at ${i},${j}`).toBe(false);
+          cells.add(`${i},${j}`);
+        }
+      }
+      const refIds = (p.targets ?? []).map((t) => t.refId);
+      expect(refIds.length, p.title).toBeGreaterThan(0);
+      expect(new Set(refIds).size, p.title).toBe(refIds.length);
+    }
+  });
+
+  it('shows what an operator watches', () => {
+    const exprs = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)).join('\n');
+    for (const metric of [
+      'http_requests_total',
+      'http_request_duration_seconds_bucket',
+      'asr_real_time_factor_bucket',
+      'asr_audio_seconds_total',
+      'asr_queue_depth',
+      'asr_rejected_requests_total',
+      'asr_busy_workers',
+      'asr_ready_workers',
+      'asr_transcriptions_total',
+      'asr_decoded_tokens_total',
+      'process_resident_memory_bytes',
+    ]) {
+      expect(exprs, metric).toContain(metric);
+    }
+    for (const q of [0.5, 0.95, 0.99]) {
+      expect(exprs).toContain(`histogram_quantile(${q}, sum by (le) (rate(http_request_duration_seconds_bucket{job="mega-asr",route="/v1/audio/transcriptions"}`);
+    }
+  });
+});

@@ -1,0 +1,193 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { decodeWavToPcm } from '../../src/audio/pcm.js';
+import { loadDashboard, promql } from '../support/dashboard.js';
+import { startPrometheus, type Prometheus, type Sample } from '../support/prometheus.js';
+import { startTestServer, type TestServer } from '../support/server.js';
+import { repoRoot, sharedPath } from '../support/shared.js';
+import { encodeWav } from '../support/wav-writer.js';
+
+const clip = (name: string) => readFileSync(sharedPath('fixtures', 'voices-in-the-wild', `${name}.wav`));
+const JOB = 'mega-asr';
+/** Stands in for $__rate_interval and friends: longer than the whole test, so every rate sees all its traffic. */
+const RANGE = '10m';
+
+/** deploy/prometheus/prometheus.yml with only the service's address replaced and a 1 s scrape interval. */
+function derivedConfig(target: string): unknown {
+  const config = parse(readFileSync(join(repoRoot, 'deploy', 'prometheus', 'prometheus.yml'), 'utf8')) as {
+    global: Record<string, string>;
+    scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+  };
+  const job = config.scrape_configs.find((j) => j.job_name === JOB);
+  if (!job) throw new Error(`prometheus.yml has no job ${JOB}`);
+  job.static_configs = [{ targets: [target] }];
+  config.global.scrape_interval = '1s';
+  config.global.evaluation_interval = '1s';
+  return config;
+}
+
+const transcriptionsURL = (server: TestServer) => `${server.baseURL}/v1/audio/transcriptions`;
+
+function form(file: Uint8Array | null, fields: Record<string, string> = {}): FormData {
+  const f = new FormData();
+  f.append('model', 'mega-asr');
+  if (file) f.append('file', new Blob([file]), 'clip.wav');
+  for (const [k, v] of Object.entries(fields)) f.append(k, v);
+  return f;
+}
+
+const post = (server: TestServer, body: FormData) => fetch(transcriptionsURL(server), { method: 'POST', body, signal: AbortSignal.timeout(60_000) });
+
+/**
+ * An upload whose body is held back after its first bytes: admitted (it holds the only place) until released.
+ * The transcription route admits before it reads the body, so what arrives meanwhile is refused at capacity.
+ */
+async function heldUpload(server: TestServer, file: Uint8Array): Promise<{ release: () => void; response: Promise<Response> }> {
+  const encoded = new Request('http://form.invalid', { method: 'POST', body: form(file) });
+  const bytes = new Uint8Array(await encoded.arrayBuffer());
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  const body = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      controller.enqueue(bytes.subarray(0, 100));
+      await released;
+      controller.enqueue(bytes.subarray(100));
+      controller.close();
+    },
+  });
+  const response = fetch(transcriptionsURL(server), {
+    method: 'POST',
+    body,
+    headers: { 'content-type': encoded.headers.get('content-type')! },
+    duplex: 'half',
+    signal: AbortSignal.timeout(60_000),
+  } as RequestInit);
+  return { release, response };
+}
+
+describe('Prometheus scraping the service, and the dashboard queries', () => {
+  let server: TestServer;
+  let prometheus: Prometheus;
+  /** Over 10 s of real speech: the 'fails-long' model's encoder breaks the contract on it, so the request gets a 500. */
+  let long: Uint8Array;
+  let sent = 0;
+
+  /** The same traffic each round: two transcriptions, a 400, a 500 and a 429, each status seen by Prometheus. */
+  async function round(): Promise<void> {
+    const statuses: number[] = [];
+    statuses.push((await post(server, form(clip('recording')))).status);
+    statuses.push((await post(server, form(clip('mixed'), { response_format: 'srt' }))).status);
+    statuses.push((await post(server, form(null))).status); // no file
+    statuses.push((await post(server, form(long))).status);
+    const held = await heldUpload(server, clip('far_field'));
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && ((await (await fetch(`${server.baseURL}/ready`)).json()) as { admitted: number }).admitted < 1) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    statuses.push((await post(server, form(clip('recording')))).status);
+    held.release();
+    statuses.push((await held.response).status);
+    expect(statuses).toEqual([200, 200, 400, 500, 429, 200]);
+    sent += statuses.length;
+    // Prometheus has scraped this round once the request counter shows it.
+    await prometheus.until(`a scrape showing ${sent} transcription requests`, async () => {
+      const [total] = await prometheus.query(`sum(http_requests_total{job="${JOB}",route="/v1/audio/transcriptions"})`);
+      return total?.value === sent ? true : undefined;
+    });
+  }
+
+  beforeAll(async () => {
+    const pcm = [decodeWavToPcm(clip('noise')), decodeWavToPcm(clip('obstructed'))];
+    const joined = new Float32Array(pcm[0]!.length + pcm[1]!.length);
+    joined.set(pcm[0]!);
+    joined.set(pcm[1]!, pcm[0]!.length);
+    long = encodeWav({ channels: [joined], sampleRate: 16000, format: 'float32' });
+    // One worker and no queue, so a held upload fills the service; no VAD, so the long clip reaches the encoder whole.
+    server = await startTestServer({ MAX_QUEUE: '0', ASR_VAD: 'false' }, 'fails-long');
+    prometheus = await startPrometheus(derivedConfig(new URL(server.baseURL).host));
+    // A first scrape before any traffic, so every counter's first increase falls inside the rate windows.
+    await prometheus.until('the first scrape', async () => ((await prometheus.query(`up{job="${JOB}"}`)).length ? true : undefined));
+    await round();
+    await round();
+  });
+
+  afterAll(async () => {
+    await prometheus?.stop();
+    await server?.stop('test done');
+  });
+
+  it('scrapes the service: the target is up with the job name from deploy/prometheus', async () => {
+    const targets = (await (await fetch(`${prometheus.url}/api/v1/targets`)).json()) as {
+      data: { activeTargets: { labels: { job: string }; health: string; lastError: string; scrapeUrl: string }[] };
+    };
+    expect(targets.data.activeTargets).toHaveLength(1);
+    const [target] = targets.data.activeTargets;
+    expect(target).toMatchObject({ health: 'up', lastError: '', labels: { job: JOB }, scrapeUrl: `${server.baseURL}/metrics` });
+    expect(await prometheus.query(`up{job="${JOB}"}`)).toEqual([{ metric: expect.objectContaining({ job: JOB }) as object, value: 1 }]);
+  });
+
+  it('every panel query of the dashboard returns data, all finite', async () => {
+    const dashboard = loadDashboard();
+    const empty: string[] = [];
+    for (const panel of dashboard.panels) {
+      for (const t of panel.targets ?? []) {
+        const samples = await prometheus.query(promql(t.expr, RANGE));
+        if (samples.length === 0) empty.push(`${panel.title} / ${t.refId}: ${t.expr}`);
+        for (const s of samples) expect(Number.isFinite(s.value), `${panel.title} / ${t.refId} ${JSON.stringify(s)}`).toBe(true);
+      }
+    }
+    expect(empty).toEqual([]);
+  });
+
+  /** The panel's query (found by title and legend) evaluated now. */
+  async function panel(title: string, legend?: string): Promise<Sample[]> {
+    const p = loadDashboard().panels.find((x) => x.title === title);
+    const t = p?.targets?.find((x) => legend === undefined || x.legendFormat === legend);
+    if (!t) throw new Error(`no query ${legend ?? ''} in panel ${title}`);
+    return prometheus.query(promql(t.expr, RANGE));
+  }
+  const byLabel = (samples: Sample[], label: string) => Object.fromEntries(samples.map((s) => [s.metric[label], s.value]));
+
+  it('the traffic panels show the requests sent: by status, errors by class, latency percentiles', async () => {
+    const byStatus = byLabel(await panel('API requests by status'), 'status');
+    expect(Object.keys(byStatus).sort()).toEqual(['200', '400', '429', '500']);
+    // Each round sends three 200s and one each of 400, 429 and 500. Rates extrapolate each series from its own
+    // first sample, so only the order is exact, not the ratio.
+    for (const error of ['400', '429', '500']) {
+      expect(byStatus[error]).toBeGreaterThan(0);
+      expect(byStatus['200']).toBeGreaterThan(byStatus[error]!);
+    }
+    const [clientErrors] = await panel('Errors: share of API requests', '4xx (client)');
+    const [serverErrors] = await panel('Errors: share of API requests', '5xx (service)');
+    expect(serverErrors!.value).toBeGreaterThan(0);
+    expect(clientErrors!.value).toBeGreaterThan(serverErrors!.value); // 400 and 429 against one 500
+    expect(clientErrors!.value + serverErrors!.value).toBeLessThan(1);
+    const [p50] = await panel('Transcription latency', 'p50');
+    const [p99] = await panel('Transcription latency', 'p99');
+    expect(p50!.value).toBeGreaterThan(0);
+    expect(p99!.value).toBeGreaterThanOrEqual(p50!.value);
+  });
+
+  it('the ASR panels show the work done: audio, real-time factor, tokens, outcomes, rejections, workers, memory', async () => {
+    const [audio] = await panel('Audio transcribed per second');
+    expect(audio!.value).toBeGreaterThan(0);
+    const [rtf] = await panel('Real-time factor', 'p50');
+    expect(rtf!.value).toBeGreaterThan(0);
+    const [tokens] = await panel('Decoded tokens per second');
+    expect(tokens!.value).toBeGreaterThan(0);
+    const outcomes = byLabel(await panel('Transcriptions by outcome'), 'outcome');
+    expect(outcomes.completed).toBeGreaterThan(0);
+    expect(outcomes.failed).toBeGreaterThan(0);
+    expect(outcomes.completed).toBeGreaterThan(outcomes.failed!);
+    expect(outcomes.cancelled).toBe(0);
+    const rejections = byLabel(await panel('Rejections by reason'), 'reason');
+    expect(rejections.queue_full).toBeGreaterThan(0);
+    expect(rejections.draining).toBe(0);
+    expect(await panel('Workers: busy, ready, configured', 'ready')).toMatchObject([{ value: 1 }]);
+    expect(await panel('Workers: busy, ready, configured', 'busy')).toMatchObject([{ value: 0 }]);
+    const [rss] = await panel('Process memory (RSS)');
+    expect(rss!.value).toBeGreaterThan(50 * 1024 * 1024);
+  });
+});
