@@ -11,26 +11,34 @@ export interface ModelFiles {
 /** Among several encoder exports, the model card recommends the INT8 one. */
 const ENCODER_PREFERENCE = ['int8', 'int4', 'fp16', 'fp32'];
 
-function pick(dir: string, names: string[], pattern: RegExp, preference: string[]): string | undefined {
+function pick(names: string[], pattern: RegExp, preference: string[]): string | undefined {
   const matches = names.filter((n) => pattern.test(n));
   const rank = (n: string) => {
     const i = preference.findIndex((p) => n.includes(p));
     return i < 0 ? preference.length : i;
   };
-  const best = matches.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b))[0];
-  return best ? join(dir, best) : undefined;
+  return matches.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b))[0];
 }
+
+/** The three graphs the engine runs among the file names of one folder (shared with the hub's file selection). */
+export function chooseGraphs(names: string[]): ModelFiles | undefined {
+  const encoder = pick(names, /^audio_encoder.*\.onnx$/, ENCODER_PREFERENCE);
+  const prefill = pick(names, /^decoder_prefill.*\.onnx$/, ['int4']);
+  const step = pick(names, /^decoder_step.*\.onnx$/, ['int4']);
+  return encoder && prefill && step ? { encoder, prefill, step } : undefined;
+}
+
+/** Where the graphs are looked for: `onnx/` (as published), then the top of the model directory. */
+export const GRAPH_FOLDERS = ['onnx', ''] as const;
 
 /** Finds the three ONNX graphs in `onnx/` (as published) or at the top of the model directory. */
 export function findModelFiles(modelDir: string): ModelFiles {
   if (!existsSync(modelDir)) throw new ModelLoadError(`model directory ${modelDir} does not exist`);
-  for (const dir of [join(modelDir, 'onnx'), modelDir]) {
+  for (const folder of GRAPH_FOLDERS) {
+    const dir = join(modelDir, folder);
     if (!existsSync(dir)) continue;
-    const names = readdirSync(dir);
-    const encoder = pick(dir, names, /^audio_encoder.*\.onnx$/, ENCODER_PREFERENCE);
-    const prefill = pick(dir, names, /^decoder_prefill.*\.onnx$/, ['int4']);
-    const step = pick(dir, names, /^decoder_step.*\.onnx$/, ['int4']);
-    if (encoder && prefill && step) return { encoder, prefill, step };
+    const graphs = chooseGraphs(readdirSync(dir));
+    if (graphs) return { encoder: join(dir, graphs.encoder), prefill: join(dir, graphs.prefill), step: join(dir, graphs.step) };
   }
   throw new ModelLoadError(
     `${modelDir}: expected onnx/audio_encoder_*.onnx, onnx/decoder_prefill_*.onnx and onnx/decoder_step_*.onnx (each with its .data file)`,

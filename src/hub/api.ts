@@ -1,0 +1,144 @@
+import { HubApiError, listFiles, modelInfo } from '@huggingface/hub';
+import { HubError } from './errors.js';
+
+/** A file of a repo at one commit, as the tree API lists it. */
+export interface RepoFile {
+  path: string;
+  size: number;
+  /** git blob id */
+  oid: string;
+  /** Git LFS pointer: oid is the content's sha256 */
+  lfs?: { oid: string; size: number };
+}
+
+interface ErrorHeaders {
+  code: string | null;
+  message: string | null;
+}
+
+/**
+ * The hub's HTTP API at HF_ENDPOINT. Listing and commit resolution go through @huggingface/hub; this class adds
+ * the token (any format, to the hub's own origin only), remembers the hub's X-Error-Code so failures become one
+ * line that says what to do, and reads byte ranges (checking the server honoured them).
+ */
+export class HubClient {
+  private readonly origin: string;
+  private lastError: ErrorHeaders = { code: null, message: null };
+
+  constructor(
+    readonly endpoint: string,
+    readonly token: string | undefined,
+  ) {
+    this.origin = new URL(endpoint).origin;
+  }
+
+  /** fetch with the token for the hub itself (redirects to a CDN drop it, as fetch does across origins). */
+  readonly fetch = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
+    const url = new URL(input instanceof Request ? input.url : input);
+    const headers = new Headers(init.headers);
+    if (this.token && url.origin === this.origin) headers.set('Authorization', `Bearer ${this.token}`);
+    let res: Response;
+    try {
+      res = await fetch(input, { ...init, headers });
+    } catch (err) {
+      if ((err as Error).name === 'AbortError') throw err;
+      throw this.unreachable(err);
+    }
+    if (!res.ok) this.lastError = { code: res.headers.get('x-error-code'), message: res.headers.get('x-error-message') };
+    return res;
+  };
+
+  resolveUrl(repo: string, commit: string, path: string): string {
+    return `${this.endpoint}/${repo}/resolve/${commit}/${path.split('/').map(encodeURIComponent).join('/')}`;
+  }
+
+  /** The commit a branch, tag or commit hash names. */
+  async commitOf(repo: string, revision: string): Promise<string> {
+    try {
+      const info = await modelInfo({ name: repo, revision, hubUrl: this.endpoint, additionalFields: ['sha'], fetch: this.fetch });
+      if (!info.sha) throw new HubError(`${this.endpoint}: no commit reported for ${repo}@${revision}`);
+      return info.sha;
+    } catch (err) {
+      throw this.explain(err, repo, revision);
+    }
+  }
+
+  /** Every file of the repo at `commit`, with sizes and LFS hashes. */
+  async listFiles(repo: string, commit: string): Promise<RepoFile[]> {
+    const files: RepoFile[] = [];
+    try {
+      for await (const entry of listFiles({ repo: { type: 'model', name: repo }, revision: commit, recursive: true, hubUrl: this.endpoint, fetch: this.fetch })) {
+        if (entry.type !== 'file') continue;
+        files.push({ path: entry.path, size: entry.size, oid: entry.oid ?? '', ...(entry.lfs ? { lfs: { oid: entry.lfs.oid, size: entry.lfs.size } } : {}) });
+      }
+    } catch (err) {
+      throw this.explain(err, repo, commit);
+    }
+    return files;
+  }
+
+  /** A small file's bytes (JSON indexes); undefined when the repo has no such file. */
+  async readSmallFile(repo: string, commit: string, path: string): Promise<Buffer | undefined> {
+    const res = await this.fetch(this.resolveUrl(repo, commit, path));
+    if (res.status === 404) return undefined;
+    if (!res.ok) throw this.explainStatus(res.status, repo, commit, path);
+    return Buffer.from(await res.arrayBuffer());
+  }
+
+  /**
+   * Bytes [start, end) of a file. Hand-written: the library's WebBlob accepts a 200 to a Range request, which
+   * for a 4 GB checkpoint shard would read all of it; here anything but the asked-for 206 is refused.
+   */
+  async readRange(url: string, start: number, end: number, explain: (status: number) => Error): Promise<Buffer> {
+    const res = await this.fetch(url, { headers: { Range: `bytes=${start}-${end - 1}` } });
+    if (!res.ok) throw explain(res.status);
+    const contentRange = res.headers.get('content-range') ?? '';
+    if (res.status !== 206 || !contentRange.startsWith(`bytes ${start}-`)) {
+      await res.body?.cancel();
+      throw new HubError(`${url}: the server ignored the byte range request (status ${res.status}); cannot read part of the file`);
+    }
+    const bytes = Buffer.from(await res.arrayBuffer());
+    if (bytes.length !== end - start) throw new HubError(`${url}: expected ${end - start} bytes at ${start}, got ${bytes.length}`);
+    return bytes;
+  }
+
+  private unreachable(err: unknown): HubError {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    return new HubError(
+      `cannot reach ${this.endpoint} (${cause?.code ?? cause?.message ?? (err as Error).message}): check the network or HF_ENDPOINT; ` +
+        'with the model already in the cache set HF_HUB_OFFLINE=1, or point MODEL_DIR at a model directory',
+    );
+  }
+
+  private explain(err: unknown, repo: string, revision: string): Error {
+    if (err instanceof HubError) return err;
+    if (err instanceof HubApiError) return this.explainStatus(err.statusCode, repo, revision);
+    return err as Error;
+  }
+
+  /** One line per failure the hub reports, naming the repo/revision and what to do. */
+  explainStatus(status: number, repo: string, revision: string | undefined, path?: string): HubError {
+    const { code, message } = this.lastError;
+    const at = `${repo}${revision ? `@${revision}` : ''}${path ? ` (${path})` : ''}`;
+    const page = `${this.endpoint}/${repo}`;
+    if (code === 'GatedRepo' || (status === 403 && !code)) {
+      return new HubError(
+        this.token
+          ? `${at}: gated, and HF_TOKEN has no access: accept the conditions on ${page} with the token's account`
+          : `${at}: gated: accept the conditions on ${page}, then set HF_TOKEN to an access token of that account`,
+      );
+    }
+    if (code === 'RevisionNotFound') {
+      return new HubError(`${repo} has no revision "${revision}": set MODEL_REVISION (or --revision) to a branch, tag or commit that exists, e.g. main`);
+    }
+    if (code === 'EntryNotFound') return new HubError(`${at}: no such file in the repo`);
+    if (code === 'RepoNotFound' || status === 404 || status === 401) {
+      return new HubError(
+        this.token
+          ? `${repo} not found on ${this.endpoint}, or HF_TOKEN has no access to it: check MODEL (or --model)`
+          : `${repo} not found on ${this.endpoint}, or it is private: check MODEL (or --model), or set HF_TOKEN`,
+      );
+    }
+    return new HubError(`${at}: ${this.endpoint} answered ${status}${message ? ` (${message})` : ''}; try again later`);
+  }
+}
