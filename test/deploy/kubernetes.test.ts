@@ -1,0 +1,266 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1';
+import { DockerfileParser } from 'dockerfile-ast';
+import { Deployment } from 'kubernetes-models/apps/v1';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
+import { ConfigMap, PersistentVolumeClaim, Service, type IContainer, type IHTTPGetAction } from 'kubernetes-models/v1';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { startPrometheus, type Prometheus } from '../support/prometheus.js';
+import { startTestServer, type TestServer } from '../support/server.js';
+import { repoRoot } from '../support/shared.js';
+
+const dir = join(repoRoot, 'deploy', 'kubernetes');
+const read = (file: string) => readFileSync(join(dir, file), 'utf8');
+
+/** The real Kubernetes and KEDA schemas, as kubernetes-models ships them; validate() throws on a violation. */
+const models = {
+  ConfigMap,
+  PersistentVolumeClaim,
+  Service,
+  Deployment,
+  PodDisruptionBudget,
+  ScaledObject,
+} as const;
+type Kind = keyof typeof models;
+
+const manifestFiles = readdirSync(dir).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
+const objects = manifestFiles.flatMap((file) =>
+  parseAllDocuments(read(file)).map((doc) => {
+    if (doc.errors.length) throw new Error(`${file}: ${doc.errors[0]!.message}`);
+    return { file, data: doc.toJS() as { kind: string; apiVersion: string; metadata: { name: string } } };
+  }),
+);
+function one<K extends Kind>(kind: K): InstanceType<(typeof models)[K]> {
+  const found = objects.filter((o) => o.data.kind === kind);
+  if (found.length !== 1) throw new Error(`expected one ${kind} in deploy/kubernetes, found ${found.length}`);
+  return new models[kind](found[0]!.data as never) as InstanceType<(typeof models)[K]>;
+}
+
+const deployment = one('Deployment');
+const service = one('Service');
+const pdb = one('PodDisruptionBudget');
+const pvc = one('PersistentVolumeClaim');
+const configMap = one('ConfigMap');
+const scaledObject = one('ScaledObject');
+const pod = deployment.spec!.template;
+const server = pod.spec!.containers.find((c) => c.name === 'server')!;
+const downloader = pod.spec!.initContainers?.find((c) => c.name === 'model-download');
+
+/** A probe's or a Service's port (a name or a number) as the container's port number. */
+function containerPort(container: IContainer, port: number | string): number | undefined {
+  return typeof port === 'number' ? port : container.ports?.find((p) => p.name === port)?.containerPort;
+}
+/** A deep, plain copy of a manifest to break on purpose. */
+const clone = <T>(x: T): T => JSON.parse(JSON.stringify(x)) as T;
+/** Puts a value of the wrong type or shape into a manifest. */
+const breakField = (target: object, key: string, value: unknown) => ((target as Record<string, unknown>)[key] = value);
+
+/** The image's own settings, read from the Dockerfile with a real parser. */
+const image = DockerfileParser.parse(readFileSync(join(repoRoot, 'Dockerfile'), 'utf8'));
+const imageEnv = new Map(image.getENVs().flatMap((e) => e.getProperties().map((p) => [p.getName(), p.getValue()] as const)));
+const imageUser = image
+  .getInstructions()
+  .filter((i) => i.getKeyword() === 'USER')
+  .pop()
+  ?.getArgumentsContent();
+
+describe('deploy/kubernetes manifests against the real schemas', () => {
+  it('knows every object kind and each validates', () => {
+    expect(objects.length).toBe(6);
+    for (const { file, data } of objects) {
+      expect(Object.keys(models), `${file}: ${data.kind}`).toContain(data.kind);
+      expect(() => new models[data.kind as Kind](data as never).validate(), `${file}: ${data.kind}`).not.toThrow();
+    }
+  });
+
+  it('validate() really rejects broken objects (so the check above means something)', () => {
+    const twoReplicas = clone(deployment);
+    breakField(twoReplicas.spec!, 'replicas', 'two');
+    expect(() => new Deployment(twoReplicas).validate()).toThrow(/replicas must be integer/);
+
+    const namelessContainer = clone(deployment);
+    delete (namelessContainer.spec!.template.spec!.containers[0] as Partial<IContainer>).name;
+    expect(() => new Deployment(namelessContainer).validate()).toThrow(/containers\/0 must have required property '?name/);
+
+    const grace = clone(deployment);
+    breakField(grace.spec!.template.spec!, 'terminationGracePeriodSeconds', '90s');
+    expect(() => new Deployment(grace).validate()).toThrow(/terminationGracePeriodSeconds must be integer/);
+
+    // KEDA reads trigger metadata as strings: an unquoted `threshold: 1` is a classic mistake.
+    const numericThreshold = clone(scaledObject);
+    breakField(numericThreshold.spec.triggers[0]!.metadata, 'threshold', 1);
+    expect(() => new ScaledObject(numericThreshold).validate()).toThrow(/threshold must be string/);
+
+    const noTarget = clone(scaledObject);
+    delete (noTarget.spec as Partial<typeof noTarget.spec>).scaleTargetRef;
+    expect(() => new ScaledObject(noTarget).validate()).toThrow(/scaleTargetRef/);
+
+    const badPdb = clone(pdb);
+    breakField(badPdb.spec!, 'selector', 'app=mega-asr');
+    expect(() => new PodDisruptionBudget(badPdb).validate()).toThrow(/selector must be object/);
+  });
+
+  it('lists every manifest in kustomization.yaml, and nothing else', () => {
+    const kustomization = parseAllDocuments(read('kustomization.yaml'))[0]!.toJS() as { kind: string; resources: string[] };
+    expect(kustomization.kind).toBe('Kustomization');
+    expect([...kustomization.resources].sort()).toEqual([...manifestFiles].sort());
+  });
+});
+
+describe('deploy/kubernetes manifests fit together', () => {
+  it('selects the pods: Deployment, Service and PodDisruptionBudget selectors match the pod labels', () => {
+    const labels = pod.metadata!.labels!;
+    for (const selector of [deployment.spec!.selector.matchLabels!, service.spec!.selector!, pdb.spec!.selector!.matchLabels!]) {
+      expect(Object.keys(selector).length).toBeGreaterThan(0);
+      for (const [k, v] of Object.entries(selector)) expect(labels[k], k).toBe(v);
+    }
+    expect(pdb.spec!.maxUnavailable).toBe(1);
+  });
+
+  it('routes the Service to the server port, and the probes and scrape annotations to the same port', () => {
+    expect(service.spec!.type).toBe('ClusterIP');
+    const port = containerPort(server, service.spec!.ports![0]!.targetPort!);
+    expect(port).toBe(8000);
+    const probe = (p: { httpGet?: IHTTPGetAction } | undefined) => [p?.httpGet?.path, containerPort(server, p!.httpGet!.port)];
+    expect(probe(server.readinessProbe)).toEqual(['/ready', port]);
+    expect(probe(server.livenessProbe)).toEqual(['/health', port]);
+    expect(probe(server.startupProbe)).toEqual(['/ready', port]);
+    const annotations = pod.metadata!.annotations!;
+    expect(annotations['prometheus.io/scrape']).toBe('true');
+    expect(Number(annotations['prometheus.io/port'])).toBe(port);
+    expect(annotations['prometheus.io/path']).toBe('/metrics');
+  });
+
+  it('gives the startup probe long enough for warm-up, and the liveness probe no say while starting', () => {
+    const startup = server.startupProbe!;
+    expect((startup.periodSeconds ?? 10) * (startup.failureThreshold ?? 3)).toBeGreaterThanOrEqual(10 * 60);
+    expect(server.livenessProbe!.httpGet!.path).not.toBe('/ready');
+  });
+
+  it('lets a pod drain: terminationGracePeriodSeconds > preStop sleep + SHUTDOWN_GRACE_SECONDS', () => {
+    const sleep = server.lifecycle!.preStop!.exec!.command!;
+    expect(sleep[0]).toBe('sleep');
+    const drain = Number(configMap.data!.SHUTDOWN_GRACE_SECONDS);
+    expect(drain).toBeGreaterThan(0);
+    expect(pod.spec!.terminationGracePeriodSeconds!).toBeGreaterThan(Number(sleep[1]) + drain);
+  });
+
+  it('asks for exactly one GPU for the server and none for the download', () => {
+    expect(server.resources!.limits!['nvidia.com/gpu']).toBe(1);
+    expect(downloader).toBeDefined();
+    expect(downloader!.resources?.limits?.['nvidia.com/gpu']).toBeUndefined();
+    expect(downloader!.resources?.requests?.['nvidia.com/gpu']).toBeUndefined();
+  });
+
+  it('runs the image as its non-root user and lets it write the cache volume', () => {
+    const security = pod.spec!.securityContext!;
+    expect(security.runAsNonRoot).toBe(true);
+    expect(`${security.runAsUser}:${security.runAsGroup}`).toBe(imageUser);
+    expect(security.fsGroup).toBe(security.runAsGroup);
+    for (const c of [server, downloader!]) expect(c.image).toBe(server.image);
+    expect(server.image!.split(':')[0]).toBe('mega-asr-server');
+    expect(server.image!.split(':')[1]).not.toBe('latest');
+  });
+
+  it('pre-populates the shared model cache: the init container downloads into the volume the server reads', () => {
+    const hfHome = imageEnv.get('HF_HOME');
+    expect(hfHome).toBe('/data');
+    expect(downloader!.args).toEqual(['node', 'dist/cli.js', 'download']);
+    const claim = pod.spec!.volumes!.find((v) => v.persistentVolumeClaim)!;
+    expect(claim.persistentVolumeClaim!.claimName).toBe(pvc.metadata!.name);
+    expect(pvc.spec!.accessModes).toContain('ReadWriteMany');
+    const mount = (c: IContainer) => c.volumeMounts!.find((m) => m.name === claim.name);
+    expect(mount(downloader!)!.mountPath).toBe(hfHome);
+    expect(mount(server)!.mountPath).toBe(hfHome);
+    expect(mount(downloader!)!.readOnly ?? false).toBe(false);
+    // the server only reads what the init container fetched
+    expect(server.env!.find((e) => e.name === 'HF_HUB_OFFLINE')?.value).toBe('1');
+  });
+
+  it('takes settings from the ConfigMap and secrets only from an optional Secret', () => {
+    for (const c of [server, downloader!]) {
+      expect(c.envFrom!.map((e) => e.configMapRef?.name)).toContain(configMap.metadata!.name);
+    }
+    for (const key of Object.keys(configMap.data!)) expect(key).not.toMatch(/TOKEN|KEY|PASSWORD|SECRET/i);
+    const secretEnv = [...server.env!, ...downloader!.env!].filter((e) => e.valueFrom?.secretKeyRef);
+    expect(secretEnv.map((e) => e.name).sort()).toEqual(['API_KEYS', 'HF_TOKEN']);
+    for (const e of secretEnv) expect(e.valueFrom!.secretKeyRef!.optional).toBe(true);
+  });
+
+  it('autoscales the Deployment with KEDA on metrics the service exports, never below one pod', () => {
+    const spec = scaledObject.spec;
+    expect(spec.scaleTargetRef).toMatchObject({ kind: 'Deployment', name: deployment.metadata!.name });
+    expect(spec.minReplicaCount).toBeGreaterThanOrEqual(1);
+    expect(spec.maxReplicaCount).toBeGreaterThanOrEqual(spec.minReplicaCount!);
+    // KEDA owns the replica count; a fixed one in the Deployment would reset it on every apply.
+    expect(deployment.spec!.replicas).toBeUndefined();
+    const trigger = spec.triggers[0]!;
+    expect(trigger.type).toBe('prometheus');
+    expect(Number(trigger.metadata.threshold)).toBe(Number(configMap.data!.WORKERS));
+    const metricsSource = readFileSync(join(repoRoot, 'src', 'metrics.ts'), 'utf8');
+    const used = [...new Set(trigger.metadata.query!.match(/\b(?:asr|http)_[a-z_]+\b/g))];
+    expect(used.sort()).toEqual(['asr_busy_workers', 'asr_queue_depth']);
+    for (const name of used) expect(metricsSource).toContain(`'${name}'`);
+  });
+});
+
+describe("the autoscaler's query against a real Prometheus scraping the service", () => {
+  const trigger = scaledObject.spec.triggers[0]!;
+  // The labels the usual Kubernetes pod scrape job copies from the pod (labelmap __meta_kubernetes_pod_label_*).
+  const podLabels = Object.fromEntries(Object.entries(pod.metadata!.labels!).map(([k, v]) => [k.replace(/[^a-zA-Z0-9_]/g, '_'), v]));
+  let svc: TestServer;
+  let prometheus: Prometheus;
+
+  beforeAll(async () => {
+    svc = await startTestServer({ MAX_QUEUE: '4' });
+    prometheus = await startPrometheus({
+      global: { scrape_interval: '1s', evaluation_interval: '1s' },
+      scrape_configs: [{ job_name: 'kubernetes-pods', static_configs: [{ targets: [new URL(svc.baseURL).host], labels: podLabels }] }],
+    });
+  });
+  afterAll(async () => {
+    await prometheus?.stop();
+    await svc?.stop('test done');
+  });
+
+  const load = async () => {
+    const samples = await prometheus.query(trigger.metadata.query!);
+    return samples.length === 1 ? samples[0]!.value : undefined;
+  };
+
+  it('is one number: zero when idle, and above zero while a transcription is admitted', async () => {
+    expect(await prometheus.until('the query to see the service', load)).toBe(0);
+
+    // An upload whose body is held back is admitted (it counts as queued) until it is cancelled.
+    const boundary = 'held-upload';
+    const head = `--${boundary}\r\ncontent-disposition: form-data; name="model"\r\n\r\nmega-asr\r\n--${boundary}\r\ncontent-disposition: form-data; name="file"; filename="clip.wav"\r\n\r\nRIFF`;
+    const cancel = new AbortController();
+    const upload = fetch(`${svc.baseURL}/v1/audio/transcriptions`, {
+      method: 'POST',
+      headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+      body: new ReadableStream({ start: (c) => c.enqueue(new TextEncoder().encode(head)) }),
+      duplex: 'half',
+      signal: cancel.signal,
+    } as RequestInit).catch(() => undefined);
+    try {
+      const busy = await prometheus.until('the query to see the admitted upload', async () => {
+        const v = await load();
+        return v !== undefined && v > 0 ? v : undefined;
+      });
+      // replicas = ceil(query / threshold): at least one pod's worth of work
+      expect(Math.ceil(busy / Number(trigger.metadata.threshold))).toBeGreaterThanOrEqual(1);
+    } finally {
+      cancel.abort();
+      await upload;
+    }
+  });
+
+  it('finds nothing when the pod label does not match, which KEDA reports as an error, not as zero load', async () => {
+    const elsewhere = trigger.metadata.query!.replaceAll('"mega-asr"', '"another-service"');
+    expect(elsewhere).not.toBe(trigger.metadata.query);
+    expect(await prometheus.query(elsewhere)).toEqual([]);
+    expect(trigger.metadata.ignoreNullValues).toBe('false');
+  });
+});
