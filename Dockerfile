@@ -24,7 +24,7 @@ RUN npm run build \
 # CUDA version of what it downloads (see the runtime base below). TensorRT is not in the image, so its
 # provider is dropped rather than left to fail.
 RUN ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js \
- && rm node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_tensorrt.so \
+ && rm -f node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_tensorrt.so \
  && ls -l node_modules/onnxruntime-node/bin/napi-v6/linux/x64
 
 # ---- runtime ------------------------------------------------------------------------------------------------
