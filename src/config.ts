@@ -10,6 +10,15 @@ const commaList = z
   .string()
   .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
 
+/** huggingface_hub's truthy spellings */
+const flag = z
+  .string()
+  .toLowerCase()
+  .pipe(z.enum(['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off']))
+  .transform((v) => ['1', 'true', 'yes', 'on'].includes(v));
+
+const repoId = z.string().regex(/^[\w.-]+\/[\w.-]+$/, 'expected a Hugging Face repo id, owner/name');
+
 export const configSchema = z.object({
   HOST: z.string().min(1).default('0.0.0.0'),
   PORT: z.coerce.number().int().min(0).max(65535).default(8000),
@@ -33,7 +42,22 @@ export const configSchema = z.object({
   DECODE_TIMEOUT_SECONDS: positiveNumber.max(3600).default(120),
   /** on SIGTERM/SIGINT: in-flight work may finish for this long, then it is cancelled between decode steps */
   SHUTDOWN_GRACE_SECONDS: z.coerce.number().min(0).default(30),
-  MODEL_DIR: z.string().min(1).default('models/mega-asr-onnx'),
+  /** Hugging Face repo of the ONNX export, fetched into the Hugging Face cache on first start (unless MODEL_DIR) */
+  MODEL: repoId.default('Reza2kn/mega-asr-onnx'),
+  /** branch, tag or commit hash of MODEL */
+  MODEL_REVISION: z.string().min(1).default('main'),
+  /** a local model directory; when set, nothing is downloaded */
+  MODEL_DIR: z.string().min(1).optional(),
+  /** where the token embedding table comes from when MODEL's decoders take inputs_embeds and MODEL ships none */
+  EMBEDDING_MODEL: repoId.default('Qwen/Qwen3-ASR-1.7B'),
+  EMBEDDING_REVISION: z.string().min(1).default('main'),
+  /** Hugging Face's own variables, with huggingface_hub's meaning */
+  HF_ENDPOINT: z.url({ protocol: /^https?$/ }).default('https://huggingface.co').transform((u) => u.replace(/\/+$/, '')),
+  HF_TOKEN: z.string().min(1).optional(),
+  HF_HUB_OFFLINE: flag.default(false),
+  HF_HUB_CACHE: z.string().min(1).optional(),
+  HF_HOME: z.string().min(1).optional(),
+  XDG_CACHE_HOME: z.string().min(1).optional(),
   ASR_DEVICE: z.enum(['auto', 'cuda', 'cpu']).default('auto'),
   ASR_CUDA_DEVICE_ID: z.coerce.number().int().min(0).default(0),
   /** ORT intra-op threads per session; 0 lets onnxruntime decide. */

@@ -10,43 +10,52 @@ import { reportDecoderCapabilities } from './audio/decode.js';
 import { loadConfig, type Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { Metrics } from './metrics.js';
+import { ensureModel } from './hub/ensure-model.js';
+import { logProgress } from './hub/progress.js';
+import { PendingBackend } from './pool/pending-backend.js';
 import { AsrPool } from './pool/pool.js';
 
 /**
- * The service: a piscina pool of warm ASR workers behind Fastify. It listens at once (so /health answers
- * while models load) and reports /ready when every worker has loaded and warmed up its sessions.
+ * The service: a piscina pool of warm ASR workers behind Fastify. It listens at once (so /health answers while
+ * the model downloads and loads), fetches the model into the Hugging Face cache when MODEL_DIR is unset, and
+ * reports /ready when every worker has loaded and warmed up its sessions.
  */
 export async function startServer(config: Config = loadConfig()) {
   const logger = pino({ level: config.LOG_LEVEL });
-  findModelFiles(config.MODEL_DIR); // a missing model fails here, in one line, before any thread starts
+  // a missing local model fails here, in one line, before anything listens or any thread starts
+  if (config.MODEL_DIR) findModelFiles(config.MODEL_DIR);
   await reportDecoderCapabilities(logger); // one line: what this ffmpeg decodes, or which formats it cannot take
-  const pool = await AsrPool.start({
-    modelDir: config.MODEL_DIR,
-    device: config.ASR_DEVICE,
-    cudaDeviceId: config.ASR_CUDA_DEVICE_ID,
-    intraOpThreads: config.ASR_INTRA_OP_THREADS,
-    workers: config.WORKERS,
-    decodeWorkers: config.DECODE_WORKERS,
-    maxQueue: config.MAX_QUEUE,
-    chunkSeconds: config.ASR_CHUNK_SECONDS,
-    tokensPerSecond: config.ASR_TOKENS_PER_SECOND,
-    tokenBudgetBase: config.ASR_TOKEN_BUDGET_BASE,
-    ...(config.ASR_VAD ? { vad: { maxSegmentSeconds: config.ASR_MAX_SEGMENT_SECONDS } } : {}),
-    maxAudioSeconds: config.MAX_AUDIO_SECONDS,
-    decodeTimeoutSeconds: config.DECODE_TIMEOUT_SECONDS,
-    logger,
-  });
-  const metrics = new Metrics(() => pool.stats);
-  const app = await buildApp({ config, backend: pool, metrics, logger });
+  const backend = new PendingBackend(config.WORKERS);
+  const metrics = new Metrics(() => backend.stats);
+  const app = await buildApp({ config, backend, metrics, logger });
   await app.listen({ host: config.HOST, port: config.PORT });
 
-  const ready = pool.waitUntilReady().then(
-    () => logger.info({ workers: config.WORKERS, modelDir: config.MODEL_DIR }, 'workers loaded and warm: ready'),
-    (err: Error) => {
-      logger.fatal({ error: err.message }, 'the model could not be loaded');
-      throw err;
-    },
-  );
+  const download = new AbortController();
+  const ready = (async () => {
+    const modelDir = config.MODEL_DIR ?? (await ensureModel(config, { logger, progress: logProgress(logger), signal: download.signal }));
+    const pool = await AsrPool.start({
+      modelDir,
+      device: config.ASR_DEVICE,
+      cudaDeviceId: config.ASR_CUDA_DEVICE_ID,
+      intraOpThreads: config.ASR_INTRA_OP_THREADS,
+      workers: config.WORKERS,
+      decodeWorkers: config.DECODE_WORKERS,
+      maxQueue: config.MAX_QUEUE,
+      chunkSeconds: config.ASR_CHUNK_SECONDS,
+      tokensPerSecond: config.ASR_TOKENS_PER_SECOND,
+      tokenBudgetBase: config.ASR_TOKEN_BUDGET_BASE,
+      ...(config.ASR_VAD ? { vad: { maxSegmentSeconds: config.ASR_MAX_SEGMENT_SECONDS } } : {}),
+      maxAudioSeconds: config.MAX_AUDIO_SECONDS,
+      decodeTimeoutSeconds: config.DECODE_TIMEOUT_SECONDS,
+      logger,
+    });
+    backend.attach(pool);
+    await pool.waitUntilReady();
+    logger.info({ workers: config.WORKERS, modelDir }, 'workers loaded and warm: ready');
+  })().catch((err: Error) => {
+    if (!download.signal.aborted) logger.fatal({ error: err.message }, 'the model could not be loaded');
+    throw err;
+  });
 
   let stopping: Promise<void> | undefined;
   /**
@@ -56,7 +65,8 @@ export async function startServer(config: Config = loadConfig()) {
   const stop = (reason: string) =>
     (stopping ??= (async () => {
       logger.info({ reason, graceSeconds: config.SHUTDOWN_GRACE_SECONDS }, 'draining');
-      await pool.drain(config.SHUTDOWN_GRACE_SECONDS * 1000);
+      download.abort();
+      await backend.drain(config.SHUTDOWN_GRACE_SECONDS * 1000);
       // A keep-alive connection would hold close() open for keepAliveTimeout (72 s): close idle ones as they
       // appear, and after the last answers have been written, cut whatever is left (e.g. a stalled upload).
       const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
@@ -68,7 +78,17 @@ export async function startServer(config: Config = loadConfig()) {
       logger.info('stopped');
     })());
 
-  return { app, pool, ready, stop, address: app.server.address() };
+  return {
+    app,
+    /** the worker pool; exists once the model is on disk (always after `ready`) */
+    get pool(): AsrPool {
+      if (!backend.current) throw new Error('the worker pool has not started yet');
+      return backend.current;
+    },
+    ready,
+    stop,
+    address: app.server.address(),
+  };
 }
 
 const entry = process.argv[1];

@@ -17,7 +17,12 @@ describe('config', () => {
       MAX_AUDIO_SECONDS: 7200,
       DECODE_TIMEOUT_SECONDS: 120,
       SHUTDOWN_GRACE_SECONDS: 30,
-      MODEL_DIR: 'models/mega-asr-onnx',
+      MODEL: 'Reza2kn/mega-asr-onnx',
+      MODEL_REVISION: 'main',
+      EMBEDDING_MODEL: 'Qwen/Qwen3-ASR-1.7B',
+      EMBEDDING_REVISION: 'main',
+      HF_ENDPOINT: 'https://huggingface.co',
+      HF_HUB_OFFLINE: false,
       ASR_DEVICE: 'auto',
       ASR_CUDA_DEVICE_ID: 0,
       ASR_INTRA_OP_THREADS: 0,
@@ -36,6 +41,16 @@ describe('config', () => {
 
   it('splits comma lists', () => {
     expect(loadConfig({ API_KEYS: 'k1, k2,,', MODEL_ALIASES: 'whisper-1' })).toMatchObject({ API_KEYS: ['k1', 'k2'], MODEL_ALIASES: ['whisper-1'] });
+  });
+
+  it('reads the model source and Hugging Face variables as huggingface_hub does', () => {
+    const c = loadConfig({ MODEL: 'acme/asr-onnx', MODEL_REVISION: 'v2', HF_ENDPOINT: 'http://127.0.0.1:9999/', HF_HUB_OFFLINE: 'YES', HF_TOKEN: 'hf_x', HF_HOME: '/data' });
+    expect(c).toMatchObject({ MODEL: 'acme/asr-onnx', MODEL_REVISION: 'v2', HF_ENDPOINT: 'http://127.0.0.1:9999', HF_HUB_OFFLINE: true, HF_TOKEN: 'hf_x', HF_HOME: '/data' });
+    expect(c.MODEL_DIR).toBeUndefined();
+    expect(loadConfig({ HF_HUB_OFFLINE: '0' }).HF_HUB_OFFLINE).toBe(false);
+    expect(() => loadConfig({ MODEL: 'no-owner' })).toThrow(/MODEL: expected a Hugging Face repo id/);
+    expect(() => loadConfig({ HF_ENDPOINT: 'ftp://x' })).toThrow(/HF_ENDPOINT/);
+    expect(() => loadConfig({ HF_HUB_OFFLINE: 'maybe' })).toThrow(/HF_HUB_OFFLINE/);
   });
 
   it('names the bad variable', () => {

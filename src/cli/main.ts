@@ -7,14 +7,23 @@ import { ModelLoadError, InferenceError } from '../asr/errors.js';
 import { SUPPORTED_LANGUAGES, toLanguage } from '../asr/languages.js';
 import { transcribe } from '../asr/transcribe.js';
 import { ConfigError, loadConfig } from '../config.js';
+import { HubError } from '../hub/errors.js';
+import { modelDirFor } from './model.js';
 
 const USAGE = `usage: mega-asr transcribe <audio file> [--model-dir DIR] [--language NAME] [--context TEXT] [--device auto|cuda|cpu] [--json]
+       mega-asr download [--model ID] [--revision REV]
 
-  --model-dir DIR   model directory (default: $MODEL_DIR or models/mega-asr-onnx)
+transcribe:
+  --model-dir DIR   model directory (default: $MODEL_DIR; unset: $MODEL from the Hugging Face cache, downloaded if missing)
   --language NAME   force the language (one of ${SUPPORTED_LANGUAGES.length}: ${SUPPORTED_LANGUAGES.join(', ')}); default: detect
   --context TEXT    background text for the model (names, terms)
   --device D        execution provider (default: $ASR_DEVICE or auto)
-  --json            print the whole result (language, segments, token counts, timings) as JSON`;
+  --json            print the whole result (language, segments, token counts, timings) as JSON
+
+download: fetches what the engine needs into the Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub or
+~/.cache/huggingface/hub) and prints the snapshot directory; a complete cache downloads nothing.
+  --model ID        Hugging Face repo (default: $MODEL or Reza2kn/mega-asr-onnx)
+  --revision REV    branch, tag or commit (default: $MODEL_REVISION or main)`;
 
 class UsageError extends Error {}
 
@@ -26,6 +35,8 @@ export async function main(argv: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         'model-dir': { type: 'string' },
+        model: { type: 'string' },
+        revision: { type: 'string' },
         language: { type: 'string' },
         context: { type: 'string' },
         device: { type: 'string' },
@@ -38,7 +49,18 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const [command, file, ...extra] = positionals;
-    if (command !== 'transcribe' || !file || extra.length) throw new UsageError('expected: transcribe <audio file>');
+    if (command === 'download') {
+      if (file || extra.length) throw new UsageError('expected: download [--model ID] [--revision REV]');
+      const config = loadConfig({
+        ...process.env,
+        ...(values.model ? { MODEL: values.model } : {}),
+        ...(values.revision ? { MODEL_REVISION: values.revision } : {}),
+        MODEL_DIR: undefined,
+      });
+      console.log(await modelDirFor(config));
+      return 0;
+    }
+    if (command !== 'transcribe' || !file || extra.length) throw new UsageError('expected: transcribe <audio file>, or download');
     const language = values.language === undefined ? undefined : toLanguage(values.language);
     if (values.language !== undefined && !language) throw new UsageError(`unsupported language "${values.language}"`);
     const config = loadConfig({
@@ -48,8 +70,9 @@ export async function main(argv: string[]): Promise<number> {
     });
 
     const pcm = await decodeUpload(readFileSync(file), { ...DEFAULT_DECODE_LIMITS, maxSeconds: config.MAX_AUDIO_SECONDS });
+    const modelDir = await modelDirFor(config);
     const engine = await AsrEngine.load({
-      modelDir: config.MODEL_DIR,
+      modelDir,
       device: config.ASR_DEVICE,
       cudaDeviceId: config.ASR_CUDA_DEVICE_ID,
       intraOpThreads: config.ASR_INTRA_OP_THREADS,
@@ -76,7 +99,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`mega-asr: ${(err as Error).message}\n${USAGE}`);
       return 2;
     }
-    const known = [AudioError, ModelLoadError, InferenceError, ConfigError].some((E) => err instanceof E);
+    const known = [AudioError, ModelLoadError, InferenceError, ConfigError, HubError].some((E) => err instanceof E);
     const io = (err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'EISDIR';
     console.error(`mega-asr: ${known || io ? (err as Error).message : `unexpected error: ${String(err)}`}`);
     return 1;
