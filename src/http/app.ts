@@ -10,6 +10,7 @@ import type { TranscriptionBackend } from './backend.js';
 import { ApiError, clientErrorResponse, toApiError } from './errors.js';
 import { modelRoutes } from './routes/models.js';
 import { operationsRoutes } from './routes/operations.js';
+import { pageRoutes } from './routes/page.js';
 import { transcriptionRoutes } from './routes/transcriptions.js';
 
 export interface AppOptions {
@@ -21,6 +22,8 @@ export interface AppOptions {
 
 /** openapi.yaml sits at the repository top, two folders above src/http and dist/http alike. */
 const OPENAPI_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'openapi.yaml');
+/** The page's static files, in web/ beside it. */
+const WEB_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'web');
 
 /** A caller's x-request-id is kept when it is sane, so logs join up across services; otherwise we make one. */
 function requestId(req: { headers: Record<string, string | string[] | undefined> }): string {
@@ -77,6 +80,7 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
   // Over-size files throw (413) instead of arriving silently truncated.
   await app.register(multipart, { throwFileSizeLimit: true });
   await app.register(operationsRoutes, { backend: o.backend, metrics: o.metrics, openapiPath: OPENAPI_PATH });
+  await app.register(pageRoutes, { root: WEB_ROOT });
   await app.register(
     async (v1) => {
       v1.addHook('onRequest', bearerAuth(o.config.API_KEYS));

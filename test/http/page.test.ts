@@ -1,0 +1,252 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Browser, BrowserContextOptions, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SUPPORTED_LANGUAGES } from '../../src/asr/languages.js';
+import { launchChromium, watchContext, type PageLog } from '../support/browser.js';
+import { documentedStatuses } from '../support/openapi.js';
+import { startTestServer, type TestServer } from '../support/server.js';
+import { repoRoot, sharedPath } from '../support/shared.js';
+import { ffmpeg, tempDir, type TempDir } from '../support/transcode.js';
+
+const KEY = 'page-test-key';
+/** Screenshots of each state, kept for a person to look at (test-output/ is not committed). */
+const SCREENSHOTS = join(repoRoot, 'test-output', 'page');
+const clipPath = (name: string) => sharedPath('fixtures', 'voices-in-the-wild', `${name}.wav`);
+
+let server: TestServer;
+let browser: Browser;
+let tmp: TempDir;
+
+/** What the API itself answers for the same bytes, asked from Node: the page must show exactly this. */
+function askApi(file: Uint8Array, fields: Record<string, string>, key = KEY): Promise<Response> {
+  const form = new FormData();
+  form.append('file', new Blob([file]), 'upload');
+  form.append('model', 'mega-asr');
+  for (const [k, v] of Object.entries(fields)) form.append(k, v);
+  return fetch(`${server.baseURL}/v1/audio/transcriptions`, { method: 'POST', body: form, headers: { authorization: `Bearer ${key}` } });
+}
+
+interface Session {
+  page: Page;
+  log: PageLog;
+}
+
+async function openPage(key: string | null, options: BrowserContextOptions = {}): Promise<Session> {
+  const context = await browser.newContext({ acceptDownloads: true, ...options });
+  const log = watchContext(context);
+  const page = await context.newPage();
+  await page.goto(`${server.baseURL}/`);
+  if (key !== null) {
+    await page.click('#key-details summary');
+    await page.fill('#api-key', key);
+  }
+  return { page, log };
+}
+
+/** Waits until the page has finished (done, failed or cancelled) and says how. */
+async function outcome(page: Page): Promise<{ state: string | null; error: string }> {
+  await page.waitForSelector('#status:is([data-state="done"], [data-state="error"], [data-state="cancelled"])');
+  return { state: await page.getAttribute('#status', 'data-state'), error: (await page.textContent('#error-message')) ?? '' };
+}
+
+const transcript = (page: Page) => page.textContent('#transcript').then((t) => t ?? '');
+
+function expectOneOriginQuiet(log: PageLog): void {
+  const origins = log.requests.map((url) => new URL(url).origin);
+  expect(new Set(origins)).toEqual(new Set([server.baseURL]));
+  expect(log.errors).toEqual([]);
+}
+
+const transcriptionPosts = (log: PageLog) => log.requests.filter((url) => url.endsWith('/v1/audio/transcriptions')).length;
+
+/** Strict SRT: numbered cues from 1, a `HH:MM:SS,mmm --> HH:MM:SS,mmm` line, text, a blank line. */
+function parseSrt(srt: string): { start: string; end: string; text: string }[] {
+  expect(srt.endsWith('\n\n')).toBe(true);
+  return srt
+    .trimEnd()
+    .split('\n\n')
+    .map((block, i) => {
+      const [index, timing, ...lines] = block.split('\n');
+      expect(index).toBe(String(i + 1));
+      const m = /^(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})$/.exec(timing ?? '');
+      if (!m) throw new Error(`not an SRT timing line: ${JSON.stringify(timing)}`);
+      expect(lines.length).toBeGreaterThan(0);
+      return { start: m[1]!, end: m[2]!, text: lines.join('\n') };
+    });
+}
+
+async function screenshot(page: Page, name: string, fullPage = true): Promise<Buffer> {
+  return page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage });
+}
+
+/** The text of every characterData change of the transcript before it happened: the stream's partial texts. */
+const OBSERVE_TRANSCRIPT = `(() => {
+  window.transcriptBefore = [];
+  new MutationObserver((records) => {
+    for (const r of records) if (r.type === 'characterData') window.transcriptBefore.push(r.oldValue);
+  }).observe(document.getElementById('transcript'), { characterData: true, characterDataOldValue: true, subtree: true });
+})()`;
+
+beforeAll(async () => {
+  tmp = tempDir('mega-asr-page-');
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  // Chromium's fake microphone plays a 16-bit PCM WAV, on a loop; 48 kHz is the rate it captures at.
+  const microphone = tmp.path('microphone.wav');
+  ffmpeg('-i', clipPath('recording'), '-ar', '48000', '-ac', '1', '-c:a', 'pcm_s16le', microphone);
+  [server, browser] = await Promise.all([
+    startTestServer({ API_KEYS: KEY }),
+    launchChromium(['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream', `--use-file-for-fake-audio-capture=${microphone}`]),
+  ]);
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.stop('test done');
+  tmp?.remove();
+});
+
+describe('the page at /', () => {
+  it('is served without a key, with a Content-Security-Policy that allows only this origin', async () => {
+    const page = await fetch(`${server.baseURL}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(page.headers.get('content-security-policy')).toMatch(/^default-src 'self';/);
+    expect(page.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(await page.text()).toContain('<script type="module" src="app.js">');
+    expect(documentedStatuses('/', 'get')).toEqual(['200']);
+    for (const [path, type] of [['/app.js', /javascript/], ['/style.css', /^text\/css/], ['/icon.svg', /^image\/svg\+xml/]] as const) {
+      const res = await fetch(`${server.baseURL}${path}`);
+      expect(res.status, path).toBe(200);
+      expect(res.headers.get('content-type'), path).toMatch(type);
+    }
+    // Only the page's own files are routes: other paths still get the API's 404, and /v1 still wants a key.
+    const missing = await fetch(`${server.baseURL}/nothing-here.js`);
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('not_found');
+    expect((await fetch(`${server.baseURL}/v1/models`)).status).toBe(401);
+  });
+
+  it('loads in Chromium asking nothing of other hosts, with the model languages and the five formats', async () => {
+    const { page, log } = await openPage(null);
+    expect(await page.title()).toMatch(/Mega-ASR/);
+    expect(await page.locator('#language option').allTextContents()).toEqual(['Detect automatically', ...SUPPORTED_LANGUAGES]);
+    expect(await page.locator('#format option').evaluateAll((options) => options.map((o) => (o as unknown as { value: string }).value))).toEqual([
+      'json',
+      'text',
+      'srt',
+      'vtt',
+      'verbose_json',
+    ]);
+    expect(await page.getAttribute('#transcript', 'aria-live')).toBe('polite');
+    await screenshot(page, '1-loaded');
+    const paths = log.requests.map((url) => new URL(url).pathname);
+    expect(paths).toEqual(expect.arrayContaining(['/', '/app.js', '/style.css', '/icon.svg']));
+    expectOneOriginQuiet(log);
+  });
+
+  it('streams the transcript of an uploaded clip in, equal to the API answer, and downloads its vtt', async () => {
+    const api = (await (await askApi(readFileSync(clipPath('recording')), {})).json()) as { text: string };
+    expect(api.text).not.toBe('');
+    const { page, log } = await openPage(KEY);
+    await page.evaluate(OBSERVE_TRANSCRIPT);
+    await page.setInputFiles('#file', clipPath('recording'));
+    expect(await outcome(page)).toEqual({ state: 'done', error: '' });
+    expect(await transcript(page)).toBe(api.text);
+    // Streaming, seen from the page: the transcript held a proper, non-empty prefix of the text before the end.
+    const before = (await page.evaluate('window.transcriptBefore')) as string[];
+    expect(before.filter((t) => t !== '' && t !== api.text && api.text.startsWith(t)).length).toBeGreaterThan(0);
+    expect(await page.innerText('#facts')).toMatch(/Streamed\s+([2-9]|\d\d+) text deltas/);
+    await screenshot(page, '2-streamed');
+
+    // vtt needs timings the stream lacks: the page posts the audio once more, and only once.
+    const vtt = await (await askApi(readFileSync(clipPath('recording')), { response_format: 'vtt' })).text();
+    for (let i = 0; i < 2; i++) {
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-vtt')]);
+      expect(download.suggestedFilename()).toBe('recording.vtt');
+      expect(readFileSync(await download.path(), 'utf8')).toBe(vtt);
+    }
+    expect(vtt).toMatch(/^WEBVTT\n\n00:00:/);
+    expect(transcriptionPosts(log)).toBe(2);
+    expectOneOriginQuiet(log);
+  });
+
+  it('shows srt when done and downloads it without asking again', async () => {
+    const clip = readFileSync(clipPath('echo'));
+    const srt = await (await askApi(clip, { response_format: 'srt' })).text();
+    const json = (await (await askApi(clip, {})).json()) as { text: string };
+    const { page, log } = await openPage(KEY);
+    await page.selectOption('#format', 'srt');
+    await page.setInputFiles('#file', clipPath('echo'));
+    expect(await outcome(page)).toEqual({ state: 'done', error: '' });
+    expect(await transcript(page)).toBe(srt);
+    await screenshot(page, '3-srt');
+
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-srt')]);
+    expect(download.suggestedFilename()).toBe('echo.srt');
+    const cues = parseSrt(readFileSync(await download.path(), 'utf8'));
+    expect(cues.map((c) => c.text).join(' ')).toBe(json.text);
+    expect(transcriptionPosts(log)).toBe(1);
+    expectOneOriginQuiet(log);
+  });
+
+  it("records from Chromium's fake microphone and transcribes the recording", async () => {
+    const { page, log } = await openPage(KEY);
+    await page.click('#record');
+    await page.waitForSelector('#status[data-state="recording"]');
+    expect(await page.getAttribute('#record', 'aria-pressed')).toBe('true');
+    await page.waitForTimeout(3000);
+    await screenshot(page, '4-recording');
+    await page.click('#record');
+    expect(await outcome(page)).toEqual({ state: 'done', error: '' });
+    expect((await transcript(page)).trim()).not.toBe('');
+    expect(await page.textContent('#source-name')).toMatch(/^recording-\d{8}-\d{6}\.webm$/);
+    expect(await page.innerText('#facts')).toMatch(/Audio\s+[3-9]\.\d s/);
+    await screenshot(page, '5-recorded');
+    expect(transcriptionPosts(log)).toBe(1);
+    expectOneOriginQuiet(log);
+  });
+
+  it('shows errors exactly as the API words them: a wrong key, then a picture instead of audio', async () => {
+    const { page, log } = await openPage('not-the-key');
+    const refused = (await (await fetch(`${server.baseURL}/v1/models`, { headers: { authorization: 'Bearer not-the-key' } })).json()) as {
+      error: { message: string; code: string };
+    };
+    await page.setInputFiles('#file', clipPath('echo'));
+    expect((await outcome(page)).state).toBe('error');
+    expect(await page.textContent('#error-message')).toBe(refused.error.message);
+    expect(await page.textContent('#error-detail')).toBe(`code ${refused.error.code} · HTTP 401`);
+    expect(await page.getAttribute('#key-details', 'open')).not.toBeNull();
+    await screenshot(page, '6-wrong-key');
+
+    const png = tmp.path('picture.png');
+    writeFileSync(png, await page.screenshot());
+    const res = await askApi(readFileSync(png), {});
+    const bad = (await res.json()) as { error: { message: string; code: string; param: string | null } };
+    expect(res.status).toBe(400);
+    await page.fill('#api-key', KEY);
+    await page.setInputFiles('#file', png);
+    expect((await outcome(page)).state).toBe('error');
+    expect(await page.textContent('#error-message')).toBe(bad.error.message);
+    const param = bad.error.param ? ` · param ${bad.error.param}` : '';
+    expect(await page.textContent('#error-detail')).toBe(`code ${bad.error.code}${param} · HTTP 400`);
+    await screenshot(page, '7-not-audio');
+    // The browser logs failed fetches (401, 400) as console errors; nothing else may appear.
+    expect(log.errors.every((e) => /status of (401|400)/.test(e))).toBe(true);
+    expect(new Set(log.requests.map((url) => new URL(url).origin))).toEqual(new Set([server.baseURL]));
+  });
+
+  it('fits a phone screen (390x844): no sideways scrolling, touch targets at least 44 px tall', async () => {
+    const { page, log } = await openPage(KEY, { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    await page.setInputFiles('#file', clipPath('mixed'));
+    expect(await outcome(page)).toEqual({ state: 'done', error: '' });
+    expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
+    for (const target of await page.locator('button:visible, select, input:not([type="file"]), summary').all()) {
+      const box = await target.boundingBox();
+      expect(box?.height, await target.evaluate((e) => (e as unknown as { id: string }).id)).toBeGreaterThanOrEqual(44);
+      expect((box?.x ?? 0) + (box?.width ?? 0)).toBeLessThanOrEqual(390);
+    }
+    await screenshot(page, '8-phone');
+    expectOneOriginQuiet(log);
+  });
+});

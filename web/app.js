@@ -1,0 +1,445 @@
+/* global document, window, localStorage, navigator, fetch, FormData, Blob, URL, MediaRecorder,
+   TextDecoderStream, AbortController, DOMException, setInterval, clearInterval, setTimeout, performance */
+// The transcription page: plain browser JavaScript, no build step, talking only to this origin's /v1 API.
+
+/** The model's 30 languages (src/asr/languages.ts; the page test checks the two agree). */
+const LANGUAGES = [
+  'Chinese', 'English', 'Cantonese', 'Arabic', 'German', 'French', 'Spanish', 'Portuguese',
+  'Indonesian', 'Italian', 'Korean', 'Russian', 'Thai', 'Vietnamese', 'Japanese', 'Turkish',
+  'Hindi', 'Malay', 'Dutch', 'Swedish', 'Danish', 'Finnish', 'Polish', 'Czech', 'Filipino',
+  'Persian', 'Greek', 'Romanian', 'Hungarian', 'Macedonian',
+];
+const STREAMED_FORMATS = new Set(['json', 'text']);
+const KEY_STORAGE = 'mega-asr.api-key';
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  dropzone: $('dropzone'), file: $('file'), record: $('record'), recordLabel: $('record-label'), recordNote: $('record-note'),
+  source: $('source'), sourceName: $('source-name'), sourceMeta: $('source-meta'), player: $('player'),
+  language: $('language'), format: $('format'), keyDetails: $('key-details'), apiKey: $('api-key'),
+  transcribe: $('transcribe'), cancel: $('cancel'),
+  status: $('status'), statusText: $('status-text'), elapsed: $('elapsed'),
+  error: $('error'), errorMessage: $('error-message'), errorDetail: $('error-detail'),
+  transcript: $('transcript'), facts: $('facts'),
+  copy: $('copy'), downloadSrt: $('download-srt'), downloadVtt: $('download-vtt'), downloadNote: $('download-note'),
+};
+
+/** An error the API answered, kept exactly as it worded it. */
+class ApiFailure extends Error {
+  constructor(body, status) {
+    const e = body && typeof body === 'object' && body.error && typeof body.error === 'object' ? body.error : {};
+    super(typeof e.message === 'string' ? e.message : `HTTP ${status}`);
+    this.code = e.code ?? null;
+    this.type = e.type ?? null;
+    this.param = e.param ?? null;
+    this.status = status;
+  }
+}
+
+const state = {
+  /** { blob, name, seconds } of the audio to transcribe */
+  source: null,
+  /** objectURL of the player's audio, revoked when the source changes */
+  playerUrl: null,
+  /** response bodies by `${format}|${language}` for the current source, so srt/vtt downloads reuse them */
+  bodies: new Map(),
+  /** the served model id by API key (GET /v1/models) */
+  models: new Map(),
+  /** AbortController of the request in flight */
+  inFlight: null,
+  recorder: null,
+};
+
+// ---------- small view helpers ----------
+
+function formatSeconds(s) {
+  if (!Number.isFinite(s)) return '';
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  return `${m}:${String(Math.floor(s % 60)).padStart(2, '0')} min`;
+}
+
+let timer = null;
+function setState(name, text) {
+  ui.status.dataset.state = name;
+  ui.statusText.textContent = text;
+}
+
+function startClock() {
+  const started = performance.now();
+  clearInterval(timer);
+  const tick = () => { ui.elapsed.textContent = formatSeconds((performance.now() - started) / 1000); };
+  tick();
+  timer = setInterval(tick, 100);
+  return () => { clearInterval(timer); tick(); return (performance.now() - started) / 1000; };
+}
+
+function showError(err) {
+  ui.error.hidden = false;
+  if (err instanceof ApiFailure) {
+    ui.errorMessage.textContent = err.message;
+    const where = err.status ? `HTTP ${err.status}` : 'sent in the event stream';
+    ui.errorDetail.textContent = [err.code && `code ${err.code}`, err.param && `param ${err.param}`, where].filter(Boolean).join(' · ');
+    // A refused key: open the key field so the fix is one step away.
+    if (err.status === 401) ui.keyDetails.open = true;
+  } else {
+    ui.errorMessage.textContent = err instanceof TypeError ? `Could not reach the server: ${err.message}` : String(err.message ?? err);
+    ui.errorDetail.textContent = '';
+  }
+}
+
+function clearError() {
+  ui.error.hidden = true;
+  ui.errorMessage.textContent = '';
+  ui.errorDetail.textContent = '';
+}
+
+function showFacts(facts) {
+  ui.facts.replaceChildren();
+  for (const [term, value] of facts) {
+    if (value === undefined || value === '') continue;
+    const dt = document.createElement('dt');
+    dt.textContent = term;
+    const dd = document.createElement('dd');
+    dd.textContent = value;
+    ui.facts.append(dt, dd);
+  }
+  ui.facts.hidden = ui.facts.childElementCount === 0;
+}
+
+function setBusy(busy) {
+  ui.transcribe.disabled = busy || !state.source;
+  ui.cancel.hidden = !busy;
+  ui.record.disabled = busy;
+  ui.transcript.setAttribute('aria-busy', String(busy));
+  const done = !busy && ui.status.dataset.state === 'done';
+  ui.copy.disabled = !done;
+  ui.downloadSrt.disabled = !done;
+  ui.downloadVtt.disabled = !done;
+}
+
+// ---------- the API ----------
+
+function authHeaders() {
+  const key = ui.apiKey.value.trim();
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
+async function failure(res) {
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    // not JSON (a proxy's page, say): the status is all there is
+  }
+  return new ApiFailure(body, res.status);
+}
+
+/** The served model id, asked of the API once per key (SERVED_MODEL_ID is configurable). */
+async function modelId(signal) {
+  const key = ui.apiKey.value.trim();
+  if (!state.models.has(key)) {
+    const res = await fetch('v1/models', { headers: authHeaders(), signal });
+    if (!res.ok) throw await failure(res);
+    const list = await res.json();
+    state.models.set(key, list.data[0].id);
+  }
+  return state.models.get(key);
+}
+
+async function postTranscription(format, stream, signal) {
+  const form = new FormData();
+  form.append('file', state.source.blob, state.source.name);
+  form.append('model', await modelId(signal));
+  form.append('response_format', format);
+  if (ui.language.value) form.append('language', ui.language.value);
+  if (stream) form.append('stream', 'true');
+  const res = await fetch('v1/audio/transcriptions', { method: 'POST', headers: authHeaders(), body: form, signal });
+  if (!res.ok) throw await failure(res);
+  return res;
+}
+
+/** Server-Sent Events from a fetch body: `{ event, data }` per message, until `data: [DONE]` or the end. */
+async function* serverSentEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, '\n');
+    let end;
+    while ((end = buffer.indexOf('\n\n')) !== -1) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = 'message';
+      const data = [];
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) event = line.slice(6).trim();
+        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+      }
+      if (data.length === 0) continue;
+      if (data.join('\n') === '[DONE]') return;
+      yield { event, data: data.join('\n') };
+    }
+  }
+}
+
+// ---------- transcribing ----------
+
+const cacheKey = (format) => `${format}|${ui.language.value}`;
+
+async function transcribe() {
+  if (!state.source || state.inFlight) return;
+  const format = ui.format.value;
+  const stream = STREAMED_FORMATS.has(format);
+  const controller = new AbortController();
+  state.inFlight = controller;
+  clearError();
+  ui.downloadNote.hidden = true;
+  ui.transcript.textContent = '';
+  ui.transcript.classList.toggle('mono', !stream);
+  showFacts([['Audio', formatSeconds(state.source.seconds)]]);
+  setState('uploading', stream ? 'Uploading and decoding…' : 'Uploading and transcribing…');
+  setBusy(true);
+  const stopClock = startClock();
+  try {
+    const res = await postTranscription(format, stream, controller.signal);
+    const facts = stream ? await showStream(res) : await showBody(res, format);
+    const took = stopClock();
+    setState('done', 'Done');
+    showFacts([['Audio', formatSeconds(state.source.seconds)], ['Took', formatSeconds(took)], ...facts]);
+  } catch (err) {
+    stopClock();
+    if (err instanceof DOMException && err.name === 'AbortError') {
+      setState('cancelled', 'Cancelled');
+    } else {
+      setState('error', 'Failed');
+      showError(err);
+    }
+  } finally {
+    state.inFlight = null;
+    setBusy(false);
+  }
+}
+
+/** json/text with stream=true: deltas are appended as they arrive; the done event's text is the final word. */
+async function showStream(res) {
+  setState('transcribing', 'Transcribing…');
+  const live = document.createTextNode('');
+  ui.transcript.replaceChildren(live);
+  let done = null;
+  let deltas = 0;
+  for await (const { event, data } of serverSentEvents(res.body)) {
+    const payload = JSON.parse(data);
+    if (event === 'error' || payload.error) throw new ApiFailure(payload, null);
+    if (payload.type === 'transcript.text.delta') {
+      live.appendData(payload.delta);
+      deltas += 1;
+    } else if (payload.type === 'transcript.text.done') {
+      done = payload;
+    }
+  }
+  if (!done) throw new Error('The event stream ended before the transcript was complete.');
+  if (live.data !== done.text) live.data = done.text;
+  const u = done.usage;
+  return [
+    ['Streamed', `${deltas} text ${deltas === 1 ? 'delta' : 'deltas'}`],
+    ['Tokens', u ? `${u.input_tokens} in (${u.input_token_details?.audio_tokens ?? '?'} audio), ${u.output_tokens} out` : undefined],
+  ];
+}
+
+/** srt, vtt, verbose_json: shown when the whole answer is there. */
+async function showBody(res, format) {
+  setState('transcribing', 'Receiving…');
+  const body = await res.text();
+  state.bodies.set(cacheKey(format), body);
+  if (format !== 'verbose_json') {
+    ui.transcript.textContent = body;
+    return [];
+  }
+  const json = JSON.parse(body);
+  ui.transcript.textContent = JSON.stringify(json, null, 2);
+  return [
+    ['Duration', formatSeconds(json.duration)],
+    ['Language', json.language],
+    ['Segments', String(json.segments?.length ?? 0)],
+    ['Billed', json.usage ? `${json.usage.seconds} s` : undefined],
+  ];
+}
+
+// ---------- copy and download ----------
+
+async function copyTranscript() {
+  const text = ui.transcript.textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // No Clipboard API outside a secure context (plain http to another host): select the text instead.
+    window.getSelection().selectAllChildren(ui.transcript);
+    document.execCommand('copy');
+  }
+  flash(ui.copy, 'Copied');
+}
+
+function flash(button, text) {
+  const before = button.textContent;
+  button.textContent = text;
+  setTimeout(() => { button.textContent = before; }, 1500);
+}
+
+function saveAs(body, format) {
+  const type = format === 'vtt' ? 'text/vtt' : 'application/x-subrip';
+  const url = URL.createObjectURL(new Blob([body], { type }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = `${state.source.name.replace(/\.[^.]*$/, '') || 'transcript'}.${format}`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+/**
+ * Subtitles need segment timings, which the text stream does not carry: the same audio is posted once more
+ * with that response_format (once per format and language; the answer is kept for the next click).
+ */
+async function download(format, button) {
+  const key = cacheKey(format);
+  if (!state.bodies.has(key)) {
+    if (state.inFlight) return;
+    const controller = new AbortController();
+    state.inFlight = controller;
+    button.disabled = true;
+    ui.downloadNote.hidden = false;
+    ui.downloadNote.textContent = `Asking the server for .${format} timings (the audio is sent once more)…`;
+    try {
+      const res = await postTranscription(format, false, controller.signal);
+      state.bodies.set(key, await res.text());
+      ui.downloadNote.hidden = true;
+    } catch (err) {
+      ui.downloadNote.hidden = true;
+      showError(err);
+      return;
+    } finally {
+      state.inFlight = null;
+      button.disabled = false;
+    }
+  }
+  saveAs(state.bodies.get(key), format);
+}
+
+// ---------- the audio source ----------
+
+function setSource(blob, name, seconds) {
+  state.source = { blob, name, seconds };
+  state.bodies.clear();
+  if (state.playerUrl) URL.revokeObjectURL(state.playerUrl);
+  state.playerUrl = URL.createObjectURL(blob);
+  ui.player.src = state.playerUrl;
+  ui.source.hidden = false;
+  ui.sourceName.textContent = name;
+  ui.sourceMeta.textContent = [formatSeconds(seconds), `${(blob.size / 1024).toFixed(0)} KB`].filter(Boolean).join(' · ');
+  setBusy(false);
+}
+
+// A picked file's length comes from the player once it has read the header (recordings know theirs).
+ui.player.addEventListener('loadedmetadata', () => {
+  if (!state.source || Number.isFinite(state.source.seconds) || !Number.isFinite(ui.player.duration)) return;
+  state.source.seconds = ui.player.duration;
+  ui.sourceMeta.textContent = `${formatSeconds(ui.player.duration)} · ${(state.source.blob.size / 1024).toFixed(0)} KB`;
+});
+
+function takeFile(file) {
+  if (!file || state.inFlight) return;
+  setSource(file, file.name, NaN);
+  void transcribe();
+}
+
+ui.file.addEventListener('change', () => {
+  takeFile(ui.file.files[0]);
+  ui.file.value = ''; // the same file can be picked again
+});
+
+// Dropping anywhere on the page counts; the browser must not open the file instead.
+for (const type of ['dragenter', 'dragover']) {
+  document.addEventListener(type, (e) => {
+    e.preventDefault();
+    ui.dropzone.classList.add('dragging');
+  });
+}
+document.addEventListener('dragleave', (e) => {
+  if (e.relatedTarget === null) ui.dropzone.classList.remove('dragging');
+});
+document.addEventListener('drop', (e) => {
+  e.preventDefault();
+  ui.dropzone.classList.remove('dragging');
+  takeFile(e.dataTransfer?.files[0]);
+});
+
+// ---------- recording ----------
+
+const RECORDING_TYPES = ['audio/webm;codecs=opus', 'audio/ogg;codecs=opus', 'audio/mp4'];
+
+function recordingNote(text) {
+  ui.recordNote.hidden = !text;
+  ui.recordNote.textContent = text;
+}
+
+async function toggleRecording() {
+  if (state.recorder) {
+    state.recorder.stop();
+    return;
+  }
+  if (!navigator.mediaDevices?.getUserMedia || typeof MediaRecorder === 'undefined') {
+    recordingNote('This browser cannot record here: microphones need HTTPS (or localhost) and MediaRecorder.');
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (err) {
+    recordingNote(`No microphone: ${err.message}`);
+    return;
+  }
+  recordingNote('');
+  const mimeType = RECORDING_TYPES.find((t) => MediaRecorder.isTypeSupported(t));
+  const recorder = new MediaRecorder(stream, mimeType ? { mimeType } : {});
+  const chunks = [];
+  const stopClock = startClock();
+  recorder.addEventListener('dataavailable', (e) => { if (e.data.size > 0) chunks.push(e.data); });
+  recorder.addEventListener('stop', () => {
+    const seconds = stopClock();
+    for (const track of stream.getTracks()) track.stop();
+    state.recorder = null;
+    ui.record.setAttribute('aria-pressed', 'false');
+    ui.record.classList.remove('recording');
+    ui.recordLabel.textContent = 'Record from the microphone';
+    const type = recorder.mimeType || chunks[0]?.type || 'audio/webm';
+    const extension = type.includes('mp4') ? 'm4a' : type.includes('ogg') ? 'ogg' : 'webm';
+    const stamp = new Date().toISOString().slice(0, 19).replace(/[-:]/g, '').replace('T', '-');
+    setSource(new Blob(chunks, { type }), `recording-${stamp}.${extension}`, seconds);
+    void transcribe();
+  });
+  state.recorder = recorder;
+  recorder.start(250);
+  ui.record.setAttribute('aria-pressed', 'true');
+  ui.record.classList.add('recording');
+  ui.recordLabel.textContent = 'Stop recording';
+  setState('recording', 'Recording…');
+}
+
+// ---------- wiring ----------
+
+for (const name of LANGUAGES) ui.language.add(new window.Option(name, name));
+ui.apiKey.value = localStorage.getItem(KEY_STORAGE) ?? '';
+ui.apiKey.addEventListener('input', () => {
+  const key = ui.apiKey.value.trim();
+  if (key) localStorage.setItem(KEY_STORAGE, key);
+  else localStorage.removeItem(KEY_STORAGE);
+});
+ui.record.addEventListener('click', () => void toggleRecording());
+ui.transcribe.addEventListener('click', () => void transcribe());
+ui.cancel.addEventListener('click', () => state.inFlight?.abort());
+ui.copy.addEventListener('click', () => void copyTranscript());
+ui.downloadSrt.addEventListener('click', () => void download('srt', ui.downloadSrt));
+ui.downloadVtt.addEventListener('click', () => void download('vtt', ui.downloadVtt));
