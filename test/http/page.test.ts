@@ -158,6 +158,9 @@ describe('the page at /', () => {
     expect(before.filter((t) => t !== '' && t !== api.text && api.text.startsWith(t)).length).toBeGreaterThan(0);
     expect(await page.innerText('#facts')).toMatch(/Streamed\s+([2-9]|\d\d+) text deltas/);
     await screenshot(page, '2-streamed');
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.baseURL });
+    await page.click('#copy');
+    expect(await page.evaluate('navigator.clipboard.readText()')).toBe(api.text);
 
     // vtt needs timings the stream lacks: the page posts the audio once more, and only once.
     const vtt = await (await askApi(readFileSync(clipPath('recording')), { response_format: 'vtt' })).text();
@@ -173,11 +176,16 @@ describe('the page at /', () => {
 
   it('shows srt when done and downloads it without asking again', async () => {
     const clip = readFileSync(clipPath('echo'));
-    const srt = await (await askApi(clip, { response_format: 'srt' })).text();
-    const json = (await (await askApi(clip, {})).json()) as { text: string };
+    const srt = await (await askApi(clip, { response_format: 'srt', language: 'English' })).text();
+    const json = (await (await askApi(clip, { language: 'English' })).json()) as { text: string };
     const { page, log } = await openPage(KEY);
     await page.selectOption('#format', 'srt');
-    await page.setInputFiles('#file', clipPath('echo'));
+    await page.selectOption('#language', 'English');
+    const [request] = await Promise.all([
+      page.waitForRequest((r) => r.url().endsWith('/v1/audio/transcriptions')),
+      page.setInputFiles('#file', clipPath('echo')),
+    ]);
+    expect(request.headers()['authorization']).toBe(`Bearer ${KEY}`);
     expect(await outcome(page)).toEqual({ state: 'done', error: '' });
     expect(await transcript(page)).toBe(srt);
     await screenshot(page, '3-srt');
