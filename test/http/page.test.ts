@@ -244,8 +244,8 @@ describe('the page at /', () => {
     expect(new Set(log.requests.map((url) => new URL(url).origin))).toEqual(new Set([server.baseURL]));
   });
 
-  it('fits a phone screen (390x844): no sideways scrolling, touch targets at least 44 px tall', async () => {
-    const { page, log } = await openPage(KEY, { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+  it('fits a phone screen (390x844, dark mode): no sideways scrolling, touch targets at least 44 px tall', async () => {
+    const { page, log } = await openPage(KEY, { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, colorScheme: 'dark' });
     await page.setInputFiles('#file', clipPath('mixed'));
     expect(await outcome(page)).toEqual({ state: 'done', error: '' });
     expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
