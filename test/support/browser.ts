@@ -1,7 +1,7 @@
 import { chromium, type Browser, type BrowserContext } from 'playwright-core';
 
 /** Debian's chromium, driven by playwright-core (which downloads no browser of its own). */
-export const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM = '/usr/bin/chromium';
 
 /** Headless Chromium that makes no requests of its own (no updates, sync or safe-browsing look-ups). */
 export function launchChromium(extraArgs: string[] = []): Promise<Browser> {
