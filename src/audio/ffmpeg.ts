@@ -163,6 +163,8 @@ async function probeCapabilities(): Promise<Capabilities> {
     .filter((c) => !ffmpeg || !demuxers.has(DEMUXERS[c]) || !EXPECTED_CODECS[c].every((codec) => codecs.has(codec)))
     .map((c) => CONTAINER_NAMES[c]);
   const versionNumber = /^ffmpeg version (\S+)/.exec(versionText)?.[1];
+  // A machine too busy to answer in time has said nothing about ffmpeg: ask again next time.
+  if ([version, probe, demuxerList, decoderList].some((r) => r?.killed === 'timeout')) capabilities = undefined;
   return {
     ffmpeg,
     ...(versionNumber ? { version: versionNumber } : {}),

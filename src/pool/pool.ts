@@ -191,6 +191,9 @@ export class AsrPool {
       minThreads: o.decodeWorkers,
       maxThreads: o.decodeWorkers,
       idleTimeout: Infinity,
+      // As for the ASR pool: with 'sync' an idle worker's event loop stops, so the ffmpeg capability check it
+      // starts while idle never hears ffmpeg exit, times out, and every later non-WAV upload is refused.
+      atomics: 'disabled',
       closeTimeout: MAX_TIMEOUT_MS,
     });
     return new AsrPool(o, asr, decoder, new Int32Array(cancelFlags), new Int32Array(runningFlags));

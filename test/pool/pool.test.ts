@@ -10,6 +10,7 @@ import { FIXTURE_FILES, FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.
 import { mulberry32 } from '../../tools/random.js';
 import { fixtureModel } from '../support/fixture-models.js';
 import { sharedPath } from '../support/shared.js';
+import { tempDir, transcode } from '../support/transcode.js';
 
 const SR = 16000;
 const clipBytes = () => readFileSync(sharedPath('fixtures', 'voices-in-the-wild', 'noise.wav'));
@@ -152,6 +153,24 @@ describe('AsrPool on the default model, 2 workers', () => {
     const r = await pool.transcribe(await pool.decode(clipBytes()));
     expect(FIXTURE_SENTENCES).toContain(r.text);
   });
+});
+
+describe('AsrPool decode threads left idle', () => {
+  it('still decode a non-WAV upload after idling past the ffmpeg capability check\'s time limit', async () => {
+    const dir = tempDir();
+    const flac = transcode(sharedPath('fixtures', 'voices-in-the-wild', 'noise.wav'), 'flac', dir).bytes;
+    dir.remove();
+    const pool = await AsrPool.start(options({}));
+    try {
+      await pool.waitUntilReady(60_000);
+      // the check each decode thread starts while idle has a 10 s limit; an idle thread must still hear ffmpeg exit
+      await new Promise((r) => setTimeout(r, 11_000));
+      const pcm = await pool.decode(flac);
+      expect(pcm.length / SR).toBeGreaterThan(4);
+    } finally {
+      await pool.drain(1000);
+    }
+  }, 60_000);
 });
 
 describe('AsrPool admission and cancellation on a model that never stops (1 worker, queue 1)', () => {
