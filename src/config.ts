@@ -54,6 +54,8 @@ export const configSchema = z.object({
   /** Hugging Face's own variables, with huggingface_hub's meaning */
   HF_ENDPOINT: z.url({ protocol: /^https?$/ }).default('https://huggingface.co').transform((u) => u.replace(/\/+$/, '')),
   HF_TOKEN: z.string().min(1).optional(),
+  /** where `huggingface-cli login` saved a token (default HF_HOME/token), read when HF_TOKEN is unset */
+  HF_TOKEN_PATH: z.string().min(1).optional(),
   HF_HUB_OFFLINE: flag.default(false),
   HF_HUB_CACHE: z.string().min(1).optional(),
   HF_HOME: z.string().min(1).optional(),

@@ -11,11 +11,25 @@ export interface CacheLocation {
   XDG_CACHE_HOME?: string | undefined;
 }
 
+/** huggingface_hub's HF_HOME: $HF_HOME, else $XDG_CACHE_HOME (~/.cache)/huggingface. */
+function hfHome(env: CacheLocation): string {
+  return env.HF_HOME ?? join(env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'huggingface');
+}
+
 /** huggingface_hub's rule: HF_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME (~/.cache)/huggingface/hub. */
 export function hubCacheDir(env: CacheLocation): string {
-  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
-  const home = env.HF_HOME ?? join(env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'huggingface');
-  return join(home, 'hub');
+  return env.HF_HUB_CACHE ?? join(hfHome(env), 'hub');
+}
+
+/** huggingface_hub's rule: HF_TOKEN, else the file `huggingface-cli login` saved (HF_TOKEN_PATH, else HF_HOME/token). */
+export function hubToken(env: CacheLocation & { HF_TOKEN?: string | undefined; HF_TOKEN_PATH?: string | undefined }): string | undefined {
+  if (env.HF_TOKEN) return env.HF_TOKEN;
+  const path = env.HF_TOKEN_PATH ?? join(hfHome(env), 'token');
+  try {
+    return readFileSync(path, 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export const COMMIT_HASH = /^[0-9a-f]{40}$/;

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { findEmbeddingFiles } from '../asr/embeddings.js';
 import { findModelFiles } from '../asr/model-dir.js';
 import { HubClient } from './api.js';
-import { COMMIT_HASH, hubCacheDir, RepoCache, type CacheLocation } from './cache.js';
+import { COMMIT_HASH, hubCacheDir, hubToken, RepoCache, type CacheLocation } from './cache.js';
 import { ensureEmbeddingTable } from './embedding-table.js';
 import { HubError } from './errors.js';
 import { downloadFile } from './fetch-file.js';
@@ -19,6 +19,7 @@ export interface ModelSource extends CacheLocation {
   EMBEDDING_REVISION: string;
   HF_ENDPOINT: string;
   HF_TOKEN?: string | undefined;
+  HF_TOKEN_PATH?: string | undefined;
   HF_HUB_OFFLINE: boolean;
 }
 
@@ -61,7 +62,7 @@ export async function ensureModel(source: ModelSource, o: EnsureOptions): Promis
   }
   if (cached && COMMIT_HASH.test(revision)) return cached;
 
-  const client = new HubClient(source.HF_ENDPOINT, source.HF_TOKEN);
+  const client = new HubClient(source.HF_ENDPOINT, hubToken(source));
   let commit: string;
   try {
     commit = await client.commitOf(repo, revision);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -115,12 +115,18 @@ async function fetchRest(d: Download, temp: string, from: number, prefixLength: 
     if (res.status < 500 && res.status !== 429) throw new Refused(err.message);
     throw err;
   }
-  if (ranged && (res.status !== 206 || !(res.headers.get('content-range') ?? '').startsWith(`bytes ${first}-`))) {
+  // A whole file whose server ignores Range (200) starts again from its first byte; a piece of a file cannot.
+  const restart = ranged && res.status === 200 && d.offset === undefined;
+  if (ranged && !restart && (res.status !== 206 || !(res.headers.get('content-range') ?? '').startsWith(`bytes ${first}-`))) {
     await res.body?.cancel();
     throw new Refused(`${d.label}: the server ignored the byte range request (status ${res.status})`);
   }
   if (!res.body) throw new Error('empty response');
-  let written = prefixLength + from;
+  if (restart) {
+    await truncate(temp, prefixLength);
+    d.progress.advance(-from);
+  }
+  let written = prefixLength + (restart ? 0 : from);
   const limit = prefixLength + d.size;
   const count = new Transform({
     transform(chunk: Buffer, _enc, done) {

@@ -67,6 +67,7 @@ export function barProgress(): Progress {
         },
         advance(n) {
           value += n;
+          from = Math.min(from, value); // a download that starts again from zero goes back (n < 0)
           bar.update(value, payload(total));
         },
         done: () => bar.stop(),

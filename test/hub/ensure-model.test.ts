@@ -45,6 +45,7 @@ afterAll(() => hub?.close());
 afterEach(() => {
   hub.faults.cutOnce.clear();
   hub.faults.corrupt.clear();
+  hub.faults.ignoreRange.clear();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
   dirs = [];
 });
@@ -132,6 +133,19 @@ describe('ensureModel against a fake hub', () => {
     expect(tree(join(repoRoot(s), 'blobs')).filter((f) => f.endsWith('.incomplete'))).toEqual([]);
   });
 
+  it('starts a cut transfer again from zero when the server ignores Range, and still gets the exact file', async () => {
+    const s = source();
+    const path = 'onnx/decoder_prefill_int4.onnx';
+    hub.faults.cutOnce.add(`${model.id}/${path}`);
+    hub.faults.ignoreRange.add(`${model.id}/${path}`);
+    const n = hub.requests.length;
+    const snapshot = await fetchModel(s);
+    const oid = sha256(model.files[path]!);
+    const transfers = since(n).filter((r) => r.server === 'cdn' && r.path.startsWith(`/repos/${oid}`));
+    expect(transfers.map((t) => t.range === undefined)).toEqual([true, false]);
+    expect(readFileSync(join(snapshot, path)).equals(model.files[path]!)).toBe(true);
+  });
+
   it('refuses a file whose sha256 does not match and leaves nothing that looks complete', async () => {
     const s = source();
     const path = 'onnx/decoder_step_int4.onnx';
@@ -143,12 +157,19 @@ describe('ensureModel against a fake hub', () => {
     expect(existsSync(join(repoRoot(s), 'snapshots', model.commit, path))).toBe(false);
   });
 
-  it('a gated repo: one line asking for HF_TOKEN without one, the download with it', async () => {
-    const err = await fetchModel(source({ MODEL: gated.id })).catch((e: Error) => e);
+  it('a gated repo: one line asking for HF_TOKEN without one, the download with it or with a saved login', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'hf-home-'));
+    dirs.push(home);
+    const err = await fetchModel(source({ MODEL: gated.id, HF_HOME: home })).catch((e: Error) => e);
     expect(err).toBeInstanceOf(HubError);
     expect((err as Error).message).toBe(`${gated.id}@main: gated: accept the conditions on ${hub.url}/${gated.id}, then set HF_TOKEN to an access token of that account`);
-    const snapshot = await fetchModel(source({ MODEL: gated.id, HF_TOKEN: hub.token }));
+    const snapshot = await fetchModel(source({ MODEL: gated.id, HF_HOME: home, HF_TOKEN: hub.token }));
     expect(findModelFiles(snapshot).prefill).toMatch(/decoder_prefill_int4\.onnx$/);
+    // `huggingface-cli login` leaves the token in HF_HOME/token; huggingface_hub reads it when HF_TOKEN is unset
+    writeFileSync(join(home, 'token'), `${hub.token}\n`);
+    const n = hub.requests.length;
+    expect(await fetchModel(source({ MODEL: gated.id, HF_HOME: home }))).toMatch(/snapshots/);
+    expect(since(n).every((r) => r.server === 'cdn' || r.authorization === `Bearer ${hub.token}`)).toBe(true);
   });
 
   it('names the repo or revision that does not exist, in one line', async () => {

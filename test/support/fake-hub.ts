@@ -34,6 +34,8 @@ export interface Faults {
   cutOnce: Set<string>;
   /** `repo/path`s served with one byte changed */
   corrupt: Set<string>;
+  /** answers 200 with the whole file to a Range request, as a server without range support does */
+  ignoreRange: Set<string>;
   /** slows every transfer to this rate */
   bytesPerSecond?: number;
 }
@@ -102,7 +104,7 @@ function entry(path: string, data: Buffer) {
 export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   const token = 'hf_fake_token_for_tests';
   const requests: FakeRequest[] = [];
-  const faults: Faults = { cutOnce: new Set(), corrupt: new Set() };
+  const faults: Faults = { cutOnce: new Set(), corrupt: new Set(), ignoreRange: new Set() };
   const byId = new Map(repos.map((r) => [r.id, r]));
 
   const record = (server: FakeRequest['server'], req: IncomingMessage) =>
@@ -123,7 +125,7 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
     }
     let start = 0;
     let end = data.length - 1;
-    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    const range = faults.ignoreRange.has(key) ? null : /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     if (range) {
       start = Number(range[1]);
       end = range[2] ? Math.min(Number(range[2]), data.length - 1) : data.length - 1;
