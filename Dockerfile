@@ -3,8 +3,12 @@
 # (HF_HOME), a volume, so it is fetched once and kept across restarts. Needs the NVIDIA container toolkit
 # and an NVIDIA driver that supports CUDA 13 (driver 580 or newer).
 
+# Both stages are linux/amd64 whatever the host: the CUDA provider exists only for linux/x64, and onnxruntime-node's
+# install script refuses it on any other architecture. On an arm64 machine (Apple silicon, Graviton) the build
+# runs emulated (Docker Desktop does this by itself; elsewhere install QEMU binfmt first).
+
 # ---- build: compile TypeScript, keep production dependencies, fetch the CUDA provider -------------------
-FROM node:20.20.2-bookworm-slim AS build
+FROM --platform=linux/amd64 node:20.20.2-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 # --ignore-scripts: onnxruntime-node's install script (the CUDA provider download) runs explicitly below, and
@@ -35,7 +39,7 @@ RUN ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/in
 # so a recent 13.x runtime serves a provider built with any earlier 13.x. The ldd check further down fails the
 # build if this reasoning ever stops holding (e.g. after an onnxruntime-node upgrade), instead of the service
 # quietly falling back to the CPU.
-FROM nvidia/cuda:13.2.1-cudnn-runtime-ubuntu24.04
+FROM --platform=linux/amd64 nvidia/cuda:13.2.1-cudnn-runtime-ubuntu24.04
 # ffmpeg decodes every upload format except PCM/float WAV; tini forwards SIGTERM so the server drains.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates ffmpeg tini \
@@ -51,7 +55,11 @@ COPY --from=build /app/dist ./dist
 COPY package.json openapi.yaml ./
 COPY web ./web
 # libcuda.so.1 comes from the host driver at run time; every other library the provider needs must be here.
+# test -f first: ldd on a missing file says "No such file", not "not found", so without it a provider that was
+# never fetched would pass.
 RUN cd node_modules/onnxruntime-node/bin/napi-v6/linux/x64 \
+ && test -f libonnxruntime_providers_cuda.so \
+ && test -f libonnxruntime_providers_shared.so \
  && missing="$(LD_LIBRARY_PATH=. ldd libonnxruntime_providers_cuda.so 2>&1 | grep 'not found' | grep -v 'libcuda\.so\.1' || true)" \
  && if [ -n "$missing" ]; then echo "the CUDA provider cannot load on this base image:" >&2; echo "$missing" >&2; exit 1; fi
 ENV NODE_ENV=production \

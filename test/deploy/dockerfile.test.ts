@@ -19,11 +19,15 @@ const text = (i: Instruction) => i.getArgumentsContent() ?? '';
 const args = (i: Instruction) => i.getArguments().map((a) => a.getValue());
 /** COPY --from=<stage>, or null for a copy from the build context. */
 const copyFrom = (c: Copy) => c.getFromFlag()?.getValue() ?? null;
+/** The commands of a RUN instruction in order (split at && and ;), each as its words. */
+const shellCommands = (run: Instruction) =>
+  text(run)
+    .split(/&&|;/)
+    .map((command) => command.replace(/\\\n/g, ' ').trim().split(/\s+/));
 /** Paths named by `rm` commands in RUN instructions. */
 const removedPaths = (runs: Instruction[]) =>
   runs
-    .flatMap((r) => text(r).split(/&&|;/))
-    .map((command) => command.replace(/\\\n/g, ' ').trim().split(/\s+/))
+    .flatMap(shellCommands)
     .filter((words) => words[0] === 'rm')
     .flatMap((words) => words.slice(1).filter((w) => !w.startsWith('-')));
 
@@ -34,6 +38,7 @@ const ortVersion = (requireHere('onnxruntime-node/package.json') as { version: s
 const installMetadata = requireHere(join(ortRoot, 'script', 'install-metadata.js')) as {
   requirements: Record<string, string[]>;
   packages: Record<string, { name: string; versions: { feed: string; version: string }[] }>;
+  manifests: Record<string, Record<string, { package: string; path: string }>>;
 };
 
 /**
@@ -129,8 +134,30 @@ describe('Dockerfile', () => {
     const ci = keyword(buildStage, 'RUN').filter((r) => /\bnpm ci\b/.test(text(r)));
     expect(ci).toHaveLength(1);
     expect(text(ci[0]!)).toMatch(/--ignore-scripts|ONNXRUNTIME_NODE_INSTALL=skip/);
-    // ...and the runtime stage proves the provider's libraries resolve on the chosen base.
-    expect(keyword(finalStage, 'RUN').some((r) => /ldd\b.*libonnxruntime_providers_cuda\.so/.test(text(r)))).toBe(true);
+  });
+
+  it('proves in the runtime stage that the provider files are there and their libraries resolve on the base', () => {
+    const checks = keyword(finalStage, 'RUN').filter((r) => /ldd\b.*libonnxruntime_providers_cuda\.so/.test(text(r)));
+    expect(checks).toHaveLength(1);
+    const commands = shellCommands(checks[0]!);
+    const lddAt = commands.findIndex((words) => words.includes('ldd'));
+    // ldd on a missing file prints "No such file", which a grep for "not found" lets through: each file the
+    // install script fetched (and the build kept) must be tested for with test -f before ldd runs.
+    const manifests = installMetadata.requirements['linux/x64']!;
+    const fetched = manifests.flatMap((m) => Object.keys(installMetadata.manifests[`linux/x64:${m}`]!).map((f) => f.replace(/^\.\//, '')));
+    const removed = removedPaths(keyword(buildStage, 'RUN')).map((p) => p.split('/').pop());
+    const kept = fetched.filter((f) => !removed.includes(f));
+    expect(kept.sort()).toEqual(['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so']);
+    const testedBeforeLdd = commands.slice(0, lddAt).filter((w) => w[0] === 'test' && w[1] === '-f').map((w) => w[2]);
+    expect(testedBeforeLdd.sort()).toEqual(kept);
+  });
+
+  it('builds every stage for linux/amd64, whatever the host: the provider exists only for linux/x64', () => {
+    const platformsWithProvider = Object.entries(installMetadata.requirements)
+      .filter(([platform, manifests]) => platform.startsWith('linux/') && manifests.length > 0)
+      .map(([platform]) => platform);
+    expect(platformsWithProvider).toEqual(['linux/x64']);
+    for (const from of froms) expect(from.getPlatformFlag()?.getValue(), from.getImage() ?? '').toBe('linux/amd64');
   });
 
   it('keeps only linux/x64 onnxruntime binaries', () => {
