@@ -100,11 +100,22 @@ describe('docker-compose.yml', () => {
     expect(output).toMatch(/SUCCESS/);
   });
 
+  it('publishes only the service on every interface: Prometheus and Grafana answer on this host alone', () => {
+    for (const [name, service] of Object.entries(services)) {
+      for (const port of service.ports ?? []) {
+        // "HOST_IP:HOST_PORT:CONTAINER_PORT" binds one address; "HOST_PORT:CONTAINER_PORT" binds all of them.
+        if (name !== 'mega-asr') expect(port, name).toMatch(/^127\.0\.0\.1:\d+:\d+$/);
+      }
+    }
+    expect(services.prometheus!.ports).toEqual(['127.0.0.1:9090:9090']);
+    // Anonymous Viewers can query Prometheus through Grafana's datasource proxy: loopback only.
+    expect(services.grafana!.ports).toEqual(['127.0.0.1:3000:3000']);
+    expect(services.grafana!.environment).toMatchObject({ GF_AUTH_ANONYMOUS_ENABLED: 'true', GF_AUTH_ANONYMOUS_ORG_ROLE: 'Viewer' });
+    expect(services.grafana!.environment?.GF_SECURITY_ADMIN_PASSWORD).toMatch(/^\$\{GRAFANA_ADMIN_PASSWORD(:-[^}]+)?\}$/);
+  });
+
   it('provisions Grafana from paths that exist here, with the dashboard at the provider path', () => {
     const grafana = services.grafana!;
-    expect(grafana.ports).toContain('3000:3000');
-    expect(grafana.environment).toMatchObject({ GF_AUTH_ANONYMOUS_ENABLED: 'true', GF_AUTH_ANONYMOUS_ORG_ROLE: 'Viewer' });
-    expect(grafana.environment?.GF_SECURITY_ADMIN_PASSWORD).toMatch(/^\$\{GRAFANA_ADMIN_PASSWORD:-.+\}$/);
     const provisioning = mounts(grafana).find((m) => m.target === '/etc/grafana/provisioning');
     expect(provisioning?.readOnly).toBe(true);
     expect(existsSync(hostPath(provisioning!.source))).toBe(true);
