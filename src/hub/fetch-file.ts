@@ -4,13 +4,14 @@ import { mkdir, open, readdir, rename, rm, stat, truncate, writeFile } from 'nod
 import { basename, dirname, join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReadableStream } from 'node:stream/web';
-import { uniqueSuffix } from './cache.js';
 import { HubError } from './errors.js';
+import { acquireLock, partialLockPath } from './lock.js';
 import type { FileProgress } from './progress.js';
 
 export interface Download {
-  /** where the bytes are (the hub's resolve URL; redirects are followed) */
+  /** where the bytes are (the hub's resolve URL; redirects are followed, so every attempt gets a fresh CDN link) */
   url: string;
   /** what the user reads in errors and progress */
   label: string;
@@ -24,8 +25,10 @@ export interface Download {
   sha256?: string;
   /** expected git blob id (a small non-LFS file) */
   gitBlobId?: string;
-  /** the final path; it appears only complete and verified */
+  /** the final path, `<cache>/models--o--n/blobs/<etag>`; it appears only complete and verified */
   dest: string;
+  /** the lock that guards `<dest>.incomplete`; default partialLockPath(dest), in the cache's `.locks` folder */
+  lockPath?: string;
   fetch: (url: string, init?: RequestInit) => Promise<Response>;
   explainStatus: (status: number) => Error;
   progress: FileProgress;
@@ -33,133 +36,185 @@ export interface Download {
   /** consecutive failed attempts without progress before giving up */
   retries?: number;
   retryDelayMs?: number;
+  /** a transfer that delivers no byte for this long is aborted and resumed (default 30 s) */
+  stallTimeoutMs?: number;
 }
 
-/** An interrupted download nobody has written to for this long is taken over and resumed. */
-const ORPHAN_IDLE_MS = 30_000;
+const STALL_TIMEOUT_MS = 30_000;
+/** A partial file of the older naming (`<blob>.<pid>-<random>.incomplete`) idle this long has no writer left. */
+const OLD_PARTIAL_IDLE_MS = 30_000;
 
+/** The server said no (a 4xx): this run fails, but the bytes downloaded so far stay for the next run. */
 class Refused extends Error {}
+/** What was written is proven wrong (size, checksum, more bytes than expected): it is deleted. */
+class BadContent extends Error {}
 
 /**
  * Hand-written (the library streams a file in one request and renames it unverified): resumes with Range after
- * a dropped connection, retries with backoff, checks size and hash, fsyncs, and renames into place. The partial
- * file has a name of its own per process, so two processes never write into one file.
+ * a dropped or stalled connection, retries with backoff, checks size and hash, fsyncs, and renames into place.
+ * The partial file is huggingface_hub's own `blobs/<etag>.incomplete`, so Python and this service resume each
+ * other's downloads; a lock in the cache's `.locks` folder keeps two processes from writing it at once.
  */
 export async function downloadFile(d: Download): Promise<void> {
-  const prefix = d.prefix ?? new Uint8Array(0);
-  const total = prefix.length + d.size;
+  const total = (d.prefix?.length ?? 0) + d.size;
   // only a complete, verified file is ever renamed to this name
-  if ((await sizeOf(d.dest)) === total) return;
+  if ((await sizeOf(d.dest)) === total) return removeOldPartials(d.dest);
   await mkdir(dirname(d.dest), { recursive: true });
-  const temp = (await adoptOrphan(d.dest)) ?? `${d.dest}.${uniqueSuffix()}.incomplete`;
+  const partial = `${d.dest}.incomplete`;
+  const lock = await acquireLock(partial, d.lockPath ?? partialLockPath(d.dest), { signal: d.signal, onWait: () => d.progress.waiting?.() });
   try {
-    let have = await sizeOf(temp);
-    if (have < prefix.length) {
-      await writeFile(temp, prefix);
-      have = prefix.length;
-    }
-    d.progress.start(total, have);
+    // the process that held the lock may have finished the file
+    if ((await sizeOf(d.dest)) !== total) await fetchVerified(d, partial, total, lock.lost);
+    await removeOldPartials(d.dest);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Fills `partial` (resuming what is there), verifies it and renames it to `d.dest`; the caller holds the lock. */
+async function fetchVerified(d: Download, partial: string, total: number, lost: AbortSignal): Promise<void> {
+  const prefix = d.prefix ?? new Uint8Array(0);
+  await adoptOldPartial(d.dest, partial);
+  let have = await sizeOf(partial);
+  if (have < prefix.length || have > total) {
+    await writeFile(partial, prefix);
+    have = prefix.length;
+  }
+  d.progress.start(total, have);
+  const stop = AbortSignal.any([lost, ...(d.signal ? [d.signal] : [])]);
+  try {
     let failures = 0;
     while (have < total) {
       const before = have;
       try {
-        have = await fetchRest(d, temp, have - prefix.length, prefix.length);
+        have = await fetchRest(d, partial, have - prefix.length, prefix.length, stop);
       } catch (err) {
-        if (err instanceof Refused || d.signal?.aborted) throw err;
-        have = await sizeOf(temp);
+        if (lost.aborted) throw lostLock(d, partial, lost);
+        if (err instanceof Refused || err instanceof BadContent || d.signal?.aborted) throw err;
+        have = await sizeOf(partial);
         failures = have > before ? 1 : failures + 1;
         if (failures > (d.retries ?? 5)) throw new HubError(`${d.label}: download failed ${failures} times in a row (${(err as Error).message}); run again to resume`);
-        await new Promise((r) => setTimeout(r, (d.retryDelayMs ?? 500) * 2 ** (failures - 1)));
+        const delay = (d.retryDelayMs ?? 500) * 2 ** (failures - 1);
+        d.progress.retrying?.((err as Error).message, delay);
+        await sleep(delay, undefined, { signal: stop }).catch(() => undefined);
       }
     }
-    await verify(d, temp, total);
-    await rename(temp, d.dest);
+    await verify(d, partial, total);
+    if (lost.aborted) throw lostLock(d, partial, lost);
+    await rename(partial, d.dest);
     d.progress.done();
   } catch (err) {
     d.progress.fail();
-    // A verified-bad or refused file is removed; an interrupted one is kept for the next run to resume.
-    if (err instanceof Refused) await rm(temp, { force: true });
-    throw err instanceof Refused ? new HubError(err.message) : err;
+    // Only proven-bad bytes are removed (and never once another process owns the file); the rest is resumed later.
+    if (err instanceof BadContent && !lost.aborted) await rm(partial, { force: true });
+    throw err instanceof Refused || err instanceof BadContent ? new HubError(err.message) : err;
   }
+}
+
+function lostLock(d: Download, partial: string, lost: AbortSignal): HubError {
+  return new HubError(
+    `${d.label}: lost the lock on ${partial} (${(lost.reason as Error).message}); another process may be writing it now; run again`,
+  );
 }
 
 async function sizeOf(path: string): Promise<number> {
   return stat(path).then((s) => s.size, () => 0);
 }
 
-/** Takes over a partial file another (dead) process left, our naming or huggingface_hub's `<blob>.incomplete`. */
-async function adoptOrphan(dest: string): Promise<string | undefined> {
+/** Partial files of this blob in the older naming (`<blob>.<pid>-<random>.incomplete`) that nobody writes, largest first. */
+async function oldPartials(dest: string): Promise<string[]> {
   const name = basename(dest);
   const names = await readdir(dirname(dest)).catch(() => [] as string[]);
-  for (const candidate of names.filter((n) => n.startsWith(`${name}.`) && n.endsWith('.incomplete'))) {
+  const found: { path: string; size: number }[] = [];
+  for (const candidate of names) {
+    if (!candidate.startsWith(`${name}.`) || !/^\d+-[0-9a-f]+\.incomplete$/.test(candidate.slice(name.length + 1))) continue;
     const path = join(dirname(dest), candidate);
-    const idle = await stat(path).then((s) => Date.now() - s.mtimeMs, () => 0);
-    if (idle < ORPHAN_IDLE_MS) continue;
-    const mine = `${dest}.${uniqueSuffix()}.incomplete`;
-    // rename is atomic: of two processes adopting the same file, one wins and the other starts its own
-    if (await rename(path, mine).then(() => true, () => false)) return mine;
+    const s = await stat(path).catch(() => undefined);
+    if (s && Date.now() - s.mtimeMs >= OLD_PARTIAL_IDLE_MS) found.push({ path, size: s.size });
   }
-  return undefined;
+  return found.sort((a, b) => b.size - a.size).map((f) => f.path);
 }
 
-/** One request for bytes [from, size) of the piece, appended to the file; returns the file's new size. */
-async function fetchRest(d: Download, temp: string, from: number, prefixLength: number): Promise<number> {
+/** Without a partial file of the current naming, the largest abandoned one of the older naming is resumed. */
+async function adoptOldPartial(dest: string, partial: string): Promise<void> {
+  if (await sizeOf(partial)) return;
+  const [largest] = await oldPartials(dest);
+  if (largest) await rename(largest, partial).catch(() => undefined);
+}
+
+async function removeOldPartials(dest: string): Promise<void> {
+  await Promise.all((await oldPartials(dest)).map((path) => rm(path, { force: true })));
+}
+
+/**
+ * One request for bytes [from, size) of the piece, appended to the file; returns the file's new size. A watchdog
+ * aborts the request when no byte arrives for stallTimeoutMs, so the caller's retry resumes it.
+ */
+async function fetchRest(d: Download, partial: string, from: number, prefixLength: number, stop: AbortSignal): Promise<number> {
   const first = (d.offset ?? 0) + from;
   const last = (d.offset ?? 0) + d.size - 1;
   const ranged = first > 0 || d.offset !== undefined;
-  const res = await d.fetch(d.url, { ...(ranged ? { headers: { Range: `bytes=${first}-${last}` } } : {}), ...(d.signal ? { signal: d.signal } : {}) });
-  if (!res.ok) {
-    await res.body?.cancel();
-    const err = d.explainStatus(res.status);
-    // the hub's own refusals are final; 5xx and 429 are worth another try
-    if (res.status < 500 && res.status !== 429) throw new Refused(err.message);
-    throw err;
-  }
-  // A whole file whose server ignores Range (200) starts again from its first byte; a piece of a file cannot.
-  const restart = ranged && res.status === 200 && d.offset === undefined;
-  if (ranged && !restart && (res.status !== 206 || !(res.headers.get('content-range') ?? '').startsWith(`bytes ${first}-`))) {
-    await res.body?.cancel();
-    throw new Refused(`${d.label}: the server ignored the byte range request (status ${res.status})`);
-  }
-  if (!res.body) throw new Error('empty response');
-  if (restart) {
-    await truncate(temp, prefixLength);
-    d.progress.advance(-from);
-  }
-  let written = prefixLength + (restart ? 0 : from);
-  const limit = prefixLength + d.size;
-  const count = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      written += chunk.length;
-      if (written > limit) return done(new Refused(`${d.label}: the server sent more than the expected ${d.size} bytes`));
-      d.progress.advance(chunk.length);
-      done(null, chunk);
-    },
-  });
+  const idleMs = d.stallTimeoutMs ?? STALL_TIMEOUT_MS;
+  const stalled = new AbortController();
+  const watchdog = setTimeout(() => stalled.abort(new Error(`no data for ${idleMs / 1000} s`)), idleMs);
   try {
-    await pipeline(Readable.fromWeb(res.body as ReadableStream<Uint8Array>), count, createWriteStream(temp, { flags: 'a' }));
-  } catch (err) {
-    if (err instanceof Refused) throw err;
-    throw new Error(`connection lost after ${written} of ${limit} bytes (${(err as Error).message})`);
+    const res = await d.fetch(d.url, { ...(ranged ? { headers: { Range: `bytes=${first}-${last}` } } : {}), signal: AbortSignal.any([stop, stalled.signal]) });
+    if (!res.ok) {
+      await res.body?.cancel();
+      const err = d.explainStatus(res.status);
+      // 5xx, 429 and 408 are worth another try; other refusals are final for this run
+      if (res.status >= 500 || res.status === 429 || res.status === 408) throw err;
+      throw new Refused(from > 0 ? `${err.message} (HTTP ${res.status} resuming at byte ${first}; the ${from} bytes downloaded so far are kept for the next run)` : err.message);
+    }
+    // A whole file whose server ignores Range (200) starts again from its first byte; a piece of a file cannot.
+    const restart = ranged && res.status === 200 && d.offset === undefined;
+    if (ranged && !restart && (res.status !== 206 || !(res.headers.get('content-range') ?? '').startsWith(`bytes ${first}-`))) {
+      await res.body?.cancel();
+      throw new Refused(`${d.label}: the server ignored the byte range request (status ${res.status})`);
+    }
+    if (!res.body) throw new Error('empty response');
+    if (restart) {
+      await truncate(partial, prefixLength);
+      d.progress.advance(-from);
+    }
+    let written = prefixLength + (restart ? 0 : from);
+    const limit = prefixLength + d.size;
+    const count = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        watchdog.refresh();
+        written += chunk.length;
+        if (written > limit) return done(new BadContent(`${d.label}: the server sent more than the expected ${d.size} bytes; the partial file was discarded, run again`));
+        d.progress.advance(chunk.length);
+        done(null, chunk);
+      },
+    });
+    try {
+      await pipeline(Readable.fromWeb(res.body as ReadableStream<Uint8Array>), count, createWriteStream(partial, { flags: 'a' }));
+    } catch (err) {
+      if (err instanceof BadContent) throw err;
+      throw new Error(`connection lost after ${written} of ${limit} bytes (${(err as Error).message})`);
+    }
+    return written;
+  } finally {
+    clearTimeout(watchdog);
   }
-  return written;
 }
 
 /** Size and hash of what was written, then fsync, before the rename makes it look complete. */
-async function verify(d: Download, temp: string, total: number): Promise<void> {
-  const size = await sizeOf(temp);
-  if (size !== total) throw new Refused(`${d.label}: expected ${total} bytes, got ${size}; the partial file was discarded, run again`);
+async function verify(d: Download, partial: string, total: number): Promise<void> {
+  const size = await sizeOf(partial);
+  if (size !== total) throw new BadContent(`${d.label}: expected ${total} bytes, got ${size}; the partial file was discarded, run again`);
   if (d.sha256 || d.gitBlobId) {
     const hash = createHash(d.sha256 ? 'sha256' : 'sha1');
     if (!d.sha256) hash.update(`blob ${size}\0`);
-    for await (const chunk of createReadStream(temp)) hash.update(chunk as Buffer);
+    for await (const chunk of createReadStream(partial)) hash.update(chunk as Buffer);
     const got = hash.digest('hex');
     const expected = d.sha256 ?? d.gitBlobId;
     if (got !== expected) {
-      throw new Refused(`${d.label}: checksum mismatch (expected ${d.sha256 ? 'sha256' : 'git blob id'} ${expected}, got ${got}); the file was discarded, run again`);
+      throw new BadContent(`${d.label}: checksum mismatch (expected ${d.sha256 ? 'sha256' : 'git blob id'} ${expected}, got ${got}); the file was discarded, run again`);
     }
   }
-  const handle = await open(temp, 'r+');
+  const handle = await open(partial, 'r+');
   try {
     await handle.sync();
   } finally {
