@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { DASHBOARD_PATH, loadDashboard } from '../support/dashboard.js';
+import { DASHBOARD_PATH, datasourceUid, loadDashboard, promql, variable } from '../support/dashboard.js';
 import { promtoolCheckConfig } from '../support/prometheus.js';
 import { repoRoot } from '../support/shared.js';
 
@@ -141,11 +141,26 @@ describe('docker-compose.yml', () => {
     const prom = readYaml('deploy', 'prometheus', 'prometheus.yml') as { global: { scrape_interval: string } };
     expect(ds!.jsonData.timeInterval).toBe(prom.global.scrape_interval);
 
+    // Every panel and query goes through the dashboard's datasource variable, whose default is this datasource
+    // (another Grafana picks its own Prometheus there, so nothing names this uid directly).
     const dashboard = loadDashboard();
+    const picker = variable(dashboard, 'datasource');
+    expect(picker).toMatchObject({ type: 'datasource', query: 'prometheus', current: { value: ds!.uid } });
+    const viaVariable = { type: 'prometheus', uid: '${datasource}' };
+    expect(variable(dashboard, 'job').datasource).toEqual(viaVariable);
     for (const panel of dashboard.panels) {
-      expect(panel.datasource, panel.title).toEqual({ type: 'prometheus', uid: ds!.uid });
-      for (const t of panel.targets ?? []) expect(t.datasource, `${panel.title} ${t.refId}`).toEqual(panel.datasource);
+      expect(panel.datasource, panel.title).toEqual(viaVariable);
+      for (const t of panel.targets ?? []) expect(t.datasource, `${panel.title} ${t.refId}`).toEqual(viaVariable);
+      expect(datasourceUid(dashboard, panel.datasource!)).toBe(ds!.uid);
     }
+  });
+
+  it("the dashboard's job variable defaults to the compose scrape job and lists the jobs that export the service's metrics", () => {
+    const job = variable(loadDashboard(), 'job');
+    const prom = readYaml('deploy', 'prometheus', 'prometheus.yml') as { scrape_configs: { job_name: string }[] };
+    expect(prom.scrape_configs.map((j) => j.job_name)).toContain(job.current!.value);
+    expect(job).toMatchObject({ type: 'query', query: 'label_values(asr_workers, job)', multi: false, includeAll: false });
+    expect(readFileSync(join(repoRoot, 'src', 'metrics.ts'), 'utf8')).toContain("'asr_workers'");
   });
 });
 
@@ -196,7 +211,24 @@ describe('the Grafana dashboard JSON', () => {
       expect(exprs, metric).toContain(metric);
     }
     for (const q of [0.5, 0.95, 0.99]) {
-      expect(exprs).toContain(`histogram_quantile(${q}, sum by (le) (rate(http_request_duration_seconds_bucket{job="mega-asr",route="/v1/audio/transcriptions"}`);
+      expect(exprs).toContain(`histogram_quantile(${q}, sum by (le) (rate(http_request_duration_seconds_bucket{job="$job",route="/v1/audio/transcriptions"}`);
     }
+  });
+
+  it('selects every series by the job variable, never by a fixed job name', () => {
+    for (const panel of dashboard.panels) {
+      for (const t of panel.targets ?? []) {
+        const selectors = t.expr.match(/\{[^}]*\}/g) ?? [];
+        expect(selectors.length, `${panel.title} ${t.refId}`).toBeGreaterThan(0);
+        for (const selector of selectors) expect(selector, `${panel.title} ${t.refId}: ${t.expr}`).toMatch(/[{,]job="\$job"[,}]/);
+        expect(t.expr).not.toContain('mega-asr');
+      }
+    }
+    // The tests resolve only the variables the dashboard defines: anything else fails instead of passing unread.
+    expect(dashboard.templating.list.map((v) => v.name).sort()).toEqual(['datasource', 'job']);
+    const values = { range: '5m', job: 'mega-asr' };
+    expect(promql('up{job="$job"}[$__rate_interval]', values)).toBe('up{job="mega-asr"}[5m]');
+    expect(() => promql('up{job="$job",instance="$instance"}', values)).toThrow(/unresolved Grafana variable/);
+    expect(() => datasourceUid(dashboard, { type: 'prometheus', uid: '${other}' })).toThrow(/unresolved Grafana variable/);
   });
 });

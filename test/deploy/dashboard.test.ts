@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { decodeWavToPcm } from '../../src/audio/pcm.js';
-import { loadDashboard, promql } from '../support/dashboard.js';
+import { loadDashboard, promql, variable } from '../support/dashboard.js';
 import { startPrometheus, type Prometheus, type Sample } from '../support/prometheus.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { repoRoot, sharedPath } from '../support/shared.js';
@@ -128,12 +128,20 @@ describe('Prometheus scraping the service, and the dashboard queries', () => {
     expect(await prometheus.query(`up{job="${JOB}"}`)).toEqual([{ metric: expect.objectContaining({ job: JOB }) as object, value: 1 }]);
   });
 
+  it("the dashboard's job variable finds the scrape job with its own query, and defaults to it", async () => {
+    const job = variable(loadDashboard(), 'job');
+    const call = /^label_values\((\w+),\s*(\w+)\)$/.exec(job.query);
+    expect(call, job.query).not.toBeNull();
+    expect(await prometheus.labelValues(call![2]!, call![1]!)).toEqual([JOB]);
+    expect(job.current?.value).toBe(JOB);
+  });
+
   it('every panel query of the dashboard returns data, all finite', async () => {
     const dashboard = loadDashboard();
     const empty: string[] = [];
     for (const panel of dashboard.panels) {
       for (const t of panel.targets ?? []) {
-        const samples = await prometheus.query(promql(t.expr, RANGE));
+        const samples = await prometheus.query(promql(t.expr, { range: RANGE, job: JOB }));
         if (samples.length === 0) empty.push(`${panel.title} / ${t.refId}: ${t.expr}`);
         for (const s of samples) expect(Number.isFinite(s.value), `${panel.title} / ${t.refId} ${JSON.stringify(s)}`).toBe(true);
       }
@@ -146,7 +154,7 @@ describe('Prometheus scraping the service, and the dashboard queries', () => {
     const p = loadDashboard().panels.find((x) => x.title === title);
     const t = p?.targets?.find((x) => legend === undefined || x.legendFormat === legend);
     if (!t) throw new Error(`no query ${legend ?? ''} in panel ${title}`);
-    return prometheus.query(promql(t.expr, RANGE));
+    return prometheus.query(promql(t.expr, { range: RANGE, job: JOB }));
   }
   const byLabel = (samples: Sample[], label: string) => Object.fromEntries(samples.map((s) => [s.metric[label], s.value]));
 

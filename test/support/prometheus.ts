@@ -15,6 +15,8 @@ export interface Prometheus {
   url: string;
   /** Instant query (GET /api/v1/query) at the current time; a PromQL error throws with Prometheus' message. */
   query(expr: string): Promise<Sample[]>;
+  /** Values of `label` over the series `match` selects (GET /api/v1/label/<label>/values, what Grafana's label_values() asks). */
+  labelValues(label: string, match: string): Promise<string[]>;
   /** Polls `read` until it returns something other than undefined, or throws after `ms`. */
   until<T>(what: string, read: () => Promise<T | undefined>, ms?: number): Promise<T>;
   stop(): Promise<void>;
@@ -87,6 +89,15 @@ export async function startPrometheus(config: unknown): Promise<Prometheus> {
     return body.data.result.map((r) => ({ metric: r.metric, value: Number(r.value[1]) }));
   };
 
+  const labelValues = async (label: string, match: string): Promise<string[]> => {
+    const res = await fetch(`${url}/api/v1/label/${encodeURIComponent(label)}/values?${new URLSearchParams({ 'match[]': match })}`, {
+      signal: AbortSignal.timeout(10_000),
+    });
+    const body = (await res.json()) as { status: string; error?: string; data?: string[] };
+    if (body.status !== 'success' || !body.data) throw new Error(`Prometheus refused label ${label} of ${match}: ${body.error ?? res.status}`);
+    return body.data;
+  };
+
   try {
     await until('Prometheus to answer /-/ready', async () => {
       if (spawnError) throw new Error(`prometheus did not start: ${spawnError.message} (install Debian's prometheus package)`);
@@ -98,5 +109,5 @@ export async function startPrometheus(config: unknown): Promise<Prometheus> {
     await stop();
     throw err;
   }
-  return { url, query, until, stop };
+  return { url, query, labelValues, until, stop };
 }
