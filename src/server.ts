@@ -32,7 +32,9 @@ export async function startServer(config: Config = loadConfig()) {
 
   const download = new AbortController();
   const ready = (async () => {
+    backend.downloading = !config.MODEL_DIR;
     const modelDir = config.MODEL_DIR ?? (await ensureModel(config, { logger, progress: logProgress(logger), signal: download.signal }));
+    backend.downloading = false;
     const pool = await AsrPool.start({
       modelDir,
       device: config.ASR_DEVICE,

@@ -2,7 +2,6 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { AudioError } from '../audio/errors.js';
 import { DEFAULT_DECODE_LIMITS, decodeUpload } from '../audio/decode.js';
-import { AsrEngine } from '../asr/engine.js';
 import { ModelLoadError, InferenceError } from '../asr/errors.js';
 import { SUPPORTED_LANGUAGES, toLanguage } from '../asr/languages.js';
 import { transcribe } from '../asr/transcribe.js';
@@ -71,6 +70,8 @@ export async function main(argv: string[]): Promise<number> {
 
     const pcm = await decodeUpload(readFileSync(file), { ...DEFAULT_DECODE_LIMITS, maxSeconds: config.MAX_AUDIO_SECONDS });
     const modelDir = await modelDirFor(config);
+    // onnxruntime-node is loaded only to transcribe: `download` (an init container's whole job) never needs it
+    const { AsrEngine } = await import('../asr/engine.js');
     const engine = await AsrEngine.load({
       modelDir,
       device: config.ASR_DEVICE,

@@ -6,6 +6,8 @@ export type { Admission };
 /** What the HTTP layer needs from the engine side; the worker pool (AsrPool) implements it. */
 export interface TranscriptionBackend {
   readonly ready: boolean;
+  /** true while the model is being fetched on a first start (then /ready says `downloading`) */
+  readonly downloading?: boolean;
   readonly stats: AsrPoolStats;
   /** a queue place, reserved before the upload is read */
   admit(): Admission | AdmissionRefusal;

@@ -11,6 +11,8 @@ const DOWNLOADING_RETRY_SECONDS = 30;
 export class PendingBackend {
   private pool: AsrPool | undefined;
   private draining = false;
+  /** set by the server while it fetches the model */
+  downloading = false;
 
   constructor(private readonly workers: number) {}
 

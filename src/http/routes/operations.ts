@@ -20,7 +20,7 @@ export async function operationsRoutes(app: FastifyInstance, o: OperationsRouteO
 
   app.get('/ready', quiet, async (_req, reply) => {
     const stats = o.backend.stats;
-    const status = o.backend.ready ? 'ready' : stats.draining ? 'draining' : 'not_ready';
+    const status = o.backend.ready ? 'ready' : stats.draining ? 'draining' : o.backend.downloading ? 'downloading' : 'not_ready';
     return reply.status(status === 'ready' ? 200 : 503).send({ status, ...stats });
   });
 
