@@ -1,6 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1';
+import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import { DockerfileParser } from 'dockerfile-ast';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
@@ -14,7 +15,7 @@ import { repoRoot } from '../support/shared.js';
 const dir = join(repoRoot, 'deploy', 'kubernetes');
 const read = (file: string) => readFileSync(join(dir, file), 'utf8');
 
-/** The real Kubernetes and KEDA schemas, as kubernetes-models ships them; validate() throws on a violation. */
+/** The real Kubernetes, KEDA and Prometheus Operator schemas, as kubernetes-models ships them; validate() throws on a violation. */
 const models = {
   ConfigMap,
   PersistentVolumeClaim,
@@ -22,10 +23,18 @@ const models = {
   Deployment,
   PodDisruptionBudget,
   ScaledObject,
+  PodMonitor,
 } as const;
 type Kind = keyof typeof models;
 
 const manifestFiles = readdirSync(dir).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
+/**
+ * Manifests kept out of kustomization.yaml's resources on purpose, each with the reason: `kubectl apply -k` fails
+ * on a whole kustomization when one kind's CRD is missing, so a kind that not every cluster has is opt-in.
+ */
+const OPTIONAL_MANIFESTS: Record<string, string> = {
+  'podmonitor.yaml': 'a PodMonitor needs the Prometheus Operator CRDs (kube-prometheus-stack)',
+};
 const objects = manifestFiles.flatMap((file) =>
   parseAllDocuments(read(file)).map((doc) => {
     if (doc.errors.length) throw new Error(`${file}: ${doc.errors[0]!.message}`);
@@ -44,6 +53,7 @@ const pdb = one('PodDisruptionBudget');
 const pvc = one('PersistentVolumeClaim');
 const configMap = one('ConfigMap');
 const scaledObject = one('ScaledObject');
+const podMonitor = one('PodMonitor');
 const pod = deployment.spec!.template;
 const server = pod.spec!.containers.find((c) => c.name === 'server')!;
 const downloader = pod.spec!.initContainers?.find((c) => c.name === 'model-download');
@@ -52,6 +62,12 @@ const downloader = pod.spec!.initContainers?.find((c) => c.name === 'model-downl
 function containerPort(container: IContainer, port: number | string): number | undefined {
   return typeof port === 'number' ? port : container.ports?.find((p) => p.name === port)?.containerPort;
 }
+/**
+ * The pod labels a cluster's Prometheus attaches to each series, named as Prometheus allows (invalid characters
+ * turned into "_", as the Prometheus Operator's sanitizeLabelName and a labelmap of __meta_kubernetes_pod_label_* do).
+ */
+const targetLabels = (labels: Record<string, string>, copied: string[]) =>
+  Object.fromEntries(copied.map((l) => [l.replace(/[^a-zA-Z0-9_]/g, '_'), labels[l]]));
 /** A deep, plain copy of a manifest to break on purpose. */
 const clone = <T>(x: T): T => JSON.parse(JSON.stringify(x)) as T;
 /** Puts a value of the wrong type or shape into a manifest. */
@@ -68,7 +84,7 @@ const imageUser = image
 
 describe('deploy/kubernetes manifests against the real schemas', () => {
   it('knows every object kind and each validates', () => {
-    expect(objects.length).toBe(6);
+    expect(objects.length).toBe(7);
     for (const { file, data } of objects) {
       expect(Object.keys(models), `${file}: ${data.kind}`).toContain(data.kind);
       expect(() => new models[data.kind as Kind](data as never).validate(), `${file}: ${data.kind}`).not.toThrow();
@@ -100,12 +116,25 @@ describe('deploy/kubernetes manifests against the real schemas', () => {
     const badPdb = clone(pdb);
     breakField(badPdb.spec!, 'selector', 'app=mega-asr');
     expect(() => new PodDisruptionBudget(badPdb).validate()).toThrow(/selector must be object/);
+
+    // The operator's port field is the container port's name; a number belongs in portNumber.
+    const numericPort = clone(podMonitor);
+    breakField(numericPort.spec.podMetricsEndpoints![0]!, 'port', 8000);
+    expect(() => new PodMonitor(numericPort).validate()).toThrow(/port must be string/);
   });
 
-  it('lists every manifest in kustomization.yaml, and nothing else', () => {
-    const kustomization = parseAllDocuments(read('kustomization.yaml'))[0]!.toJS() as { kind: string; resources: string[] };
+  it('lists every manifest in kustomization.yaml except the optional ones, which its comment names', () => {
+    const source = read('kustomization.yaml');
+    const kustomization = parseAllDocuments(source)[0]!.toJS() as { kind: string; resources: string[] };
     expect(kustomization.kind).toBe('Kustomization');
-    expect([...kustomization.resources].sort()).toEqual([...manifestFiles].sort());
+    const optional = Object.keys(OPTIONAL_MANIFESTS);
+    for (const file of optional) {
+      expect(manifestFiles, file).toContain(file);
+      expect(kustomization.resources, file).not.toContain(file);
+      expect(source, `kustomization.yaml says how to add ${file}`).toMatch(new RegExp(`^#.*\\b${file.replace('.', '\\.')}\\b`, 'm'));
+    }
+    expect([...kustomization.resources, ...optional].sort()).toEqual([...manifestFiles].sort());
+    expect(source).toContain('kustomize edit add resource');
   });
 });
 
@@ -189,6 +218,27 @@ describe('deploy/kubernetes manifests fit together', () => {
     for (const e of secretEnv) expect(e.valueFrom!.secretKeyRef!.optional).toBe(true);
   });
 
+  it('the optional PodMonitor scrapes the server pods on the named port, and copies the label the KEDA query filters on', () => {
+    const spec = podMonitor.spec;
+    const labels = pod.metadata!.labels!;
+    const selector = spec.selector.matchLabels!;
+    expect(Object.keys(selector).length).toBeGreaterThan(0);
+    for (const [k, v] of Object.entries(selector)) expect(labels[k], k).toBe(v);
+    expect(spec.selector.matchExpressions).toBeUndefined();
+
+    expect(spec.podMetricsEndpoints).toHaveLength(1);
+    const endpoint = spec.podMetricsEndpoints![0]!;
+    expect(endpoint.path ?? '/metrics').toBe('/metrics');
+    // By name, so the scrape follows the container port; it is the port the Service and the probes use.
+    expect(typeof endpoint.port).toBe('string');
+    expect(containerPort(server, endpoint.port!)).toBe(containerPort(server, service.spec!.ports![0]!.targetPort!));
+
+    const copied = targetLabels(labels, spec.podTargetLabels!);
+    const matchers = [...scaledObject.spec.triggers[0]!.metadata.query!.matchAll(/(\w+)="([^"]*)"/g)].map(([, name, value]) => [name, value]);
+    expect(matchers.length).toBeGreaterThan(0);
+    for (const [name, value] of matchers) expect(copied[name!], `${name} from podTargetLabels`).toBe(value);
+  });
+
   it('autoscales the Deployment with KEDA on metrics the service exports, never below one pod', () => {
     const spec = scaledObject.spec;
     expect(spec.scaleTargetRef).toMatchObject({ kind: 'Deployment', name: deployment.metadata!.name });
@@ -208,8 +258,9 @@ describe('deploy/kubernetes manifests fit together', () => {
 
 describe("the autoscaler's query against a real Prometheus scraping the service", () => {
   const trigger = scaledObject.spec.triggers[0]!;
-  // The labels the usual Kubernetes pod scrape job copies from the pod (labelmap __meta_kubernetes_pod_label_*).
-  const podLabels = Object.fromEntries(Object.entries(pod.metadata!.labels!).map(([k, v]) => [k.replace(/[^a-zA-Z0-9_]/g, '_'), v]));
+  // Only the labels the PodMonitor copies (podTargetLabels). The annotation-based scrape job's labelmap copies all
+  // of the pod's labels, a superset, so the query that works here works there too.
+  const podLabels = targetLabels(pod.metadata!.labels!, podMonitor.spec.podTargetLabels!);
   let svc: TestServer;
   let prometheus: Prometheus;
 
