@@ -176,8 +176,10 @@ describe('deploy/kubernetes manifests fit together', () => {
     expect(pod.spec!.terminationGracePeriodSeconds!).toBeGreaterThan(Number(sleep[1]) + drain);
   });
 
-  it('asks for exactly one GPU for the server and none for the download', () => {
+  it('asks for exactly one GPU for the server and none for the download, and tolerates the usual GPU node taint', () => {
     expect(server.resources!.limits!['nvidia.com/gpu']).toBe(1);
+    // Tainted GPU nodes (nvidia.com/gpu:NoSchedule) would otherwise leave every pod Pending.
+    expect(pod.spec!.tolerations).toContainEqual({ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' });
     expect(downloader).toBeDefined();
     expect(downloader!.resources?.limits?.['nvidia.com/gpu']).toBeUndefined();
     expect(downloader!.resources?.requests?.['nvidia.com/gpu']).toBeUndefined();
