@@ -32,6 +32,10 @@ export interface FakeRequest {
 export interface Faults {
   /** `repo/path`s whose next transfer over 1 KiB stops after half of its bytes (the connection is destroyed), once each */
   cutOnce: Set<string>;
+  /** like cutOnce, but the connection stays open and silent (a stalled transfer), once each */
+  stallOnce: Set<string>;
+  /** `repo/path`s whose next Range request the CDN answers 403, as S3 does when a signed link has expired, once each */
+  forbidRangeOnce: Set<string>;
   /** `repo/path`s served with one byte changed */
   corrupt: Set<string>;
   /** answers 200 with the whole file to a Range request, as a server without range support does */
@@ -104,7 +108,7 @@ function entry(path: string, data: Buffer) {
 export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   const token = 'hf_fake_token_for_tests';
   const requests: FakeRequest[] = [];
-  const faults: Faults = { cutOnce: new Set(), corrupt: new Set(), ignoreRange: new Set() };
+  const faults: Faults = { cutOnce: new Set(), stallOnce: new Set(), forbidRangeOnce: new Set(), corrupt: new Set(), ignoreRange: new Set() };
   const byId = new Map(repos.map((r) => [r.id, r]));
 
   const record = (server: FakeRequest['server'], req: IncomingMessage) =>
@@ -143,9 +147,9 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
       ...(range ? { 'Content-Range': `bytes ${start}-${end}/${data.length}` } : {}),
     });
     if (req.method === 'HEAD') return res.end();
-    const cut = faults.cutOnce.has(key) && body.length > 1024;
-    if (cut) faults.cutOnce.delete(key);
-    const stopAt = cut ? body.length >> 1 : body.length;
+    const cut = body.length > 1024 && faults.cutOnce.delete(key);
+    const stall = body.length > 1024 && !cut && faults.stallOnce.delete(key);
+    const stopAt = cut || stall ? body.length >> 1 : body.length;
     const chunk = 64 * 1024;
     for (let at = 0; at < stopAt; at += chunk) {
       const piece = body.subarray(at, Math.min(at + chunk, stopAt));
@@ -153,6 +157,8 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
       if (faults.bytesPerSecond) await new Promise((r) => setTimeout(r, (piece.length / faults.bytesPerSecond!) * 1000));
       if (res.destroyed) return;
     }
+    // a stalled transfer: nothing more is sent and the connection stays open until the client gives up
+    if (stall) return;
     if (cut) {
       // let the bytes reach the client before the connection drops, as when a network path dies mid-transfer
       await new Promise((r) => setTimeout(r, 50));
@@ -168,6 +174,10 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
     const repo = byId.get(url.searchParams.get('repo') ?? '');
     const path = url.searchParams.get('path') ?? '';
     if (!oid || !repo?.files[path] || sha256(repo.files[path]) !== oid) return error(res, 404, 'EntryNotFound', 'no such object');
+    if (req.headers.range && faults.forbidRangeOnce.delete(`${repo.id}/${path}`)) {
+      res.writeHead(403, { 'Content-Type': 'application/xml' });
+      return res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>');
+    }
     void sendFile(req, res, repo, path, { ETag: `"${oid}"` });
   });
 
