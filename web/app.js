@@ -47,6 +47,8 @@ const state = {
   models: new Map(),
   /** AbortController of the request in flight */
   inFlight: null,
+  /** a finished transcript of the current source is on screen (Copy and the downloads apply to it) */
+  transcribed: false,
   recorder: null,
 };
 
@@ -111,11 +113,43 @@ function setBusy(busy) {
   ui.transcribe.disabled = busy || !state.source;
   ui.cancel.hidden = !busy;
   ui.record.disabled = busy;
+  ui.file.disabled = busy;
   ui.transcript.setAttribute('aria-busy', String(busy));
-  const done = !busy && ui.status.dataset.state === 'done';
-  ui.copy.disabled = !done;
-  ui.downloadSrt.disabled = !done;
-  ui.downloadVtt.disabled = !done;
+  // A failed or cancelled subtitle request leaves the transcript, and what can be done with it, in place.
+  const ready = !busy && state.transcribed;
+  ui.copy.disabled = !ready;
+  ui.downloadSrt.disabled = !ready;
+  ui.downloadVtt.disabled = !ready;
+}
+
+/**
+ * One request at a time, whatever it is for: busy while it runs (Cancel shown, the rest disabled), the clock
+ * running, and its end in the status: `work`'s own on success, Cancelled, or `failedText` with the API's words.
+ */
+async function runRequest(statusText, failedText, work) {
+  const controller = new AbortController();
+  state.inFlight = controller;
+  clearError();
+  setState('uploading', statusText);
+  setBusy(true);
+  const stopClock = startClock();
+  try {
+    await work(controller.signal, stopClock);
+  } catch (err) {
+    stopClock();
+    if (err instanceof DOMException && err.name === 'AbortError') {
+      setState('cancelled', 'Cancelled');
+    } else {
+      setState('error', failedText);
+      showError(err);
+    }
+  } finally {
+    state.inFlight = null;
+    // Cancel disappears with the request: keep keyboard focus on the page rather than losing it to <body>.
+    const focusWasOnCancel = document.activeElement === ui.cancel;
+    setBusy(false);
+    if (focusWasOnCancel) ui.transcribe.focus();
+  }
 }
 
 // ---------- the API ----------
@@ -135,14 +169,29 @@ async function failure(res) {
   return new ApiFailure(body, res.status);
 }
 
-/** The served model id, asked of the API once per key (SERVED_MODEL_ID is configurable). */
+/** The first model id in a GET /v1/models body, or null when it lists none (or is not such a list). */
+function firstModelId(text) {
+  try {
+    const id = JSON.parse(text)?.data?.[0]?.id;
+    return typeof id === 'string' && id !== '' ? id : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The served model id, asked of the API once per key (SERVED_MODEL_ID is configurable). No guessed default
+ * when the list is empty: a guess fails later as model_not_found and hides that the server (or a proxy in
+ * front of it) is not answering as this one does.
+ */
 async function modelId(signal) {
   const key = ui.apiKey.value.trim();
   if (!state.models.has(key)) {
     const res = await fetch('v1/models', { headers: authHeaders(), signal });
     if (!res.ok) throw await failure(res);
-    const list = await res.json();
-    state.models.set(key, list.data[0].id);
+    const id = firstModelId(await res.text());
+    if (id === null) throw new Error('The server lists no model to transcribe with: GET /v1/models answered no model id.');
+    state.models.set(key, id);
   }
   return state.models.get(key);
 }
@@ -192,34 +241,19 @@ async function transcribe() {
   if (!state.source || state.inFlight) return;
   const format = ui.format.value;
   const stream = STREAMED_FORMATS.has(format);
-  const controller = new AbortController();
-  state.inFlight = controller;
-  clearError();
+  state.transcribed = false;
   ui.downloadNote.hidden = true;
   ui.transcript.textContent = '';
   ui.transcript.classList.toggle('mono', !stream);
   showFacts([['Audio', formatSeconds(state.source.seconds)]]);
-  setState('uploading', stream ? 'Uploading and decoding…' : 'Uploading and transcribing…');
-  setBusy(true);
-  const stopClock = startClock();
-  try {
-    const res = await postTranscription(format, stream, controller.signal);
+  await runRequest(stream ? 'Uploading and decoding…' : 'Uploading and transcribing…', 'Failed', async (signal, stopClock) => {
+    const res = await postTranscription(format, stream, signal);
     const facts = stream ? await showStream(res) : await showBody(res, format);
     const took = stopClock();
+    state.transcribed = true;
     setState('done', 'Done');
     showFacts([['Audio', formatSeconds(state.source.seconds)], ['Took', formatSeconds(took)], ...facts]);
-  } catch (err) {
-    stopClock();
-    if (err instanceof DOMException && err.name === 'AbortError') {
-      setState('cancelled', 'Cancelled');
-    } else {
-      setState('error', 'Failed');
-      showError(err);
-    }
-  } finally {
-    state.inFlight = null;
-    setBusy(false);
-  }
+  });
 }
 
 /** json/text with stream=true: deltas are appended as they arrive; the done event's text is the final word. */
@@ -301,29 +335,23 @@ function saveAs(body, format) {
 
 /**
  * Subtitles need segment timings, which the text stream does not carry: the same audio is posted once more
- * with that response_format (once per format and language; the answer is kept for the next click).
+ * with that response_format (once per format and language; the answer is kept for the next click). That
+ * re-post is a request like any other: busy, cancellable, its failure shown.
  */
-async function download(format, button) {
+async function download(format) {
   const key = cacheKey(format);
   if (!state.bodies.has(key)) {
     if (state.inFlight) return;
-    const controller = new AbortController();
-    state.inFlight = controller;
-    button.disabled = true;
     ui.downloadNote.hidden = false;
     ui.downloadNote.textContent = `Asking the server for .${format} timings (the audio is sent once more)…`;
-    try {
-      const res = await postTranscription(format, false, controller.signal);
+    await runRequest(`Preparing .${format}…`, `Could not prepare .${format}`, async (signal, stopClock) => {
+      const res = await postTranscription(format, false, signal);
       state.bodies.set(key, await res.text());
-      ui.downloadNote.hidden = true;
-    } catch (err) {
-      ui.downloadNote.hidden = true;
-      showError(err);
-      return;
-    } finally {
-      state.inFlight = null;
-      button.disabled = false;
-    }
+      stopClock();
+      setState('done', `Done · .${format} ready`);
+    });
+    ui.downloadNote.hidden = true;
+    if (!state.bodies.has(key)) return;
   }
   saveAs(state.bodies.get(key), format);
 }
@@ -441,5 +469,5 @@ ui.record.addEventListener('click', () => void toggleRecording());
 ui.transcribe.addEventListener('click', () => void transcribe());
 ui.cancel.addEventListener('click', () => state.inFlight?.abort());
 ui.copy.addEventListener('click', () => void copyTranscript());
-ui.downloadSrt.addEventListener('click', () => void download('srt', ui.downloadSrt));
-ui.downloadVtt.addEventListener('click', () => void download('vtt', ui.downloadVtt));
+ui.downloadSrt.addEventListener('click', () => void download('srt'));
+ui.downloadVtt.addEventListener('click', () => void download('vtt'));

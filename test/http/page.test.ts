@@ -27,6 +27,12 @@ function askApi(file: Uint8Array, fields: Record<string, string>, key = KEY): Pr
   return fetch(`${server.baseURL}/v1/audio/transcriptions`, { method: 'POST', body: form, headers: { authorization: `Bearer ${key}` } });
 }
 
+/** The API's error for a refused key, asked from Node. */
+async function refusedKey(key: string): Promise<{ message: string; code: string }> {
+  const res = await fetch(`${server.baseURL}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+  return ((await res.json()) as { error: { message: string; code: string } }).error;
+}
+
 interface Session {
   page: Page;
   log: PageLog;
@@ -87,6 +93,42 @@ const OBSERVE_TRANSCRIPT = `(() => {
     for (const r of records) if (r.type === 'characterData') window.transcriptBefore.push(r.oldValue);
   }).observe(document.getElementById('transcript'), { characterData: true, characterDataOldValue: true, subtree: true });
 })()`;
+
+/** What the controls look like: the page is idle (nothing in flight) when Cancel is hidden and the rest enabled. */
+interface Controls {
+  state: string;
+  status: string;
+  cancelShown: boolean;
+  transcribeEnabled: boolean;
+  pickEnabled: boolean;
+  recordEnabled: boolean;
+  resultButtonsEnabled: boolean;
+}
+
+const CONTROLS = `(() => {
+  const $ = (id) => document.getElementById(id);
+  return {
+    state: $('status').dataset.state,
+    status: $('status-text').textContent,
+    cancelShown: !$('cancel').hidden,
+    transcribeEnabled: !$('transcribe').disabled,
+    pickEnabled: !$('file').disabled,
+    recordEnabled: !$('record').disabled,
+    resultButtonsEnabled: ['copy', 'download-srt', 'download-vtt'].every((id) => !$(id).disabled),
+  };
+})()`;
+const controls = (page: Page) => page.evaluate(CONTROLS) as Promise<Controls>;
+const IDLE = { cancelShown: false, transcribeEnabled: true, pickEnabled: true, recordEnabled: true };
+const BUSY = { cancelShown: true, transcribeEnabled: false, pickEnabled: false, recordEnabled: false, resultButtonsEnabled: false };
+
+/** The controls after every change to the page, in order: a fast request's states pass too quickly to poll for. */
+const OBSERVE_CONTROLS = `(() => {
+  window.controlsSeen = [];
+  new MutationObserver(() => window.controlsSeen.push(${CONTROLS})).observe(document.querySelector('main'), {
+    attributes: true, attributeFilter: ['hidden', 'disabled', 'data-state'], childList: true, characterData: true, subtree: true,
+  });
+})()`;
+const controlsSeen = (page: Page) => page.evaluate('window.controlsSeen') as Promise<Controls[]>;
 
 beforeAll(async () => {
   tmp = tempDir('mega-asr-page-');
@@ -162,13 +204,18 @@ describe('the page at /', () => {
     await page.click('#copy');
     expect(await page.evaluate('navigator.clipboard.readText()')).toBe(api.text);
 
-    // vtt needs timings the stream lacks: the page posts the audio once more, and only once.
+    // vtt needs timings the stream lacks: the page posts the audio once more, and only once, as a request of
+    // its own: busy, Cancel shown, the status saying what it waits for.
     const vtt = await (await askApi(readFileSync(clipPath('recording')), { response_format: 'vtt' })).text();
+    await page.evaluate(OBSERVE_CONTROLS);
     for (let i = 0; i < 2; i++) {
       const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-vtt')]);
       expect(download.suggestedFilename()).toBe('recording.vtt');
       expect(readFileSync(await download.path(), 'utf8')).toBe(vtt);
     }
+    expect(await controlsSeen(page)).toContainEqual({ state: 'uploading', status: 'Preparing .vtt…', ...BUSY });
+    expect(await controls(page)).toEqual({ state: 'done', status: 'Done · .vtt ready', ...IDLE, resultButtonsEnabled: true });
+    expect(await transcript(page)).toBe(api.text);
     expect(vtt).toMatch(/^WEBVTT\n\n00:00:/);
     expect(transcriptionPosts(log)).toBe(2);
     expectOneOriginQuiet(log);
@@ -217,13 +264,11 @@ describe('the page at /', () => {
 
   it('shows errors exactly as the API words them: a wrong key, then a picture instead of audio', async () => {
     const { page, log } = await openPage('not-the-key');
-    const refused = (await (await fetch(`${server.baseURL}/v1/models`, { headers: { authorization: 'Bearer not-the-key' } })).json()) as {
-      error: { message: string; code: string };
-    };
+    const refused = await refusedKey('not-the-key');
     await page.setInputFiles('#file', clipPath('echo'));
     expect((await outcome(page)).state).toBe('error');
-    expect(await page.textContent('#error-message')).toBe(refused.error.message);
-    expect(await page.textContent('#error-detail')).toBe(`code ${refused.error.code} · HTTP 401`);
+    expect(await page.textContent('#error-message')).toBe(refused.message);
+    expect(await page.textContent('#error-detail')).toBe(`code ${refused.code} · HTTP 401`);
     expect(await page.getAttribute('#key-details', 'open')).not.toBeNull();
     await screenshot(page, '6-wrong-key');
 
@@ -244,6 +289,55 @@ describe('the page at /', () => {
     expect(new Set(log.requests.map((url) => new URL(url).origin))).toEqual(new Set([server.baseURL]));
   });
 
+  it('a subtitle re-post that fails shows the API words, says so in the status and leaves the transcript usable', async () => {
+    const srt = await (await askApi(readFileSync(clipPath('mixed')), { response_format: 'srt' })).text();
+    const { page, log } = await openPage(KEY);
+    await page.setInputFiles('#file', clipPath('mixed'));
+    expect(await outcome(page)).toEqual({ state: 'done', error: '' });
+    const text = await transcript(page);
+
+    await page.fill('#api-key', 'not-the-key');
+    const refused = await refusedKey('not-the-key');
+    await page.click('#download-srt');
+    expect(await outcome(page)).toEqual({ state: 'error', error: refused.message });
+    expect(await page.textContent('#error-detail')).toBe(`code ${refused.code} · HTTP 401`);
+    expect(await controls(page)).toEqual({ state: 'error', status: 'Could not prepare .srt', ...IDLE, resultButtonsEnabled: true });
+    expect(await transcript(page)).toBe(text);
+    expect(await page.isHidden('#download-note')).toBe(true);
+    await screenshot(page, '9-subtitles-refused');
+
+    // Fixed key, same button: the re-post goes through and the error is gone.
+    await page.fill('#api-key', KEY);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-srt')]);
+    expect(readFileSync(await download.path(), 'utf8')).toBe(srt);
+    expect(await page.isHidden('#error')).toBe(true);
+    expect(await controls(page)).toEqual({ state: 'done', status: 'Done · .srt ready', ...IDLE, resultButtonsEnabled: true });
+    expect(log.errors.every((e) => /status of 401/.test(e))).toBe(true);
+  });
+
+  it('says the server lists no model when GET /v1/models is empty or not a list, and asks again on the next try', async () => {
+    const { page, log } = await openPage(KEY);
+    // This service always lists its model: an empty list or a proxy's page can only be played to the browser.
+    await page.route('**/v1/models', (route) => route.fulfill({ json: { object: 'list', data: [] } }));
+    await page.setInputFiles('#file', clipPath('echo'));
+    const noModel = { state: 'error', error: 'The server lists no model to transcribe with: GET /v1/models answered no model id.' };
+    expect(await outcome(page)).toEqual(noModel);
+    expect(await page.textContent('#error-detail')).toBe('');
+    expect(await controls(page)).toEqual({ state: 'error', status: 'Failed', ...IDLE, resultButtonsEnabled: false });
+    await screenshot(page, '10-no-model');
+
+    await page.unroute('**/v1/models');
+    await page.route('**/v1/models', (route) => route.fulfill({ contentType: 'text/html', body: '<!doctype html><title>Sign in</title>' }));
+    await page.click('#transcribe');
+    expect(await outcome(page)).toEqual(noModel);
+
+    await page.unroute('**/v1/models');
+    await page.click('#transcribe');
+    expect(await outcome(page)).toEqual({ state: 'done', error: '' });
+    expect(transcriptionPosts(log)).toBe(1);
+    expectOneOriginQuiet(log);
+  });
+
   it('fits a phone screen (390x844, dark mode): no sideways scrolling, touch targets at least 44 px tall', async () => {
     const { page, log } = await openPage(KEY, { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, colorScheme: 'dark' });
     await page.setInputFiles('#file', clipPath('mixed'));
@@ -254,7 +348,7 @@ describe('the page at /', () => {
       expect(box?.height, await target.evaluate((e) => (e as unknown as { id: string }).id)).toBeGreaterThanOrEqual(44);
       expect((box?.x ?? 0) + (box?.width ?? 0)).toBeLessThanOrEqual(390);
     }
-    await screenshot(page, '8-phone');
+    await screenshot(page, '11-phone');
     expectOneOriginQuiet(log);
   });
 });
