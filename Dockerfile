@@ -1,3 +1,4 @@
+# check=skip=FromPlatformFlagConstDisallowed
 # mega-asr-server for a CUDA host: docker build -t mega-asr-server .
 # No model is baked in: on first start the server downloads it into the Hugging Face cache under /data
 # (HF_HOME), a volume, so it is fetched once and kept across restarts. Needs the NVIDIA container toolkit
@@ -5,7 +6,8 @@
 
 # Both stages are linux/amd64 whatever the host: the CUDA provider exists only for linux/x64, and onnxruntime-node's
 # install script refuses it on any other architecture. On an arm64 machine (Apple silicon, Graviton) the build
-# runs emulated (Docker Desktop does this by itself; elsewhere install QEMU binfmt first).
+# runs emulated (Docker Desktop does this by itself; elsewhere install QEMU binfmt first). The check directive on
+# the first line silences BuildKit's warning about a constant --platform: a single-platform image is the intent.
 
 # ---- build: compile TypeScript, keep production dependencies, fetch the CUDA provider -------------------
 FROM --platform=linux/amd64 node:20.20.2-bookworm-slim AS build

@@ -158,6 +158,8 @@ describe('Dockerfile', () => {
       .map(([platform]) => platform);
     expect(platformsWithProvider).toEqual(['linux/x64']);
     for (const from of froms) expect(from.getPlatformFlag()?.getValue(), from.getImage() ?? '').toBe('linux/amd64');
+    // A constant --platform is the intent here, so BuildKit's check against it is skipped, by a directive it reads.
+    expect(dockerfile.getDirectives().map((d) => `${d.getName()}=${d.getValue()}`)).toContain('check=skip=FromPlatformFlagConstDisallowed');
   });
 
   it('keeps only linux/x64 onnxruntime binaries', () => {
