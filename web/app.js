@@ -15,7 +15,8 @@ const KEY_STORAGE = 'mega-asr.api-key';
 const $ = (id) => document.getElementById(id);
 const ui = {
   dropzone: $('dropzone'), file: $('file'), record: $('record'), recordLabel: $('record-label'), recordNote: $('record-note'),
-  source: $('source'), sourceName: $('source-name'), sourceMeta: $('source-meta'), player: $('player'),
+  source: $('source'), sourceName: $('source-name'), sourceSize: $('source-size'), sourceLength: $('source-length'),
+  player: $('player'),
   language: $('language'), format: $('format'), keyDetails: $('key-details'), apiKey: $('api-key'),
   transcribe: $('transcribe'), cancel: $('cancel'),
   status: $('status'), statusText: $('status-text'), elapsed: $('elapsed'),
@@ -59,6 +60,11 @@ function formatSeconds(s) {
   if (s < 60) return `${s.toFixed(1)} s`;
   const m = Math.floor(s / 60);
   return `${m}:${String(Math.floor(s % 60)).padStart(2, '0')} min`;
+}
+
+function formatBytes(n) {
+  if (n < 1024 * 1024) return `${Math.max(1, Math.round(n / 1024))} KB`;
+  return `${(n / (1024 * 1024)).toFixed(1)} MB`;
 }
 
 let timer = null;
@@ -246,7 +252,8 @@ async function transcribe() {
   ui.transcript.textContent = '';
   ui.transcript.classList.toggle('mono', !stream);
   showFacts([['Audio', formatSeconds(state.source.seconds)]]);
-  await runRequest(stream ? 'Uploading and decoding…' : 'Uploading and transcribing…', 'Failed', async (signal, stopClock) => {
+  const uploading = `Uploading ${formatBytes(state.source.blob.size)} and ${stream ? 'decoding' : 'transcribing'}…`;
+  await runRequest(uploading, 'Failed', async (signal, stopClock) => {
     const res = await postTranscription(format, stream, signal);
     const facts = stream ? await showStream(res) : await showBody(res, format);
     const took = stopClock();
@@ -358,6 +365,10 @@ async function download(format) {
 
 // ---------- the audio source ----------
 
+/**
+ * The picked File (or the recorded Blob) is the page's only copy of the audio: the player's object URL and each
+ * request's FormData refer to it, and the browser reads a picked file from disk as it uploads.
+ */
 function setSource(blob, name, seconds) {
   state.source = { blob, name, seconds };
   state.bodies.clear();
@@ -366,7 +377,9 @@ function setSource(blob, name, seconds) {
   ui.player.src = state.playerUrl;
   ui.source.hidden = false;
   ui.sourceName.textContent = name;
-  ui.sourceMeta.textContent = [formatSeconds(seconds), `${(blob.size / 1024).toFixed(0)} KB`].filter(Boolean).join(' · ');
+  // The size is in plain sight: the server's upload limit is not known here, and a big file takes a while to send.
+  ui.sourceSize.textContent = formatBytes(blob.size);
+  ui.sourceLength.textContent = formatSeconds(seconds);
   setBusy(false);
 }
 
@@ -374,7 +387,7 @@ function setSource(blob, name, seconds) {
 ui.player.addEventListener('loadedmetadata', () => {
   if (!state.source || Number.isFinite(state.source.seconds) || !Number.isFinite(ui.player.duration)) return;
   state.source.seconds = ui.player.duration;
-  ui.sourceMeta.textContent = `${formatSeconds(ui.player.duration)} · ${(state.source.blob.size / 1024).toFixed(0)} KB`;
+  ui.sourceLength.textContent = formatSeconds(ui.player.duration);
 });
 
 function takeFile(file) {

@@ -15,16 +15,22 @@ const SCREENSHOTS = join(repoRoot, 'test-output', 'page');
 const clipPath = (name: string) => sharedPath('fixtures', 'voices-in-the-wild', `${name}.wav`);
 
 let server: TestServer;
+/**
+ * No key, a 300 kB upload limit, and a model that never stops: a clip under the limit decodes for about 30 s
+ * unless cancelled (its token budget is 2000 per second of audio), so Cancel has something to stop.
+ */
+let limited: TestServer;
+const UPLOAD_LIMIT = 300_000;
 let browser: Browser;
 let tmp: TempDir;
 
 /** What the API itself answers for the same bytes, asked from Node: the page must show exactly this. */
-function askApi(file: Uint8Array, fields: Record<string, string>, key = KEY): Promise<Response> {
+function askApi(file: Uint8Array, fields: Record<string, string>, key = KEY, on: TestServer = server): Promise<Response> {
   const form = new FormData();
   form.append('file', new Blob([file]), 'upload');
   form.append('model', 'mega-asr');
   for (const [k, v] of Object.entries(fields)) form.append(k, v);
-  return fetch(`${server.baseURL}/v1/audio/transcriptions`, { method: 'POST', body: form, headers: { authorization: `Bearer ${key}` } });
+  return fetch(`${on.baseURL}/v1/audio/transcriptions`, { method: 'POST', body: form, headers: { authorization: `Bearer ${key}` } });
 }
 
 /** The API's error for a refused key, asked from Node. */
@@ -38,11 +44,11 @@ interface Session {
   log: PageLog;
 }
 
-async function openPage(key: string | null, options: BrowserContextOptions = {}): Promise<Session> {
+async function openPage(key: string | null, options: BrowserContextOptions = {}, on: TestServer = server): Promise<Session> {
   const context = await browser.newContext({ acceptDownloads: true, ...options });
   const log = watchContext(context);
   const page = await context.newPage();
-  await page.goto(`${server.baseURL}/`);
+  await page.goto(`${on.baseURL}/`);
   if (key !== null) {
     await page.click('#key-details summary');
     await page.fill('#api-key', key);
@@ -58,9 +64,9 @@ async function outcome(page: Page): Promise<{ state: string | null; error: strin
 
 const transcript = (page: Page) => page.textContent('#transcript').then((t) => t ?? '');
 
-function expectOneOriginQuiet(log: PageLog): void {
+function expectOneOriginQuiet(log: PageLog, on: TestServer = server): void {
   const origins = log.requests.map((url) => new URL(url).origin);
-  expect(new Set(origins)).toEqual(new Set([server.baseURL]));
+  expect(new Set(origins)).toEqual(new Set([on.baseURL]));
   expect(log.errors).toEqual([]);
 }
 
@@ -130,21 +136,33 @@ const OBSERVE_CONTROLS = `(() => {
 })()`;
 const controlsSeen = (page: Page) => page.evaluate('window.controlsSeen') as Promise<Controls[]>;
 
+/** Prometheus text exposition: the sum of a metric's samples whose labels contain `labels`. */
+async function metric(on: TestServer, name: string, labels = ''): Promise<number> {
+  const text = await (await fetch(`${on.baseURL}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (m && m[1] === name && (m[2] ?? '').includes(labels)) sum += Number(m[3]);
+  }
+  return sum;
+}
+
 beforeAll(async () => {
   tmp = tempDir('mega-asr-page-');
   mkdirSync(SCREENSHOTS, { recursive: true });
   // Chromium's fake microphone plays a 16-bit PCM WAV, on a loop; 48 kHz is the rate it captures at.
   const microphone = tmp.path('microphone.wav');
   ffmpeg('-i', clipPath('recording'), '-ar', '48000', '-ac', '1', '-c:a', 'pcm_s16le', microphone);
-  [server, browser] = await Promise.all([
+  [server, limited, browser] = await Promise.all([
     startTestServer({ API_KEYS: KEY }),
+    startTestServer({ MAX_UPLOAD_BYTES: String(UPLOAD_LIMIT), ASR_TOKENS_PER_SECOND: '2000', SHUTDOWN_GRACE_SECONDS: '0' }, 'never-stops'),
     launchChromium(['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream', `--use-file-for-fake-audio-capture=${microphone}`]),
   ]);
 });
 
 afterAll(async () => {
   await browser?.close();
-  await server?.stop('test done');
+  await Promise.all([server?.stop('test done'), limited?.stop('test done')]);
   tmp?.remove();
 });
 
@@ -338,6 +356,59 @@ describe('the page at /', () => {
     expectOneOriginQuiet(log);
   });
 
+  it('shows the size of a file too big for the server and its 413 file_too_large as the API words it', async () => {
+    // Under the limit plus multipart slack the server refuses while the upload streams; far over it, from the
+    // Content-Length header before reading the body. The page must show the API's answer either way.
+    const farTooBig = tmp.path('far-too-big.wav');
+    ffmpeg('-stream_loop', '3', '-i', clipPath('noise'), '-c:a', 'pcm_s16le', farTooBig);
+    for (const [file, size] of [[clipPath('noise'), '407 KB'], [farTooBig, '1.6 MB']] as const) {
+      const bytes = readFileSync(file);
+      expect(bytes.length).toBeGreaterThan(UPLOAD_LIMIT);
+      const res = await askApi(bytes, {}, KEY, limited);
+      expect(res.status).toBe(413);
+      const api = ((await res.json()) as { error: { message: string; code: string; param: string } }).error;
+      expect(api.code).toBe('file_too_large');
+
+      const { page, log } = await openPage(null, {}, limited);
+      await page.evaluate(OBSERVE_CONTROLS);
+      await page.setInputFiles('#file', file);
+      expect(await outcome(page)).toEqual({ state: 'error', error: api.message });
+      expect(await page.textContent('#error-detail')).toBe(`code file_too_large · param ${api.param} · HTTP 413`);
+      expect(await page.textContent('#source-size')).toBe(size);
+      expect(await controlsSeen(page)).toContainEqual({ state: 'uploading', status: `Uploading ${size} and decoding…`, ...BUSY });
+      expect(await controls(page)).toEqual({ state: 'error', status: 'Failed', ...IDLE, resultButtonsEnabled: false });
+      await screenshot(page, `11-too-large-${size.replace(' ', '')}`);
+      expect(log.errors.every((e) => /status of 413/.test(e))).toBe(true);
+      await page.context().close();
+    }
+  });
+
+  it('Cancel stops a running transcription on the server and returns the page to idle', async () => {
+    const { page, log } = await openPage(null, {}, limited);
+    const cancelledBefore = await metric(limited, 'asr_transcriptions_total', 'outcome="cancelled"');
+    await page.setInputFiles('#file', clipPath('recording'));
+    expect(await page.textContent('#source-size')).toBe('234 KB');
+    // Text streaming in means the model is decoding; uncancelled, it would go on for about 30 s.
+    await page.locator('#transcript', { hasText: /\w/ }).waitFor();
+    expect(await controls(page)).toEqual({ state: 'transcribing', status: 'Transcribing…', ...BUSY });
+    expect(await metric(limited, 'asr_busy_workers')).toBe(1);
+    await screenshot(page, '12-cancellable');
+
+    const clicked = Date.now();
+    await page.click('#cancel');
+    expect(await outcome(page)).toEqual({ state: 'cancelled', error: '' });
+    expect(await controls(page)).toEqual({ state: 'cancelled', status: 'Cancelled', ...IDLE, resultButtonsEnabled: false });
+    expect(await page.isHidden('#error')).toBe(true);
+    // Cancel vanished under the keyboard user: focus moved to Transcribe instead of falling to <body>.
+    expect(await page.evaluate('document.activeElement.id')).toBe('transcribe');
+    // The abort reached the server: the work was counted as cancelled and the worker is free again.
+    await expect.poll(() => metric(limited, 'asr_transcriptions_total', 'outcome="cancelled"'), { timeout: 10_000 }).toBe(cancelledBefore + 1);
+    await expect.poll(() => metric(limited, 'asr_busy_workers'), { timeout: 10_000 }).toBe(0);
+    expect(Date.now() - clicked).toBeLessThan(10_000);
+    await screenshot(page, '13-cancelled');
+    expectOneOriginQuiet(log, limited);
+  });
+
   it('fits a phone screen (390x844, dark mode): no sideways scrolling, touch targets at least 44 px tall', async () => {
     const { page, log } = await openPage(KEY, { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, colorScheme: 'dark' });
     await page.setInputFiles('#file', clipPath('mixed'));
@@ -348,7 +419,7 @@ describe('the page at /', () => {
       expect(box?.height, await target.evaluate((e) => (e as unknown as { id: string }).id)).toBeGreaterThanOrEqual(44);
       expect((box?.x ?? 0) + (box?.width ?? 0)).toBeLessThanOrEqual(390);
     }
-    await screenshot(page, '11-phone');
+    await screenshot(page, '14-phone');
     expectOneOriginQuiet(log);
   });
 });
