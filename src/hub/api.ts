@@ -1,5 +1,8 @@
 import { HubApiError, listFiles, modelInfo } from '@huggingface/hub';
-import { HubError } from './errors.js';
+import { HubError, HubUnavailableError } from './errors.js';
+
+/** An API call (model info, file list, a header read) that takes longer has failed; downloads have a watchdog instead. */
+const API_TIMEOUT_MS = 30_000;
 
 /** A file of a repo at one commit, as the tree API lists it. */
 export interface RepoFile {
@@ -14,6 +17,8 @@ export interface RepoFile {
 interface ErrorHeaders {
   code: string | null;
   message: string | null;
+  /** whether the hub itself answered (not the CDN a download was redirected to) */
+  fromHub: boolean;
 }
 
 /**
@@ -23,7 +28,7 @@ interface ErrorHeaders {
  */
 export class HubClient {
   private readonly origin: string;
-  private lastError: ErrorHeaders = { code: null, message: null };
+  private lastError: ErrorHeaders = { code: null, message: null, fromHub: true };
 
   constructor(
     readonly endpoint: string,
@@ -32,8 +37,17 @@ export class HubClient {
     this.origin = new URL(endpoint).origin;
   }
 
+  /** For API calls (the library's and ours): bounded by API_TIMEOUT_MS. */
+  readonly fetch = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
+    const timeout = AbortSignal.timeout(API_TIMEOUT_MS);
+    return this.request(input, { ...init, signal: init.signal ? AbortSignal.any([init.signal, timeout]) : timeout });
+  };
+
+  /** For file downloads, which may take an hour: no overall limit (the downloader stops a stalled transfer). */
+  readonly fetchFile = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => this.request(input, init);
+
   /** fetch with the token for the hub itself (redirects to a CDN drop it, as fetch does across origins). */
-  readonly fetch = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
+  private async request(input: string | URL | Request, init: RequestInit): Promise<Response> {
     const url = new URL(input instanceof Request ? input.url : input);
     const headers = new Headers(init.headers);
     if (this.token && url.origin === this.origin) headers.set('Authorization', `Bearer ${this.token}`);
@@ -44,9 +58,12 @@ export class HubClient {
       if ((err as Error).name === 'AbortError') throw err;
       throw this.unreachable(err);
     }
-    if (!res.ok) this.lastError = { code: res.headers.get('x-error-code'), message: res.headers.get('x-error-message') };
+    if (!res.ok) {
+      const fromHub = new URL(res.url || url).origin === this.origin;
+      this.lastError = { code: res.headers.get('x-error-code'), message: res.headers.get('x-error-message'), fromHub };
+    }
     return res;
-  };
+  }
 
   resolveUrl(repo: string, commit: string, path: string): string {
     return `${this.endpoint}/${repo}/resolve/${commit}/${path.split('/').map(encodeURIComponent).join('/')}`;
@@ -102,10 +119,11 @@ export class HubClient {
     return bytes;
   }
 
-  private unreachable(err: unknown): HubError {
+  private unreachable(err: unknown): HubUnavailableError {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    return new HubError(
-      `cannot reach ${this.endpoint} (${cause?.code ?? cause?.message ?? (err as Error).message}): check the network or HF_ENDPOINT; ` +
+    const why = (err as Error).name === 'TimeoutError' ? `no answer within ${API_TIMEOUT_MS / 1000} s` : (cause?.code ?? cause?.message ?? (err as Error).message);
+    return new HubUnavailableError(
+      `cannot reach ${this.endpoint} (${why}): check the network or HF_ENDPOINT; ` +
         'with the model already in the cache set HF_HUB_OFFLINE=1, or point MODEL_DIR at a model directory',
     );
   }
@@ -113,25 +131,32 @@ export class HubClient {
   private explain(err: unknown, repo: string, revision: string): Error {
     if (err instanceof HubError) return err;
     if (err instanceof HubApiError) return this.explainStatus(err.statusCode, repo, revision);
+    // the library's own fetch of a page that timed out
+    if ((err as Error).name === 'TimeoutError') return this.unreachable(err);
     return err as Error;
   }
 
   /** One line per failure the hub reports, naming the repo/revision and what to do. */
   explainStatus(status: number, repo: string, revision: string | undefined, path?: string): HubError {
-    const { code, message } = this.lastError;
+    const { code, message, fromHub } = this.lastError;
     const at = `${repo}${revision ? `@${revision}` : ''}${path ? ` (${path})` : ''}`;
     const page = `${this.endpoint}/${repo}`;
-    if (code === 'GatedRepo' || (status === 403 && !code)) {
+    const detail = message ? ` (${message})` : '';
+    if (code === 'GatedRepo') {
       return new HubError(
         this.token
-          ? `${at}: gated, and HF_TOKEN has no access: accept the conditions on ${page} with the token's account`
-          : `${at}: gated: accept the conditions on ${page}, then set HF_TOKEN to an access token of that account`,
+          ? `${repo}: gated, and HF_TOKEN has no access: accept the conditions on ${page} with the token's account`
+          : `${repo}: gated: accept the conditions on ${page}, then set HF_TOKEN to an access token of that account`,
       );
     }
     if (code === 'RevisionNotFound') {
       return new HubError(`${repo} has no revision "${revision}": set MODEL_REVISION (or --revision) to a branch, tag or commit that exists, e.g. main`);
     }
-    if (code === 'EntryNotFound') return new HubError(`${at}: no such file in the repo`);
+    if (code === 'EntryNotFound' && fromHub) return new HubError(`${at}: no such file in the repo`);
+    if (status >= 500 || status === 429) {
+      return new HubUnavailableError(`${at}: ${fromHub ? this.endpoint : 'the download server'} answered ${status}${detail}; try again later`);
+    }
+    if (!fromHub) return new HubError(`${at}: the download server ${this.endpoint} redirected to answered ${status}${detail}; run again`);
     if (code === 'RepoNotFound' || status === 404 || status === 401) {
       return new HubError(
         this.token
@@ -139,6 +164,7 @@ export class HubClient {
           : `${repo} not found on ${this.endpoint}, or it is private: check MODEL (or --model), or set HF_TOKEN`,
       );
     }
-    return new HubError(`${at}: ${this.endpoint} answered ${status}${message ? ` (${message})` : ''}; try again later`);
+    if (status === 403) return new HubError(`${at}: ${this.endpoint} refused access${detail}: check that HF_TOKEN may read ${repo}`);
+    return new HubError(`${at}: ${this.endpoint} answered ${status}${detail}`);
   }
 }

@@ -90,7 +90,7 @@ export async function ensureEmbeddingTable(s: EmbeddingSource): Promise<void> {
     offset: 8 + headerLength + entry.data_offsets[0],
     prefix: standaloneHeader(entry, { source_repo: s.repo, source_revision: sourceCommit, source_file: shard, source_tensor: EMBEDDING_TENSOR }),
     dest: blob,
-    fetch: s.client.fetch,
+    fetch: s.client.fetchFile,
     explainStatus: explain,
     progress: s.progress.file(EMBEDDING_FILE),
     ...(s.signal ? { signal: s.signal } : {}),

@@ -2,10 +2,10 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { findEmbeddingFiles } from '../asr/embeddings.js';
 import { findModelFiles } from '../asr/model-dir.js';
-import { HubClient } from './api.js';
+import { HubClient, type RepoFile } from './api.js';
 import { COMMIT_HASH, hubCacheDir, hubToken, RepoCache, type CacheLocation } from './cache.js';
 import { ensureEmbeddingTable } from './embedding-table.js';
-import { HubError } from './errors.js';
+import { HubError, HubUnavailableError } from './errors.js';
 import { downloadFile } from './fetch-file.js';
 import { embeddingInput } from './onnx-inputs.js';
 import type { DownloadLogger, Progress } from './progress.js';
@@ -29,15 +29,25 @@ export interface EnsureOptions {
   signal?: AbortSignal;
 }
 
-/** A snapshot the engine can load: its three graphs, a tokenizer, and an embedding table when the decoders need one. */
-function usable(dir: string): boolean {
+/**
+ * What keeps a cached snapshot from being loaded, or undefined when the engine can load it: its three graphs,
+ * a tokenizer, and an embedding table when the decoders need one.
+ */
+function whatIsMissing(dir: string): string | undefined {
+  if (!existsSync(dir)) return 'nothing is cached for it';
+  let prefill: string;
   try {
-    const graphs = findModelFiles(dir);
-    const tokenizer = ['tokenizer.json', 'vocab.json'].some((f) => existsSync(join(dir, f)));
-    return tokenizer && (embeddingInput(graphs.prefill) === null || findEmbeddingFiles(dir).length > 0);
+    prefill = findModelFiles(dir).prefill;
   } catch {
-    return false;
+    return 'its ONNX graphs are missing';
   }
+  if (!['tokenizer.json', 'vocab.json'].some((f) => existsSync(join(dir, f)))) return 'its tokenizer is missing';
+  try {
+    if (embeddingInput(prefill) !== null && findEmbeddingFiles(dir).length === 0) return 'the embedding table the decoders need is missing';
+  } catch {
+    return 'its decoder graph cannot be read';
+  }
+  return undefined;
 }
 
 /**
@@ -51,12 +61,13 @@ export async function ensureModel(source: ModelSource, o: EnsureOptions): Promis
   const revision = source.MODEL_REVISION;
   const cache = new RepoCache(cacheDir, repo);
   const cachedCommit = cache.commitFor(revision);
-  const cached = cachedCommit && usable(cache.snapshotDir(cachedCommit)) ? cache.snapshotDir(cachedCommit) : undefined;
+  const missingFromCache = cachedCommit ? whatIsMissing(cache.snapshotDir(cachedCommit)) : 'nothing is cached for it';
+  const cached = cachedCommit && !missingFromCache ? cache.snapshotDir(cachedCommit) : undefined;
 
   if (source.HF_HUB_OFFLINE) {
     if (cached) return cached;
     throw new HubError(
-      `HF_HUB_OFFLINE is set and ${repo}@${revision} is not complete in the Hugging Face cache ${cacheDir}: ` +
+      `HF_HUB_OFFLINE is set and ${repo}@${revision} is not complete in the Hugging Face cache ${cacheDir} (${missingFromCache}): ` +
         'run `mega-asr download` where the hub is reachable (with the same HF_HOME or HF_HUB_CACHE), or set MODEL_DIR to a model directory',
     );
   }
@@ -64,17 +75,20 @@ export async function ensureModel(source: ModelSource, o: EnsureOptions): Promis
 
   const client = new HubClient(source.HF_ENDPOINT, hubToken(source));
   let commit: string;
+  let files: RepoFile[];
   try {
     commit = await client.commitOf(repo, revision);
+    files = await client.listFiles(repo, commit);
   } catch (err) {
-    // as huggingface_hub does: an unreachable hub falls back to what the cache holds for that revision
-    if (cached && err instanceof HubError && err.message.startsWith('cannot reach')) {
-      o.logger.warn({ model: repo, revision, snapshot: cached, error: err.message }, 'hub unreachable: using the cached model');
+    // as huggingface_hub does: a hub that cannot answer now (down, rate-limited, no network) falls back to what
+    // the cache holds for that revision; "not found" or "gated" does not
+    if (cached && err instanceof HubUnavailableError) {
+      o.logger.warn({ model: repo, revision, snapshot: cached, error: err.message }, 'hub unavailable: using the cached model');
       return cached;
     }
     throw err;
   }
-  const selection = selectModelFiles(repo, await client.listFiles(repo, commit));
+  const selection = selectModelFiles(repo, files);
   const missing = selection.files.filter((f) => !cache.hasFile(commit, f.path));
   if (missing.length) {
     const megabytes = Math.round(missing.reduce((sum, f) => sum + f.size, 0) / 1024 / 1024);
@@ -88,7 +102,7 @@ export async function ensureModel(source: ModelSource, o: EnsureOptions): Promis
       size: file.size,
       ...(file.lfs ? { sha256: file.lfs.oid } : { gitBlobId: file.oid }),
       dest: blob,
-      fetch: client.fetch,
+      fetch: client.fetchFile,
       explainStatus: (status) => client.explainStatus(status, repo, commit, file.path),
       progress: o.progress.file(file.path),
       ...(o.signal ? { signal: o.signal } : {}),

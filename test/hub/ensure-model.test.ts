@@ -9,7 +9,7 @@ import { readEmbeddingTable } from '../../src/asr/embeddings.js';
 import { ensureModel, type ModelSource } from '../../src/hub/ensure-model.js';
 import { HubError } from '../../src/hub/errors.js';
 import type { Progress } from '../../src/hub/progress.js';
-import { checkpointRepo, fixtureRepo, startFakeHub, type FakeHub, type FakeRepo } from '../support/fake-hub.js';
+import { checkpointRepo, fakeCommit, fixtureRepo, hubSource, safetensorsFile, startFakeHub, type FakeHub, type FakeRepo } from '../support/fake-hub.js';
 import { fixtureModel } from '../support/fixture-models.js';
 
 const quiet = { info: () => {}, warn: () => {} };
@@ -21,6 +21,10 @@ let model: FakeRepo;
 let gated: FakeRepo;
 let bare: FakeRepo;
 let checkpoint: ReturnType<typeof checkpointRepo>;
+/** the same table bytes as [rows x 8] in a single model.safetensors: rows too narrow for the decoders' 16 */
+let narrowBase: FakeRepo;
+/** an index that does not list the embedding tensor */
+let indexWithoutTable: FakeRepo;
 let closedPort: string;
 let dirs: string[] = [];
 
@@ -33,19 +37,31 @@ beforeAll(async () => {
   gated = fixtureRepo(dir, { id: 'acme/gated-asr', withTable: true, gated: true });
   bare = fixtureRepo(dir, { id: 'acme/no-table-asr' });
   checkpoint = checkpointRepo(dir);
+  const { table } = checkpoint;
+  narrowBase = {
+    id: 'acme/narrow-base',
+    commit: fakeCommit('acme/narrow-base'),
+    files: { 'model.safetensors': safetensorsFile([{ name: 'thinker.model.embed_tokens.weight', dtype: 'BF16', shape: [table.length / 16, 8], data: table }]) },
+  };
+  indexWithoutTable = {
+    id: 'acme/index-without-table',
+    commit: fakeCommit('acme/index-without-table'),
+    files: { ...checkpoint.repo.files, 'model.safetensors.index.json': Buffer.from(JSON.stringify({ weight_map: { 'thinker.lm_head.weight': 'model-00001-of-00002.safetensors' } })) },
+  };
   closedPort = await new Promise<string>((resolve) => {
     const s = createServer().listen(0, '127.0.0.1', () => {
       const { port } = s.address() as AddressInfo;
       s.close(() => resolve(`http://127.0.0.1:${port}`));
     });
   });
-  hub = await startFakeHub([model, gated, bare, checkpoint.repo]);
+  hub = await startFakeHub([model, gated, bare, checkpoint.repo, narrowBase, indexWithoutTable]);
 });
 afterAll(() => hub?.close());
 afterEach(() => {
   hub.faults.cutOnce.clear();
   hub.faults.corrupt.clear();
   hub.faults.ignoreRange.clear();
+  hub.faults.apiDown = false;
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
   dirs = [];
 });
@@ -53,16 +69,7 @@ afterEach(() => {
 function source(over: Partial<ModelSource> = {}): ModelSource {
   const cache = mkdtempSync(join(tmpdir(), 'hf-cache-'));
   dirs.push(cache);
-  return {
-    MODEL: model.id,
-    MODEL_REVISION: 'main',
-    EMBEDDING_MODEL: 'Qwen/Qwen3-ASR-1.7B',
-    EMBEDDING_REVISION: 'main',
-    HF_ENDPOINT: hub.url,
-    HF_HUB_OFFLINE: false,
-    HF_HUB_CACHE: cache,
-    ...over,
-  };
+  return { ...hubSource(hub, model.id, cache), ...over };
 }
 
 const fetchModel = (s: ModelSource) => ensureModel(s, { logger: quiet, progress: noBar });
@@ -160,9 +167,12 @@ describe('ensureModel against a fake hub', () => {
   it('a gated repo: one line asking for HF_TOKEN without one, the download with it or with a saved login', async () => {
     const home = mkdtempSync(join(tmpdir(), 'hf-home-'));
     dirs.push(home);
-    const err = await fetchModel(source({ MODEL: gated.id, HF_HOME: home })).catch((e: Error) => e);
+    const withoutToken = source({ MODEL: gated.id, HF_HOME: home });
+    const err = await fetchModel(withoutToken).catch((e: Error) => e);
     expect(err).toBeInstanceOf(HubError);
-    expect((err as Error).message).toBe(`${gated.id}@main: gated: accept the conditions on ${hub.url}/${gated.id}, then set HF_TOKEN to an access token of that account`);
+    expect((err as Error).message).toBe(`${gated.id}: gated: accept the conditions on ${hub.url}/${gated.id}, then set HF_TOKEN to an access token of that account`);
+    // as on the real hub the file list is public and the files are not: nothing that looks complete is left
+    expect(tree(withoutToken.HF_HUB_CACHE!).filter((f) => !f.endsWith('.incomplete') && !f.includes('.locks'))).toEqual([]);
     const snapshot = await fetchModel(source({ MODEL: gated.id, HF_HOME: home, HF_TOKEN: hub.token }));
     expect(findModelFiles(snapshot).prefill).toMatch(/decoder_prefill_int4\.onnx$/);
     // `huggingface-cli login` leaves the token in HF_HOME/token; huggingface_hub reads it when HF_TOKEN is unset
@@ -179,6 +189,8 @@ describe('ensureModel against a fake hub', () => {
     await expect(fetchModel(source({ MODEL: 'acme/missing' }))).rejects.toThrow(/^acme\/missing not found on http:\/\/127\.0\.0\.1:\d+, or it is private: check MODEL/);
     await expect(fetchModel(source({ MODEL: 'acme/missing', HF_TOKEN: hub.token }))).rejects.toThrow(/HF_TOKEN has no access/);
     await expect(fetchModel(source({ HF_ENDPOINT: closedPort }))).rejects.toThrow(/^cannot reach http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\).*HF_HUB_OFFLINE=1.*MODEL_DIR/);
+    hub.faults.apiDown = true;
+    await expect(fetchModel(source())).rejects.toThrow(/^Reza2kn\/mega-asr-onnx@main: http:\/\/127\.0\.0\.1:\d+ answered 503 \(The hub is down for maintenance\); try again later$/);
   });
 
   it('offline: the cached snapshot without a single request, or one line that says what to do', async () => {
@@ -189,13 +201,21 @@ describe('ensureModel against a fake hub', () => {
     // an unreachable hub falls back to the cache too
     expect(await fetchModel({ ...s, HF_ENDPOINT: closedPort })).toBe(snapshot);
     expect(since(n)).toEqual([]);
+    // and so does a hub that is down (5xx) or rate-limiting: a restart during an outage still starts
+    hub.faults.apiDown = true;
+    expect(await fetchModel(s)).toBe(snapshot);
+    hub.faults.apiDown = false;
+    const m = hub.requests.length;
     const empty = source({ HF_HUB_OFFLINE: true });
     const err = await fetchModel(empty).catch((e: Error) => e);
     expect((err as Error).message).toBe(
-      `HF_HUB_OFFLINE is set and ${model.id}@main is not complete in the Hugging Face cache ${empty.HF_HUB_CACHE}: ` +
+      `HF_HUB_OFFLINE is set and ${model.id}@main is not complete in the Hugging Face cache ${empty.HF_HUB_CACHE} (nothing is cached for it): ` +
         'run `mega-asr download` where the hub is reachable (with the same HF_HOME or HF_HUB_CACHE), or set MODEL_DIR to a model directory',
     );
-    expect(since(n)).toEqual([]);
+    // a snapshot that lost its embedding table names what is missing
+    rmSync(join(snapshot, 'embed_tokens.safetensors'));
+    await expect(fetchModel({ ...s, HF_HUB_OFFLINE: true })).rejects.toThrow(/is not complete in the Hugging Face cache .* \(the embedding table the decoders need is missing\)/);
+    expect(since(m)).toEqual([]);
   });
 
   it('uses a cache written by Python huggingface_hub as it is', async () => {
@@ -256,8 +276,19 @@ describe('ensureModel against a fake hub', () => {
     expect(since(m).filter((r) => r.path.includes(base.id))).toEqual([]);
   });
 
-  it('refuses a table whose width is not the decoders\'', async () => {
-    const s = source({ MODEL: bare.id, EMBEDDING_MODEL: 'acme/wrong-base' });
-    await expect(fetchModel(s)).rejects.toThrow(/acme\/wrong-base not found/);
+  it('refuses a base checkpoint whose table does not fit, before fetching it, in one line', async () => {
+    const n = hub.requests.length;
+    await expect(fetchModel(source({ MODEL: bare.id, EMBEDDING_MODEL: narrowBase.id }))).rejects.toThrow(
+      `${narrowBase.id}@${narrowBase.commit.slice(0, 12)}/model.safetensors: thinker.model.embed_tokens.weight has rows of width 8; the decoders take 16; set EMBEDDING_MODEL to the model's base checkpoint`,
+    );
+    // only its header was read (a single model.safetensors, found without an index)
+    expect(since(n).filter((r) => r.server === 'cdn' && r.path.includes(sha256(narrowBase.files['model.safetensors']!))).map((r) => r.range)).toEqual([
+      'bytes=0-7',
+      expect.stringMatching(/^bytes=8-\d+$/),
+    ]);
+    await expect(fetchModel(source({ MODEL: bare.id, EMBEDDING_MODEL: indexWithoutTable.id }))).rejects.toThrow(
+      `${indexWithoutTable.id}@main: model.safetensors.index.json lists no thinker.model.embed_tokens.weight; set EMBEDDING_MODEL to the base checkpoint`,
+    );
+    await expect(fetchModel(source({ MODEL: bare.id, EMBEDDING_MODEL: 'acme/wrong-base' }))).rejects.toThrow(/acme\/wrong-base not found/);
   });
 });

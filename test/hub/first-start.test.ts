@@ -86,7 +86,7 @@ describe('first start without MODEL_DIR (dist/server.js against a fake hub)', ()
       expect(await status(`${base}/health`)).toBe(200);
       const ready = await fetch(`${base}/ready`);
       expect(ready.status).toBe(503);
-      expect(await ready.json()).toMatchObject({ status: 'not_ready', readyWorkers: 0 });
+      expect(await ready.json()).toMatchObject({ status: 'downloading', readyWorkers: 0 });
       // work is refused in OpenAI's shape meanwhile, not accepted and left hanging
       const form = new FormData();
       form.append('model', 'mega-asr');
@@ -117,7 +117,7 @@ describe('first start without MODEL_DIR (dist/server.js against a fake hub)', ()
       const { child, output } = await startService({ HF_HUB_OFFLINE: '1', HF_HUB_CACHE: empty, MODEL: 'acme/no-table-asr' });
       const code = await new Promise((r) => child.once('exit', r));
       expect(code).toBe(1);
-      expect(output()).toContain(`HF_HUB_OFFLINE is set and acme/no-table-asr@main is not complete in the Hugging Face cache ${empty}: run \`mega-asr download\``);
+      expect(output()).toContain(`HF_HUB_OFFLINE is set and acme/no-table-asr@main is not complete in the Hugging Face cache ${empty} (nothing is cached for it): run \`mega-asr download\``);
       expect(output()).not.toMatch(/\n\s+at /);
     } finally {
       rmSync(empty, { recursive: true, force: true });

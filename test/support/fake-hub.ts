@@ -7,7 +7,7 @@ import type { ModelSource } from '../../src/hub/ensure-model.js';
 
 /**
  * A Hugging Face hub on 127.0.0.1 with the real API's shapes, as far as @huggingface/hub and our downloader use
- * them: model info (sha, siblings with LFS metadata), the tree and paths-info APIs, `resolve` answering LFS
+ * them: model info (sha, siblings with LFS metadata), the tree API, `resolve` answering LFS
  * files with a 302 to a CDN on another origin (X-Repo-Commit, ETag, X-Linked-Size, X-Linked-Etag) and small
  * files with a 307 to /api/resolve-cache/..., byte ranges (206 + Content-Range), X-Error-Code on errors, and
  * switches for faults.
@@ -41,6 +41,8 @@ export interface Faults {
   corrupt: Set<string>;
   /** answers 200 with the whole file to a Range request, as a server without range support does */
   ignoreRange: Set<string>;
+  /** the API (model info, tree) answers 503, as during an outage */
+  apiDown?: boolean;
   /** slows every transfer to this rate */
   bytesPerSecond?: number;
 }
@@ -147,7 +149,6 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
       'Content-Type': 'application/octet-stream',
       ...(range ? { 'Content-Range': `bytes ${start}-${end}/${data.length}` } : {}),
     });
-    if (req.method === 'HEAD') return res.end();
     const cut = body.length > 1024 && faults.cutOnce.delete(key);
     const stall = body.length > 1024 && !cut && faults.stallOnce.delete(key);
     const stopAt = cut || stall ? body.length >> 1 : body.length;
@@ -185,16 +186,18 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   const hub = createServer((req, res) => {
     record('hub', req);
     const url = new URL(req.url ?? '/', 'http://hub');
-    const api = /^\/api\/models\/([^/]+\/[^/]+)\/(revision|tree|paths-info)\/([^/]+)(?:\/(.*))?$/.exec(url.pathname);
+    const api = /^\/api\/models\/([^/]+\/[^/]+)\/(revision|tree)\/([^/]+)(?:\/(.*))?$/.exec(url.pathname);
     const cached = /^\/api\/resolve-cache\/models\/([^/]+\/[^/]+)\/([^/]+)\/(.+)$/.exec(url.pathname);
     const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
     const route = api ?? (cached ? [cached[0], cached[1], 'resolve-cache', cached[2], cached[3]] : resolve ? [resolve[0], resolve[1], 'resolve', resolve[2], resolve[3]] : null);
     if (!route) return error(res, 404, 'NotFound', 'not found');
     const [, id, kind, rawRev, rawPath] = route;
+    if (faults.apiDown && (kind === 'revision' || kind === 'tree')) return error(res, 503, 'ServiceUnavailable', 'The hub is down for maintenance');
     const repo = byId.get(id!);
     const authorized = req.headers.authorization === `Bearer ${token}`;
     if (!repo) return req.headers.authorization ? error(res, 404, 'RepoNotFound', 'Repository not found') : error(res, 401, 'RepoNotFound', 'Repository not found');
-    if (repo.gated && !authorized) {
+    // As on the real hub, a gated repo's metadata and file list are public; its files are not.
+    if (repo.gated && !authorized && (kind === 'resolve' || kind === 'resolve-cache')) {
       return error(res, 401, 'GatedRepo', `Access to model ${repo.id} is restricted. You must have access to it and be authenticated to access it. Please log in.`);
     }
     const revision = decodeURIComponent(rawRev!);
@@ -233,15 +236,6 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
           for (let i = 1; i <= (recursive ? parts.length : Math.min(1, parts.length)); i++) dirs.add(under + parts.slice(0, i).join('/'));
         }
         return json([...[...dirs].map((d) => ({ type: 'directory', oid: fakeCommit(d), size: 0, path: d })), ...files.map((p) => entry(p, repo.files[p]!))]);
-      }
-      case 'paths-info': {
-        let body = '';
-        req.on('data', (d: Buffer) => (body += d.toString()));
-        req.on('end', () => {
-          const wanted = (JSON.parse(body || '{}') as { paths?: string[] }).paths ?? [];
-          json(wanted.filter((p) => p in repo.files).map((p) => entry(p, repo.files[p]!)));
-        });
-        return;
       }
       default: {
         const path = decodeURIComponent(rawPath!);
