@@ -1,26 +1,11 @@
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.js';
 import { CLIP_NAMES, fixtureModel } from '../support/fixture-models.js';
-import { repoRoot, sharedPath } from '../support/shared.js';
-
-const run = promisify(execFile);
-// The installed command: package.json "bin" points here; `npm test` builds it first.
-const bin = join(repoRoot, 'dist', 'cli.js');
-
-async function megaAsr(args: string[], env: Record<string, string> = {}) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+import { megaAsr, megaAsrBin as bin } from '../support/cli.js';
+import { sharedPath } from '../support/shared.js';
 
 describe('mega-asr transcribe', () => {
   let modelDir: string;

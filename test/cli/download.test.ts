@@ -1,27 +1,12 @@
-import { execFile } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.js';
 import { checkpointRepo, fixtureRepo, startFakeHub, type FakeHub } from '../support/fake-hub.js';
 import { fixtureModel } from '../support/fixture-models.js';
-import { repoRoot, sharedPath } from '../support/shared.js';
-
-const run = promisify(execFile);
-const bin = join(repoRoot, 'dist', 'cli.js');
-
-async function megaAsr(args: string[], env: Record<string, string>) {
-  const { MODEL_DIR: _unset, ...inherited } = process.env;
-  try {
-    const { stdout, stderr } = await run(process.execPath, [bin, ...args], { env: { ...inherited, ...env }, timeout: 120_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+import { megaAsr, megaAsrBin as bin } from '../support/cli.js';
+import { sharedPath } from '../support/shared.js';
 
 describe('mega-asr download, and transcribe without a model directory', () => {
   let hub: FakeHub;
