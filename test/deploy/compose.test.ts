@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { DASHBOARD_PATH, datasourceUid, loadDashboard, promql, variable } from '../support/dashboard.js';
+import { allValue, DASHBOARD_PATH, datasourceUid, grafanaRegex, loadDashboard, promql, variable } from '../support/dashboard.js';
 import { promtoolCheckConfig } from '../support/prometheus.js';
 import { repoRoot } from '../support/shared.js';
 
@@ -148,6 +148,7 @@ describe('docker-compose.yml', () => {
     expect(picker).toMatchObject({ type: 'datasource', query: 'prometheus', current: { value: ds!.uid } });
     const viaVariable = { type: 'prometheus', uid: '${datasource}' };
     expect(variable(dashboard, 'job').datasource).toEqual(viaVariable);
+    expect(variable(dashboard, 'instance').datasource).toEqual(viaVariable);
     for (const panel of dashboard.panels) {
       expect(panel.datasource, panel.title).toEqual(viaVariable);
       for (const t of panel.targets ?? []) expect(t.datasource, `${panel.title} ${t.refId}`).toEqual(viaVariable);
@@ -211,24 +212,44 @@ describe('the Grafana dashboard JSON', () => {
       expect(exprs, metric).toContain(metric);
     }
     for (const q of [0.5, 0.95, 0.99]) {
-      expect(exprs).toContain(`histogram_quantile(${q}, sum by (le) (rate(http_request_duration_seconds_bucket{job="$job",route="/v1/audio/transcriptions"}`);
+      expect(exprs).toContain(`histogram_quantile(${q}, sum by (le) (rate(http_request_duration_seconds_bucket{job="$job",instance=~"$instance",route="/v1/audio/transcriptions"}`);
     }
   });
 
-  it('selects every series by the job variable, never by a fixed job name', () => {
+  it("has an Instance variable listing only the job's targets that export asr_workers, All by default", () => {
+    const instance = variable(dashboard, 'instance');
+    expect(instance).toMatchObject({
+      type: 'query',
+      query: 'label_values(asr_workers{job="$job"}, instance)',
+      multi: true,
+      includeAll: true,
+      current: { value: ['$__all'] },
+    });
+    // A custom All value such as .* would match every target of the job again, other pods included; without one,
+    // Grafana's All is the list the query found.
+    expect(instance.allValue ?? null).toBeNull();
+  });
+
+  it('selects every series by the job and instance variables, never by a fixed job name', () => {
     for (const panel of dashboard.panels) {
       for (const t of panel.targets ?? []) {
         const selectors = t.expr.match(/\{[^}]*\}/g) ?? [];
         expect(selectors.length, `${panel.title} ${t.refId}`).toBeGreaterThan(0);
-        for (const selector of selectors) expect(selector, `${panel.title} ${t.refId}: ${t.expr}`).toMatch(/[{,]job="\$job"[,}]/);
+        for (const selector of selectors) {
+          expect(selector, `${panel.title} ${t.refId}: ${t.expr}`).toMatch(/[{,]job="\$job"[,}]/);
+          expect(selector, `${panel.title} ${t.refId}: ${t.expr}`).toMatch(/[{,]instance=~"\$instance"[,}]/);
+        }
         expect(t.expr).not.toContain('mega-asr');
       }
     }
     // The tests resolve only the variables the dashboard defines: anything else fails instead of passing unread.
-    expect(dashboard.templating.list.map((v) => v.name).sort()).toEqual(['datasource', 'job']);
-    const values = { range: '5m', job: 'mega-asr' };
-    expect(promql('up{job="$job"}[$__rate_interval]', values)).toBe('up{job="mega-asr"}[5m]');
-    expect(() => promql('up{job="$job",instance="$instance"}', values)).toThrow(/unresolved Grafana variable/);
+    expect(dashboard.templating.list.map((v) => v.name).sort()).toEqual(['datasource', 'instance', 'job']);
+    const values = { range: '5m', job: 'mega-asr', instance: grafanaRegex(['10.0.0.7:8000']) };
+    expect(promql('up{job="$job",instance=~"$instance"}[$__rate_interval]', values)).toBe('up{job="mega-asr",instance=~"10\\\\.0\\\\.0\\\\.7:8000"}[5m]');
+    expect(grafanaRegex(['a.b:1', 'c:2'])).toBe('(a\\\\.b:1|c:2)');
+    expect(allValue({ ...variable(dashboard, 'instance'), allValue: '.*' }, ['a:1'])).toBe('.*');
+    expect(() => promql('up{job="$job",instance=~"$instance"}', { range: '5m', job: 'mega-asr' })).toThrow(/unresolved Grafana variable/);
+    expect(() => promql('up{job="$job",pod="$pod"}', values)).toThrow(/unresolved Grafana variable/);
     expect(() => datasourceUid(dashboard, { type: 'prometheus', uid: '${other}' })).toThrow(/unresolved Grafana variable/);
   });
 });

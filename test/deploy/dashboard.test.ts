@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { decodeWavToPcm } from '../../src/audio/pcm.js';
-import { loadDashboard, promql, variable } from '../support/dashboard.js';
-import { startPrometheus, type Prometheus, type Sample } from '../support/prometheus.js';
+import { allValue, loadDashboard, promql, variable } from '../support/dashboard.js';
+import { freePort, startPrometheus, type Prometheus, type Sample } from '../support/prometheus.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { repoRoot, sharedPath } from '../support/shared.js';
 import { encodeWav } from '../support/wav-writer.js';
@@ -14,18 +15,47 @@ const JOB = 'mega-asr';
 /** Stands in for $__rate_interval and friends: longer than the whole test, so every rate sees all its traffic. */
 const RANGE = '10m';
 
-/** deploy/prometheus/prometheus.yml with only the service's address replaced and a 1 s scrape interval. */
-function derivedConfig(target: string): unknown {
+/**
+ * deploy/prometheus/prometheus.yml with the job's targets replaced (the service, and another app in the same job,
+ * as a shared Kubernetes job scrapes every annotated pod) and a 1 s scrape interval.
+ */
+function derivedConfig(targets: string[]): unknown {
   const config = parse(readFileSync(join(repoRoot, 'deploy', 'prometheus', 'prometheus.yml'), 'utf8')) as {
     global: Record<string, string>;
     scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
   };
   const job = config.scrape_configs.find((j) => j.job_name === JOB);
   if (!job) throw new Error(`prometheus.yml has no job ${JOB}`);
-  job.static_configs = [{ targets: [target] }];
+  job.static_configs = [{ targets }];
   config.global.scrape_interval = '1s';
   config.global.evaluation_interval = '1s';
   return config;
+}
+
+/**
+ * Another app scraped in the same job: no asr_workers, but metrics with the names the dashboard reads (its own /v1
+ * route answering 503s, a process and an event loop). Its request counter grows by 100 at every scrape.
+ */
+async function startOtherApp(): Promise<{ host: string; close: () => Promise<void> }> {
+  let requests = 0;
+  const server: Server = createServer((_req, res) => {
+    requests += 100;
+    res.setHeader('content-type', 'text/plain; version=0.0.4');
+    res.end(
+      [
+        '# TYPE http_requests_total counter',
+        `http_requests_total{route="/v1/other",method="POST",status="503"} ${requests}`,
+        '# TYPE process_resident_memory_bytes gauge',
+        'process_resident_memory_bytes 1e9',
+        '# TYPE nodejs_eventloop_lag_p99_seconds gauge',
+        'nodejs_eventloop_lag_p99_seconds 5',
+        '',
+      ].join('\n'),
+    );
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { host: `127.0.0.1:${port}`, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
 const transcriptionsURL = (server: TestServer) => `${server.baseURL}/v1/audio/transcriptions`;
@@ -69,7 +99,12 @@ async function heldUpload(server: TestServer, file: Uint8Array): Promise<{ relea
 
 describe('Prometheus scraping the service, and the dashboard queries', () => {
   let server: TestServer;
+  let other: Awaited<ReturnType<typeof startOtherApp>>;
   let prometheus: Prometheus;
+  /** The Instance variable's values found by its own query. */
+  let instances: string[];
+  /** `$instance` at its default, All, as Grafana writes it into the panel queries. */
+  let instance: string;
   /** Over 10 s of real speech: the 'fails-long' model's encoder breaks the contract on it, so the request gets a 500. */
   let long: Uint8Array;
   let sent = 0;
@@ -106,26 +141,37 @@ describe('Prometheus scraping the service, and the dashboard queries', () => {
     long = encodeWav({ channels: [joined], sampleRate: 16000, format: 'float32' });
     // One worker and no queue, so a held upload fills the service; no VAD, so the long clip reaches the encoder whole.
     server = await startTestServer({ MAX_QUEUE: '0', ASR_VAD: 'false' }, 'fails-long');
-    prometheus = await startPrometheus(derivedConfig(new URL(server.baseURL).host));
-    // A first scrape before any traffic, so every counter's first increase falls inside the rate windows.
-    await prometheus.until('the first scrape', async () => ((await prometheus.query(`up{job="${JOB}"}`)).length ? true : undefined));
+    other = await startOtherApp();
+    prometheus = await startPrometheus(derivedConfig([new URL(server.baseURL).host, other.host]));
+    // A first scrape of both before any traffic, so every counter's first increase falls inside the rate windows.
+    await prometheus.until('the first scrapes', async () => ((await prometheus.query(`up{job="${JOB}"}`)).length === 2 ? true : undefined));
     await round();
     await round();
+    const instanceVariable = variable(loadDashboard(), 'instance');
+    const call = /^label_values\((.+),\s*(\w+)\)$/.exec(instanceVariable.query);
+    if (!call) throw new Error(`the Instance variable's query is not label_values(): ${instanceVariable.query}`);
+    instances = await prometheus.labelValues(call[2]!, promql(call[1]!, { range: RANGE, job: JOB }));
+    instance = allValue(instanceVariable, instances);
   });
 
   afterAll(async () => {
     await prometheus?.stop();
+    await other?.close();
     await server?.stop('test done');
   });
 
-  it('scrapes the service: the target is up with the job name from deploy/prometheus', async () => {
+  it('scrapes the service and the other app: both targets are up with the job name from deploy/prometheus', async () => {
     const targets = (await (await fetch(`${prometheus.url}/api/v1/targets`)).json()) as {
       data: { activeTargets: { labels: { job: string }; health: string; lastError: string; scrapeUrl: string }[] };
     };
-    expect(targets.data.activeTargets).toHaveLength(1);
-    const [target] = targets.data.activeTargets;
-    expect(target).toMatchObject({ health: 'up', lastError: '', labels: { job: JOB }, scrapeUrl: `${server.baseURL}/metrics` });
-    expect(await prometheus.query(`up{job="${JOB}"}`)).toEqual([{ metric: expect.objectContaining({ job: JOB }) as object, value: 1 }]);
+    const byUrl = (url: string) => targets.data.activeTargets.find((t) => t.scrapeUrl === url);
+    expect(targets.data.activeTargets).toHaveLength(2);
+    expect(byUrl(`${server.baseURL}/metrics`)).toMatchObject({ health: 'up', lastError: '', labels: { job: JOB } });
+    expect(byUrl(`http://${other.host}/metrics`)).toMatchObject({ health: 'up', lastError: '', labels: { job: JOB } });
+  });
+
+  it("the dashboard's Instance variable finds the service's target with its own query, not the other app's", () => {
+    expect(instances).toEqual([new URL(server.baseURL).host]);
   });
 
   it("the dashboard's job variable finds the scrape job with its own query, and defaults to it", async () => {
@@ -141,7 +187,7 @@ describe('Prometheus scraping the service, and the dashboard queries', () => {
     const empty: string[] = [];
     for (const panel of dashboard.panels) {
       for (const t of panel.targets ?? []) {
-        const samples = await prometheus.query(promql(t.expr, { range: RANGE, job: JOB }));
+        const samples = await prometheus.query(promql(t.expr, { range: RANGE, job: JOB, instance }));
         if (samples.length === 0) empty.push(`${panel.title} / ${t.refId}: ${t.expr}`);
         for (const s of samples) expect(Number.isFinite(s.value), `${panel.title} / ${t.refId} ${JSON.stringify(s)}`).toBe(true);
       }
@@ -149,12 +195,21 @@ describe('Prometheus scraping the service, and the dashboard queries', () => {
     expect(empty).toEqual([]);
   });
 
-  /** The panel's query (found by title and legend) evaluated now. */
-  async function panel(title: string, legend?: string): Promise<Sample[]> {
+  /** The panel's query (found by title and legend) as Prometheus runs it, Instance at All. */
+  function panelQuery(title: string, legend?: string): string {
     const p = loadDashboard().panels.find((x) => x.title === title);
     const t = p?.targets?.find((x) => legend === undefined || x.legendFormat === legend);
     if (!t) throw new Error(`no query ${legend ?? ''} in panel ${title}`);
-    return prometheus.query(promql(t.expr, { range: RANGE, job: JOB }));
+    return promql(t.expr, { range: RANGE, job: JOB, instance });
+  }
+  /** The panel's query evaluated now. */
+  const panel = (title: string, legend?: string): Promise<Sample[]> => prometheus.query(panelQuery(title, legend));
+  /** The panel's query evaluated now without its instance filter: every target of the job. */
+  async function wholeJob(title: string, legend?: string): Promise<Sample[]> {
+    const query = panelQuery(title, legend);
+    const unfiltered = query.replaceAll(`,instance=~"${instance}"`, '');
+    if (unfiltered === query) throw new Error(`${title}: no instance filter to leave out in ${query}`);
+    return prometheus.query(unfiltered);
   }
   const byLabel = (samples: Sample[], label: string) => Object.fromEntries(samples.map((s) => [s.metric[label], s.value]));
 
@@ -197,5 +252,22 @@ describe('Prometheus scraping the service, and the dashboard queries', () => {
     expect(await panel('Workers: busy, ready, configured', 'busy')).toMatchObject([{ value: 0 }]);
     const [rss] = await panel('Process memory (RSS)');
     expect(rss!.value).toBeGreaterThan(50 * 1024 * 1024);
+  });
+
+  it("keeps the job's other targets out: without the instance filter the same panels would show the other app", async () => {
+    const service = new URL(server.baseURL).host;
+    const instancesOf = (samples: Sample[]) => samples.map((s) => s.metric.instance).sort();
+    expect(await panel('Targets up')).toMatchObject([{ value: 1 }]);
+    expect(await wholeJob('Targets up')).toMatchObject([{ value: 2 }]);
+    for (const title of ['Process memory (RSS)', 'Event loop lag (p99)']) {
+      expect(instancesOf(await panel(title)), title).toEqual([service]);
+      expect(instancesOf(await wholeJob(title)), title).toEqual([service, other.host].sort());
+    }
+    expect(Object.keys(byLabel(await panel('API requests by status'), 'status'))).not.toContain('503');
+    expect(Object.keys(byLabel(await wholeJob('API requests by status'), 'status'))).toContain('503');
+    const [serviceShare] = await panel('Errors: share of API requests', '5xx (service)');
+    const [jobShare] = await wholeJob('Errors: share of API requests', '5xx (service)');
+    expect(serviceShare!.value).toBeLessThan(0.5); // one 500 in six requests a round
+    expect(jobShare!.value).toBeGreaterThan(serviceShare!.value);
   });
 });
