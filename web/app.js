@@ -50,7 +50,10 @@ const state = {
   inFlight: null,
   /** a finished transcript of the current source is on screen (Copy and the downloads apply to it) */
   transcribed: false,
+  /** the MediaRecorder while recording */
   recorder: null,
+  /** getUserMedia has not answered yet (a permission prompt can stay open a long time) */
+  askingMicrophone: false,
 };
 
 // ---------- small view helpers ----------
@@ -115,17 +118,32 @@ function showFacts(facts) {
   ui.facts.hidden = ui.facts.childElementCount === 0;
 }
 
-function setBusy(busy) {
-  ui.transcribe.disabled = busy || !state.source;
+const recording = () => state.recorder !== null || state.askingMicrophone;
+/** A request may start only when none runs and no recording is under way (its end replaces the source). */
+const canStartRequest = () => state.inFlight === null && !recording();
+
+/**
+ * The controls follow from the state, never from who calls: a recording that stops by itself while a request
+ * runs cannot hide that request's Cancel. While a request runs, Cancel is shown and whatever could start another
+ * request or change this one (options included) is disabled; while recording, nothing can start a request (the
+ * recording replaces the source when Stop is pressed, and is transcribed then).
+ */
+function syncControls() {
+  const busy = state.inFlight !== null;
+  ui.transcribe.disabled = !state.source || !canStartRequest();
   ui.cancel.hidden = !busy;
-  ui.record.disabled = busy;
-  ui.file.disabled = busy;
+  // Record stays enabled while the microphone is asked for (toggleRecording ignores a second press): disabling
+  // the button under a keyboard user's focus would drop that focus to <body>.
+  ui.record.disabled = busy && !recording();
+  ui.file.disabled = busy || recording();
+  ui.language.disabled = busy;
+  ui.format.disabled = busy;
   ui.transcript.setAttribute('aria-busy', String(busy));
   // A failed or cancelled subtitle request leaves the transcript, and what can be done with it, in place.
   const ready = !busy && state.transcribed;
   ui.copy.disabled = !ready;
-  ui.downloadSrt.disabled = !ready;
-  ui.downloadVtt.disabled = !ready;
+  ui.downloadSrt.disabled = !ready || recording();
+  ui.downloadVtt.disabled = !ready || recording();
 }
 
 /**
@@ -137,7 +155,7 @@ async function runRequest(statusText, failedText, work) {
   state.inFlight = controller;
   clearError();
   setState('uploading', statusText);
-  setBusy(true);
+  syncControls();
   const stopClock = startClock();
   try {
     await work(controller.signal, stopClock);
@@ -153,15 +171,14 @@ async function runRequest(statusText, failedText, work) {
     state.inFlight = null;
     // Cancel disappears with the request: keep keyboard focus on the page rather than losing it to <body>.
     const focusWasOnCancel = document.activeElement === ui.cancel;
-    setBusy(false);
+    syncControls();
     if (focusWasOnCancel) ui.transcribe.focus();
   }
 }
 
 // ---------- the API ----------
 
-function authHeaders() {
-  const key = ui.apiKey.value.trim();
+function authHeaders(key) {
   return key ? { authorization: `Bearer ${key}` } : {};
 }
 
@@ -190,10 +207,9 @@ function firstModelId(text) {
  * when the list is empty: a guess fails later as model_not_found and hides that the server (or a proxy in
  * front of it) is not answering as this one does.
  */
-async function modelId(signal) {
-  const key = ui.apiKey.value.trim();
+async function modelId(key, signal) {
   if (!state.models.has(key)) {
-    const res = await fetch('v1/models', { headers: authHeaders(), signal });
+    const res = await fetch('v1/models', { headers: authHeaders(key), signal });
     if (!res.ok) throw await failure(res);
     const id = firstModelId(await res.text());
     if (id === null) throw new Error('The server lists no model to transcribe with: GET /v1/models answered no model id.');
@@ -202,14 +218,25 @@ async function modelId(signal) {
   return state.models.get(key);
 }
 
-async function postTranscription(format, stream, signal) {
+/**
+ * What a request asks for, read from the form once, as it starts: its answer is filed under what was asked,
+ * not under whatever the form says when the answer arrives.
+ */
+function askFor(format) {
+  return { format, language: ui.language.value, key: ui.apiKey.value.trim() };
+}
+
+/** The key under which an answer is kept for the current source. */
+const answerKey = (asked) => `${asked.format}|${asked.language}`;
+
+async function postTranscription(asked, stream, signal) {
   const form = new FormData();
   form.append('file', state.source.blob, state.source.name);
-  form.append('model', await modelId(signal));
-  form.append('response_format', format);
-  if (ui.language.value) form.append('language', ui.language.value);
+  form.append('model', await modelId(asked.key, signal));
+  form.append('response_format', asked.format);
+  if (asked.language) form.append('language', asked.language);
   if (stream) form.append('stream', 'true');
-  const res = await fetch('v1/audio/transcriptions', { method: 'POST', headers: authHeaders(), body: form, signal });
+  const res = await fetch('v1/audio/transcriptions', { method: 'POST', headers: authHeaders(asked.key), body: form, signal });
   if (!res.ok) throw await failure(res);
   return res;
 }
@@ -241,12 +268,10 @@ async function* serverSentEvents(body) {
 
 // ---------- transcribing ----------
 
-const cacheKey = (format) => `${format}|${ui.language.value}`;
-
 async function transcribe() {
-  if (!state.source || state.inFlight) return;
-  const format = ui.format.value;
-  const stream = STREAMED_FORMATS.has(format);
+  if (!state.source || !canStartRequest()) return;
+  const asked = askFor(ui.format.value);
+  const stream = STREAMED_FORMATS.has(asked.format);
   state.transcribed = false;
   ui.downloadNote.hidden = true;
   ui.transcript.textContent = '';
@@ -254,8 +279,8 @@ async function transcribe() {
   showFacts([['Audio', formatSeconds(state.source.seconds)]]);
   const uploading = `Uploading ${formatBytes(state.source.blob.size)} and ${stream ? 'decoding' : 'transcribing'}…`;
   await runRequest(uploading, 'Failed', async (signal, stopClock) => {
-    const res = await postTranscription(format, stream, signal);
-    const facts = stream ? await showStream(res) : await showBody(res, format);
+    const res = await postTranscription(asked, stream, signal);
+    const facts = stream ? await showStream(res) : await showBody(res, asked);
     const took = stopClock();
     state.transcribed = true;
     setState('done', 'Done');
@@ -290,11 +315,11 @@ async function showStream(res) {
 }
 
 /** srt, vtt, verbose_json: shown when the whole answer is there. */
-async function showBody(res, format) {
+async function showBody(res, asked) {
   setState('transcribing', 'Receiving…');
   const body = await res.text();
-  state.bodies.set(cacheKey(format), body);
-  if (format !== 'verbose_json') {
+  state.bodies.set(answerKey(asked), body);
+  if (asked.format !== 'verbose_json') {
     ui.transcript.textContent = body;
     return [];
   }
@@ -346,13 +371,14 @@ function saveAs(body, format) {
  * re-post is a request like any other: busy, cancellable, its failure shown.
  */
 async function download(format) {
-  const key = cacheKey(format);
+  const asked = askFor(format);
+  const key = answerKey(asked);
   if (!state.bodies.has(key)) {
-    if (state.inFlight) return;
+    if (!canStartRequest()) return;
     ui.downloadNote.hidden = false;
     ui.downloadNote.textContent = `Asking the server for .${format} timings (the audio is sent once more)…`;
     await runRequest(`Preparing .${format}…`, `Could not prepare .${format}`, async (signal, stopClock) => {
-      const res = await postTranscription(format, false, signal);
+      const res = await postTranscription(asked, false, signal);
       state.bodies.set(key, await res.text());
       stopClock();
       setState('done', `Done · .${format} ready`);
@@ -380,7 +406,7 @@ function setSource(blob, name, seconds) {
   // The size is in plain sight: the server's upload limit is not known here, and a big file takes a while to send.
   ui.sourceSize.textContent = formatBytes(blob.size);
   ui.sourceLength.textContent = formatSeconds(seconds);
-  setBusy(false);
+  syncControls();
 }
 
 // A picked file's length comes from the player once it has read the header (recordings know theirs).
@@ -391,7 +417,7 @@ ui.player.addEventListener('loadedmetadata', () => {
 });
 
 function takeFile(file) {
-  if (!file || state.inFlight) return;
+  if (!file || !canStartRequest()) return;
   setSource(file, file.name, NaN);
   void transcribe();
 }
@@ -401,11 +427,14 @@ ui.file.addEventListener('change', () => {
   ui.file.value = ''; // the same file can be picked again
 });
 
-// Dropping anywhere on the page counts; the browser must not open the file instead.
+// Dropping anywhere on the page counts; the browser must not open the file instead. While a request runs or
+// the microphone records, a drop is refused (and the pointer says so), as the disabled file input is.
 for (const type of ['dragenter', 'dragover']) {
   document.addEventListener(type, (e) => {
     e.preventDefault();
-    ui.dropzone.classList.add('dragging');
+    const accepted = canStartRequest();
+    if (e.dataTransfer) e.dataTransfer.dropEffect = accepted ? 'copy' : 'none';
+    ui.dropzone.classList.toggle('dragging', accepted);
   });
 }
 document.addEventListener('dragleave', (e) => {
@@ -431,15 +460,23 @@ async function toggleRecording() {
     state.recorder.stop();
     return;
   }
+  if (state.inFlight || state.askingMicrophone) return;
   if (!navigator.mediaDevices?.getUserMedia || typeof MediaRecorder === 'undefined') {
     recordingNote('This browser cannot record here: microphones need HTTPS (or localhost) and MediaRecorder.');
     return;
   }
-  let stream;
+  // Asking counts as recording: a request started while the prompt is open would run beside the microphone.
+  state.askingMicrophone = true;
+  syncControls();
+  let stream = null;
   try {
     stream = await navigator.mediaDevices.getUserMedia({ audio: true });
   } catch (err) {
     recordingNote(`No microphone: ${err.message}`);
+  }
+  state.askingMicrophone = false;
+  if (!stream) {
+    syncControls();
     return;
   }
   recordingNote('');
@@ -463,6 +500,7 @@ async function toggleRecording() {
   });
   state.recorder = recorder;
   recorder.start(250);
+  syncControls();
   ui.record.setAttribute('aria-pressed', 'true');
   ui.record.classList.add('recording');
   ui.recordLabel.textContent = 'Stop recording';

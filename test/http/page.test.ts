@@ -108,6 +108,8 @@ interface Controls {
   transcribeEnabled: boolean;
   pickEnabled: boolean;
   recordEnabled: boolean;
+  /** the language and format selects */
+  optionsEnabled: boolean;
   resultButtonsEnabled: boolean;
 }
 
@@ -120,12 +122,13 @@ const CONTROLS = `(() => {
     transcribeEnabled: !$('transcribe').disabled,
     pickEnabled: !$('file').disabled,
     recordEnabled: !$('record').disabled,
+    optionsEnabled: !$('language').disabled && !$('format').disabled,
     resultButtonsEnabled: ['copy', 'download-srt', 'download-vtt'].every((id) => !$(id).disabled),
   };
 })()`;
 const controls = (page: Page) => page.evaluate(CONTROLS) as Promise<Controls>;
-const IDLE = { cancelShown: false, transcribeEnabled: true, pickEnabled: true, recordEnabled: true };
-const BUSY = { cancelShown: true, transcribeEnabled: false, pickEnabled: false, recordEnabled: false, resultButtonsEnabled: false };
+const IDLE = { cancelShown: false, transcribeEnabled: true, pickEnabled: true, recordEnabled: true, optionsEnabled: true };
+const BUSY = { cancelShown: true, transcribeEnabled: false, pickEnabled: false, recordEnabled: false, optionsEnabled: false, resultButtonsEnabled: false };
 
 /** The controls after every change to the page, in order: a fast request's states pass too quickly to poll for. */
 const OBSERVE_CONTROLS = `(() => {
@@ -135,6 +138,37 @@ const OBSERVE_CONTROLS = `(() => {
   });
 })()`;
 const controlsSeen = (page: Page) => page.evaluate('window.controlsSeen') as Promise<Controls[]>;
+
+/**
+ * Makes getUserMedia wait, as a permission prompt does, until the test calls window.answerMicrophone().
+ * (The page looks getUserMedia up when Record is pressed, so replacing it after load is enough.)
+ */
+const HOLD_MICROPHONE = `(() => {
+  const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (constraints) => new Promise((resolve, reject) => {
+    window.answerMicrophone = () => ask(constraints).then(resolve, reject);
+  });
+})()`;
+
+/** Drags a small WAV file over the page and drops it; says whether the drop zone lit up as accepting it. */
+const DROP_FILE = `(() => {
+  const files = new DataTransfer();
+  files.items.add(new File([new Uint8Array(4096)], 'dropped.wav', { type: 'audio/wav' }));
+  const fire = (type) => document.getElementById('dropzone')
+    .dispatchEvent(new DragEvent(type, { dataTransfer: files, bubbles: true, cancelable: true }));
+  fire('dragenter');
+  fire('dragover');
+  const accepted = document.getElementById('dropzone').classList.contains('dragging');
+  fire('drop');
+  return accepted;
+})()`;
+
+/** The language field of a multipart transcription request, or null when it has none. */
+function languageField(body: Buffer | null): string | null {
+  if (body === null) throw new Error('the request body is not visible to the test');
+  const m = /name="language"\r\n\r\n([^\r]*)\r\n/.exec(body.toString('latin1'));
+  return m ? m[1]! : null;
+}
 
 /** Prometheus text exposition: the sum of a metric's samples whose labels contain `labels`. */
 async function metric(on: TestServer, name: string, labels = ''): Promise<number> {
@@ -277,6 +311,84 @@ describe('the page at /', () => {
     expect(await page.innerText('#facts')).toMatch(/Audio\s+[3-9]\.\d s/);
     await screenshot(page, '5-recorded');
     expect(transcriptionPosts(log)).toBe(1);
+    expectOneOriginQuiet(log);
+  });
+
+  it('while recording, Transcribe, the file picker, a drop and the downloads wait for Stop, which transcribes the recording', async () => {
+    const { page, log } = await openPage(KEY);
+    await page.setInputFiles('#file', clipPath('echo'));
+    expect(await outcome(page)).toEqual({ state: 'done', error: '' });
+    // Hold the microphone's answer, as a permission prompt would: asking already counts as recording.
+    await page.evaluate(HOLD_MICROPHONE);
+    await page.click('#record');
+    await page.waitForFunction('typeof window.answerMicrophone === "function"');
+    expect(await controls(page)).toMatchObject({ cancelShown: false, transcribeEnabled: false, pickEnabled: false, recordEnabled: true });
+    await page.click('#record'); // a second press while asking starts nothing more
+    expect(await page.getAttribute('#record', 'aria-pressed')).toBe('false');
+    expect(await page.evaluate('document.activeElement.id')).toBe('record');
+    await page.evaluate('window.answerMicrophone()');
+    await page.waitForSelector('#status[data-state="recording"]');
+    const recordingControls = {
+      state: 'recording', status: 'Recording…', cancelShown: false, transcribeEnabled: false, pickEnabled: false,
+      recordEnabled: true, optionsEnabled: true, resultButtonsEnabled: false,
+    };
+    expect(await controls(page)).toEqual(recordingControls);
+    expect(await page.isEnabled('#copy')).toBe(true); // the earlier transcript can still be copied
+    // A file dropped on the page now is refused (no dragging highlight, no upload) rather than replacing the recording.
+    expect(await page.evaluate(DROP_FILE)).toBe(false);
+    await page.waitForTimeout(3000); // a few seconds of speech, as in the recording test above
+    expect(await controls(page)).toEqual(recordingControls);
+    expect(await page.textContent('#source-name')).toBe('echo.wav');
+    expect(transcriptionPosts(log)).toBe(1);
+
+    await page.click('#record'); // Stop
+    expect(await outcome(page)).toEqual({ state: 'done', error: '' });
+    expect(await page.getAttribute('#record', 'aria-pressed')).toBe('false');
+    expect(await page.textContent('#source-name')).toMatch(/^recording-\d{8}-\d{6}\.webm$/);
+    expect((await transcript(page)).trim()).not.toBe('');
+    expect(await controls(page)).toEqual({ state: 'done', status: 'Done', ...IDLE, resultButtonsEnabled: true });
+    expect(transcriptionPosts(log)).toBe(2);
+    expectOneOriginQuiet(log);
+  });
+
+  it('keeps the options fixed while a request runs and files each subtitle answer under the language it asked for', async () => {
+    const clip = readFileSync(clipPath('echo'));
+    const [detected, german] = await Promise.all([
+      askApi(clip, { response_format: 'srt' }).then((res) => res.text()),
+      askApi(clip, { response_format: 'srt', language: 'German' }).then((res) => res.text()),
+    ]);
+    const { page, log } = await openPage(KEY);
+    const asked: (string | null)[] = [];
+    let release = (): void => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    // The first upload is held until the controls have been looked at; every upload's language field is noted.
+    await page.route('**/v1/audio/transcriptions', async (route) => {
+      asked.push(languageField(route.request().postDataBuffer()));
+      if (asked.length === 1) await released;
+      await route.continue();
+    });
+    await page.selectOption('#format', 'srt');
+    await page.setInputFiles('#file', clipPath('echo'));
+    await expect.poll(() => asked.length).toBe(1);
+    expect(await controls(page)).toEqual({ state: 'uploading', status: 'Uploading 351 KB and transcribing…', ...BUSY });
+    // A script (autofill, an extension) can still set a disabled select: the answer on its way was asked
+    // without a language and must be kept as such, not under the language the form shows when it arrives.
+    await page.evaluate(`document.getElementById('language').value = 'German'`);
+    release();
+    expect(await outcome(page)).toEqual({ state: 'done', error: '' });
+    expect(await transcript(page)).toBe(detected);
+
+    // German was never asked for this audio: the .srt download asks for it, once.
+    for (let i = 0; i < 2; i++) {
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-srt')]);
+      expect(readFileSync(await download.path(), 'utf8')).toBe(german);
+    }
+    // Back to detection: the answer on screen is reused, nothing is asked again.
+    await page.selectOption('#language', '');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-srt')]);
+    expect(readFileSync(await download.path(), 'utf8')).toBe(detected);
+    expect(asked).toEqual([null, 'German']);
+    expect(transcriptionPosts(log)).toBe(2);
     expectOneOriginQuiet(log);
   });
 
