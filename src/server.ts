@@ -31,10 +31,17 @@ export async function startServer(config: Config = loadConfig()) {
   await app.listen({ host: config.HOST, port: config.PORT });
 
   const download = new AbortController();
+  let stopping: Promise<void> | undefined;
   const ready = (async () => {
-    backend.downloading = !config.MODEL_DIR;
-    const modelDir = config.MODEL_DIR ?? (await ensureModel(config, { logger, progress: logProgress(logger), signal: download.signal }));
-    backend.downloading = false;
+    let modelDir = config.MODEL_DIR;
+    if (!modelDir) {
+      const onDownloading = () => void (backend.downloading = true);
+      try {
+        modelDir = await ensureModel(config, { logger, progress: logProgress(logger), signal: download.signal, onDownloading });
+      } finally {
+        backend.downloading = false;
+      }
+    }
     const pool = await AsrPool.start({
       modelDir,
       device: config.ASR_DEVICE,
@@ -53,13 +60,13 @@ export async function startServer(config: Config = loadConfig()) {
     });
     backend.attach(pool);
     await pool.waitUntilReady();
-    logger.info({ workers: config.WORKERS, modelDir }, 'workers loaded and warm: ready');
+    // a drain that began while the workers loaded refuses work: the service never becomes ready
+    if (!stopping) logger.info({ workers: config.WORKERS, modelDir }, 'workers loaded and warm: ready');
   })().catch((err: Error) => {
     if (!download.signal.aborted) logger.fatal({ error: err.message }, 'the model could not be loaded');
     throw err;
   });
 
-  let stopping: Promise<void> | undefined;
   /**
    * Stop taking work (new transcriptions get 503, /ready says draining, still answering probes), let in-flight
    * work finish within the grace period (then it is cancelled between decode steps), then close the listener.

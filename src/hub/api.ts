@@ -30,34 +30,34 @@ export class HubClient {
   private readonly origin: string;
   private lastError: ErrorHeaders = { code: null, message: null, fromHub: true };
 
+  /** `signal` (a server's shutdown) stops every call this client makes, API calls and downloads alike. */
   constructor(
     readonly endpoint: string,
     readonly token: string | undefined,
+    private readonly signal?: AbortSignal,
   ) {
     this.origin = new URL(endpoint).origin;
   }
 
-  /** For API calls (the library's and ours): bounded by API_TIMEOUT_MS. */
-  readonly fetch = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
-    const timeout = AbortSignal.timeout(API_TIMEOUT_MS);
-    return this.request(input, { ...init, signal: init.signal ? AbortSignal.any([init.signal, timeout]) : timeout });
-  };
+  /** For API calls (the library's and ours): bounded by API_TIMEOUT_MS; no answer in time is "unavailable". */
+  readonly fetch = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> =>
+    this.request(input, init, AbortSignal.timeout(API_TIMEOUT_MS)).catch((err: unknown) => {
+      throw this.signal?.aborted || init.signal?.aborted || (err as Error).name === 'AbortError' ? err : this.unreachable(err);
+    });
 
-  /** For file downloads, which may take an hour: no overall limit (the downloader stops a stalled transfer). */
+  /**
+   * For file downloads, which may take an hour: no overall limit (the downloader's watchdog stops a stalled
+   * transfer) and errors as they are, since the downloader retries them and words its own message.
+   */
   readonly fetchFile = (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => this.request(input, init);
 
   /** fetch with the token for the hub itself (redirects to a CDN drop it, as fetch does across origins). */
-  private async request(input: string | URL | Request, init: RequestInit): Promise<Response> {
+  private async request(input: string | URL | Request, init: RequestInit, timeout?: AbortSignal): Promise<Response> {
     const url = new URL(input instanceof Request ? input.url : input);
     const headers = new Headers(init.headers);
     if (this.token && url.origin === this.origin) headers.set('Authorization', `Bearer ${this.token}`);
-    let res: Response;
-    try {
-      res = await fetch(input, { ...init, headers });
-    } catch (err) {
-      if ((err as Error).name === 'AbortError') throw err;
-      throw this.unreachable(err);
-    }
+    const signals = [init.signal, this.signal, timeout].filter((s): s is AbortSignal => !!s);
+    const res = await fetch(input, { ...init, headers, ...(signals.length ? { signal: AbortSignal.any(signals) } : {}) });
     if (!res.ok) {
       const fromHub = new URL(res.url || url).origin === this.origin;
       this.lastError = { code: res.headers.get('x-error-code'), message: res.headers.get('x-error-message'), fromHub };
@@ -99,7 +99,7 @@ export class HubClient {
     const res = await this.fetch(this.resolveUrl(repo, commit, path));
     if (res.status === 404) return undefined;
     if (!res.ok) throw this.explainStatus(res.status, repo, commit, path);
-    return Buffer.from(await res.arrayBuffer());
+    return this.body(res);
   }
 
   /**
@@ -114,9 +114,18 @@ export class HubClient {
       await res.body?.cancel();
       throw new HubError(`${url}: the server ignored the byte range request (status ${res.status}); cannot read part of the file`);
     }
-    const bytes = Buffer.from(await res.arrayBuffer());
+    const bytes = await this.body(res);
     if (bytes.length !== end - start) throw new HubError(`${url}: expected ${end - start} bytes at ${start}, got ${bytes.length}`);
     return bytes;
+  }
+
+  /** A small body, read within the API call's time limit: a timeout or a dropped connection is "unavailable". */
+  private async body(res: Response): Promise<Buffer> {
+    try {
+      return Buffer.from(await res.arrayBuffer());
+    } catch (err) {
+      throw this.signal?.aborted || (err as Error).name === 'AbortError' ? err : this.unreachable(err);
+    }
   }
 
   private unreachable(err: unknown): HubUnavailableError {
@@ -157,11 +166,15 @@ export class HubClient {
       return new HubUnavailableError(`${at}: ${fromHub ? this.endpoint : 'the download server'} answered ${status}${detail}; try again later`);
     }
     if (!fromHub) return new HubError(`${at}: the download server ${this.endpoint} redirected to answered ${status}${detail}; run again`);
+    // an invalid or expired token is refused as such, whatever the repo (a stale saved login included)
+    if (status === 401 && this.token && code !== 'RepoNotFound') {
+      return new HubError(`${this.endpoint} refused HF_TOKEN${detail}: set a valid access token (HF_TOKEN, or log in again), or unset it for a public model`);
+    }
     if (code === 'RepoNotFound' || status === 404 || status === 401) {
       return new HubError(
         this.token
-          ? `${repo} not found on ${this.endpoint}, or HF_TOKEN has no access to it: check MODEL (or --model)`
-          : `${repo} not found on ${this.endpoint}, or it is private: check MODEL (or --model), or set HF_TOKEN`,
+          ? `${repo} not found on ${this.endpoint}, or HF_TOKEN has no access to it${detail}: check MODEL (or --model)`
+          : `${repo} not found on ${this.endpoint}, or it is private${detail}: check MODEL (or --model), or set HF_TOKEN`,
       );
     }
     if (status === 403) return new HubError(`${at}: ${this.endpoint} refused access${detail}: check that HF_TOKEN may read ${repo}`);

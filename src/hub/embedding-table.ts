@@ -30,6 +30,8 @@ export interface EmbeddingSource {
   width: number | undefined;
   progress: Progress;
   signal?: AbortSignal;
+  /** called when the table is about to be fetched (it is not in the snapshot yet) */
+  onDownloading?: (() => void) | undefined;
 }
 
 /** Which shard holds the tensor: model.safetensors.index.json's weight_map, or the single model.safetensors. */
@@ -71,6 +73,7 @@ function standaloneHeader(entry: TensorEntry, metadata: Record<string, string>):
  */
 export async function ensureEmbeddingTable(s: EmbeddingSource): Promise<void> {
   if (s.cache.hasFile(s.commit, EMBEDDING_FILE)) return;
+  s.onDownloading?.();
   const sourceCommit = await s.client.commitOf(s.repo, s.revision);
   const shard = await findShard(s, sourceCommit);
   const url = s.client.resolveUrl(s.repo, sourceCommit, shard);

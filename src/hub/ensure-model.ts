@@ -27,6 +27,8 @@ export interface EnsureOptions {
   logger: DownloadLogger;
   progress: Progress;
   signal?: AbortSignal;
+  /** called once, when files are about to be fetched (not when the cache is complete) */
+  onDownloading?: () => void;
 }
 
 /**
@@ -73,7 +75,7 @@ export async function ensureModel(source: ModelSource, o: EnsureOptions): Promis
   }
   if (cached && COMMIT_HASH.test(revision)) return cached;
 
-  const client = new HubClient(source.HF_ENDPOINT, hubToken(source));
+  const client = new HubClient(source.HF_ENDPOINT, hubToken(source), o.signal);
   let commit: string;
   let files: RepoFile[];
   try {
@@ -91,6 +93,7 @@ export async function ensureModel(source: ModelSource, o: EnsureOptions): Promis
   const selection = selectModelFiles(repo, files);
   const missing = selection.files.filter((f) => !cache.hasFile(commit, f.path));
   if (missing.length) {
+    o.onDownloading?.();
     const megabytes = Math.round(missing.reduce((sum, f) => sum + f.size, 0) / 1024 / 1024);
     o.logger.info({ model: repo, revision, commit, files: missing.length, megabytes, cache: cacheDir }, 'downloading the model');
   }
@@ -115,6 +118,7 @@ export async function ensureModel(source: ModelSource, o: EnsureOptions): Promis
   const embeds = embeddingInput(join(snapshot, selection.graphs.prefill));
   if (embeds && !selection.embeddingTable) {
     await ensureEmbeddingTable({
+      onDownloading: o.onDownloading,
       client,
       repo: source.EMBEDDING_MODEL,
       revision: source.EMBEDDING_REVISION,

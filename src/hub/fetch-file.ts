@@ -64,7 +64,13 @@ export async function downloadFile(d: Download): Promise<void> {
   const lock = await acquireLock(partial, d.lockPath ?? partialLockPath(d.dest), { signal: d.signal, onWait: () => d.progress.waiting?.() });
   try {
     // the process that held the lock may have finished the file
-    if ((await sizeOf(d.dest)) !== total) await fetchVerified(d, partial, total, lock.lost);
+    if ((await sizeOf(d.dest)) !== total) {
+      // Only verified bytes are ever renamed to dest: if another owner finished it meanwhile (this process lost
+      // its lock while frozen), the file is there and right whatever went wrong here.
+      await fetchVerified(d, partial, total, lock.lost).catch(async (err: unknown) => {
+        if ((await sizeOf(d.dest)) !== total) throw err;
+      });
+    }
     await removeOldPartials(d.dest);
   } finally {
     await lock.release();
@@ -76,7 +82,8 @@ async function fetchVerified(d: Download, partial: string, total: number, lost: 
   const prefix = d.prefix ?? new Uint8Array(0);
   await adoptOldPartial(d.dest, partial);
   let have = await sizeOf(partial);
-  if (have < prefix.length || have > total) {
+  // (a missing file is -1, so an empty file to download gets its empty partial too)
+  if (have < prefix.length || have > total || have < 0) {
     await writeFile(partial, prefix);
     have = prefix.length;
   }
@@ -117,8 +124,9 @@ function lostLock(d: Download, partial: string, lost: AbortSignal): HubError {
   );
 }
 
+/** The file's size, or -1 when there is no file (an empty file is a file: some repos ship them). */
 async function sizeOf(path: string): Promise<number> {
-  return stat(path).then((s) => s.size, () => 0);
+  return stat(path).then((s) => s.size, () => -1);
 }
 
 /** Partial files of this blob in the older naming (`<blob>.<pid>-<random>.incomplete`) that nobody writes, largest first. */
@@ -137,7 +145,7 @@ async function oldPartials(dest: string): Promise<string[]> {
 
 /** Without a partial file of the current naming, the largest abandoned one of the older naming is resumed. */
 async function adoptOldPartial(dest: string, partial: string): Promise<void> {
-  if (await sizeOf(partial)) return;
+  if ((await sizeOf(partial)) > 0) return;
   const [largest] = await oldPartials(dest);
   if (largest) await rename(largest, partial).catch(() => undefined);
 }
@@ -158,7 +166,11 @@ async function fetchRest(d: Download, partial: string, from: number, prefixLengt
   const stalled = new AbortController();
   const watchdog = setTimeout(() => stalled.abort(new Error(`no data for ${idleMs / 1000} s`)), idleMs);
   try {
-    const res = await d.fetch(d.url, { ...(ranged ? { headers: { Range: `bytes=${first}-${last}` } } : {}), signal: AbortSignal.any([stop, stalled.signal]) });
+    const res = await d.fetch(d.url, { ...(ranged ? { headers: { Range: `bytes=${first}-${last}` } } : {}), signal: AbortSignal.any([stop, stalled.signal]) }).catch((err: unknown) => {
+      // a stall or a stop carries its own reason; anything else is the network's (DNS, refused, reset)
+      if (stop.aborted || stalled.signal.aborted) throw err;
+      throw new Error(`no connection to ${new URL(d.url).host} (${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message})`);
+    });
     if (!res.ok) {
       await res.body?.cancel();
       const err = d.explainStatus(res.status);
@@ -188,10 +200,16 @@ async function fetchRest(d: Download, partial: string, from: number, prefixLengt
         done(null, chunk);
       },
     });
+    // At fixed offsets, not appended: a writer that lost its lock while frozen and wakes up late rewrites the
+    // same bytes at the same places instead of lengthening the new owner's file.
+    const sink = createWriteStream(partial, { flags: 'r+', start: written });
     try {
-      await pipeline(Readable.fromWeb(res.body as ReadableStream<Uint8Array>), count, createWriteStream(partial, { flags: 'a' }));
+      await pipeline(Readable.fromWeb(res.body as ReadableStream<Uint8Array>), count, sink);
     } catch (err) {
       if (err instanceof BadContent) throw err;
+      // a full disk or a permission problem is not a network problem: no retry would help
+      const fsError = err as NodeJS.ErrnoException;
+      if (fsError.syscall && fsError.code) throw new Refused(`${d.label}: cannot write ${partial} (${fsError.code}: ${fsError.message})`);
       throw new Error(`connection lost after ${written} of ${limit} bytes (${(err as Error).message})`);
     }
     return written;

@@ -25,6 +25,8 @@ let checkpoint: ReturnType<typeof checkpointRepo>;
 let narrowBase: FakeRepo;
 /** an index that does not list the embedding tensor */
 let indexWithoutTable: FakeRepo;
+/** a repo with an empty top-level file (some ship one) */
+let withEmptyFile: FakeRepo;
 let closedPort: string;
 let dirs: string[] = [];
 
@@ -36,6 +38,8 @@ beforeAll(async () => {
   model.files['onnx/audio_encoder_int8.onnx.data'] = model.files['onnx/audio_encoder_int4.onnx.data']!;
   gated = fixtureRepo(dir, { id: 'acme/gated-asr', withTable: true, gated: true });
   bare = fixtureRepo(dir, { id: 'acme/no-table-asr' });
+  withEmptyFile = fixtureRepo(dir, { id: 'acme/empty-file-asr', withTable: true });
+  withEmptyFile.files['added_tokens.txt'] = Buffer.alloc(0);
   checkpoint = checkpointRepo(dir);
   const { table } = checkpoint;
   narrowBase = {
@@ -54,7 +58,7 @@ beforeAll(async () => {
       s.close(() => resolve(`http://127.0.0.1:${port}`));
     });
   });
-  hub = await startFakeHub([model, gated, bare, checkpoint.repo, narrowBase, indexWithoutTable]);
+  hub = await startFakeHub([model, gated, bare, checkpoint.repo, narrowBase, indexWithoutTable, withEmptyFile]);
 });
 afterAll(() => hub?.close());
 afterEach(() => {
@@ -186,7 +190,11 @@ describe('ensureModel against a fake hub', () => {
     await expect(fetchModel(source({ MODEL_REVISION: 'v9-nope' }))).rejects.toThrow(
       `${model.id} has no revision "v9-nope": set MODEL_REVISION (or --revision) to a branch, tag or commit that exists, e.g. main`,
     );
-    await expect(fetchModel(source({ MODEL: 'acme/missing' }))).rejects.toThrow(/^acme\/missing not found on http:\/\/127\.0\.0\.1:\d+, or it is private: check MODEL/);
+    await expect(fetchModel(source({ MODEL: 'acme/missing' }))).rejects.toThrow(/^acme\/missing not found on http:\/\/127\.0\.0\.1:\d+, or it is private \(Repository not found\): check MODEL/);
+    // a token the hub does not accept is named as the problem, not the repo
+    await expect(fetchModel(source({ HF_TOKEN: 'hf_expired' }))).rejects.toThrow(
+      /^http:\/\/127\.0\.0\.1:\d+ refused HF_TOKEN \(Invalid credentials in Authorization header\): set a valid access token/,
+    );
     await expect(fetchModel(source({ MODEL: 'acme/missing', HF_TOKEN: hub.token }))).rejects.toThrow(/HF_TOKEN has no access/);
     await expect(fetchModel(source({ HF_ENDPOINT: closedPort }))).rejects.toThrow(/^cannot reach http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\).*HF_HUB_OFFLINE=1.*MODEL_DIR/);
     hub.faults.apiDown = true;
@@ -216,6 +224,15 @@ describe('ensureModel against a fake hub', () => {
     rmSync(join(snapshot, 'embed_tokens.safetensors'));
     await expect(fetchModel({ ...s, HF_HUB_OFFLINE: true })).rejects.toThrow(/is not complete in the Hugging Face cache .* \(the embedding table the decoders need is missing\)/);
     expect(since(m)).toEqual([]);
+  });
+
+  it('keeps an empty file of the repo as an empty blob, so the next start downloads nothing', async () => {
+    const s = source({ MODEL: withEmptyFile.id });
+    const snapshot = await fetchModel(s);
+    expect(readFileSync(join(snapshot, 'added_tokens.txt')).length).toBe(0);
+    const n = hub.requests.length;
+    expect(await fetchModel(s)).toBe(snapshot);
+    expect(since(n).map((r) => r.path.split('?')[0])).toEqual([`/api/models/${withEmptyFile.id}/revision/main`, `/api/models/${withEmptyFile.id}/tree/${withEmptyFile.commit}`]);
   });
 
   it('uses a cache written by Python huggingface_hub as it is', async () => {

@@ -152,6 +152,28 @@ describe('an interrupted download resumes on the next run (real processes, throt
     expect(rerun.ms).toBeLessThan(25_000);
   });
 
+  it('a writer frozen past the stale time loses the file to a new owner without spoiling it (writes at fixed offsets)', async () => {
+    const cache = newCache();
+    hub.faults.bytesPerSecond = RATE;
+    const frozen = download(cache);
+    await until('the big file to be under way', () => sizeOf(`${blob(cache)}.incomplete`) >= 3 * MB);
+    frozen.child.kill('SIGSTOP');
+    const kept = sizeOf(`${blob(cache)}.incomplete`);
+    // the new owner waits for the frozen one's lock to go stale, then resumes where it stopped
+    const n = hub.requests.length;
+    const owner = download(cache);
+    await until('the new owner to resume', () => transfersOfBig(n).length > 0, 40_000);
+    // the frozen writer wakes up mid-way, still holding data in flight: it may write a chunk, then sees the lock is gone
+    frozen.child.kill('SIGCONT');
+    const [late, done] = await Promise.all([frozen.exit, owner.exit]);
+    expect(late.code).toBe(1);
+    expect(late.stderr).toMatch(/lost the lock on .*another process may be writing it now; run again/);
+    expect(done.code).toBe(0);
+    expect(transfersOfBig(n).map((t) => t.range)).toEqual([`bytes=${kept}-${big.length - 1}`]);
+    expect(readFileSync(join(done.stdout.trim(), BIG)).equals(big)).toBe(true);
+    expect(partialsIn(cache)).toEqual([]);
+  }, 90_000);
+
   it('two processes on one cache at once: each file crosses the wire once, and both print the snapshot', async () => {
     const cache = newCache();
     hub.faults.bytesPerSecond = RATE;

@@ -195,6 +195,8 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
     if (faults.apiDown && (kind === 'revision' || kind === 'tree')) return error(res, 503, 'ServiceUnavailable', 'The hub is down for maintenance');
     const repo = byId.get(id!);
     const authorized = req.headers.authorization === `Bearer ${token}`;
+    // as the real hub does, a token it does not know is refused whatever the repo
+    if (req.headers.authorization && !authorized) return error(res, 401, 'Unauthorized', 'Invalid credentials in Authorization header');
     if (!repo) return req.headers.authorization ? error(res, 404, 'RepoNotFound', 'Repository not found') : error(res, 401, 'RepoNotFound', 'Repository not found');
     // As on the real hub, a gated repo's metadata and file list are public; its files are not.
     if (repo.gated && !authorized && (kind === 'resolve' || kind === 'resolve-cache')) {
