@@ -87,7 +87,8 @@ async function fetchVerified(d: Download, partial: string, total: number, lost: 
     await writeFile(partial, prefix);
     have = prefix.length;
   }
-  d.progress.start(total, have);
+  // progress counts the fetched bytes, not a header of our own written before them
+  d.progress.start(d.size, have - prefix.length);
   const stop = AbortSignal.any([lost, ...(d.signal ? [d.signal] : [])]);
   try {
     let failures = 0;

@@ -105,6 +105,8 @@ describe('first start without MODEL_DIR (dist/server.js against a fake hub)', ()
       const files = logs.filter((l) => l.msg === 'downloaded').map((l) => l.file);
       expect(files).toContain('onnx/decoder_step_int4.onnx');
       expect(files).toContain('embed_tokens.safetensors');
+      // a fresh cache resumes nothing (the table's own header, written first, is not a download to resume)
+      expect(logs.filter((l) => l.msg === 'resuming download')).toEqual([]);
     } finally {
       hub.faults.bytesPerSecond = undefined;
       await Promise.all([stop(service.child), stop(local.child)]);
