@@ -20,7 +20,7 @@ import { SAMPLE_RATE } from '../src/audio/pcm.js';
 import { InferenceError, ModelLoadError } from '../src/asr/errors.js';
 import { SUPPORTED_LANGUAGES, toLanguage, type Language } from '../src/asr/languages.js';
 import { transcribe } from '../src/asr/transcribe.js';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, engineSettings, loadConfig, transcriptionSettings } from '../src/config.js';
 import { describeDifferences, normalizeWords, scoreClip, scoreCorpus, type ClipScore } from './wer.js';
 
 const USAGE = `usage: npm run eval -- --model-dir DIR --clips DIR --references FILE.jsonl [--language NAME] [--out FILE]
@@ -73,13 +73,7 @@ async function evaluate(o: { modelDir: string; clips: string; references: Refere
   const config = loadConfig({ ...process.env, MODEL_DIR: o.modelDir });
   // onnxruntime-node is loaded only once the arguments and references are known good
   const { AsrEngine } = await import('../src/asr/engine.js');
-  const engine = await AsrEngine.load({
-    modelDir: o.modelDir,
-    device: config.ASR_DEVICE,
-    cudaDeviceId: config.ASR_CUDA_DEVICE_ID,
-    intraOpThreads: config.ASR_INTRA_OP_THREADS,
-    logger: { warn: (m) => console.error(`warning: ${m}`) },
-  });
+  const engine = await AsrEngine.load({ modelDir: o.modelDir, ...engineSettings(config), logger: { warn: (m) => console.error(`warning: ${m}`) } });
   try {
     const results: ClipResult[] = [];
     for (const ref of o.references) {
@@ -91,10 +85,7 @@ async function evaluate(o: { modelDir: string; clips: string; references: Refere
       }
       const started = performance.now();
       const result = await transcribe(engine, pcm, {
-        chunkSeconds: config.ASR_CHUNK_SECONDS,
-        tokensPerSecond: config.ASR_TOKENS_PER_SECOND,
-        tokenBudgetBase: config.ASR_TOKEN_BUDGET_BASE,
-        ...(config.ASR_VAD ? { vad: { maxSegmentSeconds: config.ASR_MAX_SEGMENT_SECONDS } } : {}),
+        ...transcriptionSettings(config),
         ...(o.language ? { language: o.language } : {}),
       });
       const transcribeMs = performance.now() - started;

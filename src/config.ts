@@ -82,6 +82,21 @@ export const configSchema = z.object({
 
 export type Config = z.infer<typeof configSchema>;
 
+/** How the engine loads (device, threads): the service, the CLI and the eval take it from here. */
+export function engineSettings(config: Config) {
+  return { device: config.ASR_DEVICE, cudaDeviceId: config.ASR_CUDA_DEVICE_ID, intraOpThreads: config.ASR_INTRA_OP_THREADS };
+}
+
+/** How audio is cut into pieces and how many tokens each may take: the same for the service, the CLI and the eval. */
+export function transcriptionSettings(config: Config) {
+  return {
+    chunkSeconds: config.ASR_CHUNK_SECONDS,
+    tokensPerSecond: config.ASR_TOKENS_PER_SECOND,
+    tokenBudgetBase: config.ASR_TOKEN_BUDGET_BASE,
+    ...(config.ASR_VAD ? { vad: { maxSegmentSeconds: config.ASR_MAX_SEGMENT_SECONDS } } : {}),
+  };
+}
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }

@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { findModelFiles } from './asr/model-dir.js';
 import { reportDecoderCapabilities } from './audio/decode.js';
-import { loadConfig, type Config } from './config.js';
+import { engineSettings, loadConfig, transcriptionSettings, type Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { Metrics } from './metrics.js';
 import { ensureModel } from './hub/ensure-model.js';
@@ -44,16 +44,11 @@ export async function startServer(config: Config = loadConfig()) {
     }
     const pool = await AsrPool.start({
       modelDir,
-      device: config.ASR_DEVICE,
-      cudaDeviceId: config.ASR_CUDA_DEVICE_ID,
-      intraOpThreads: config.ASR_INTRA_OP_THREADS,
+      ...engineSettings(config),
+      ...transcriptionSettings(config),
       workers: config.WORKERS,
       decodeWorkers: config.DECODE_WORKERS,
       maxQueue: config.MAX_QUEUE,
-      chunkSeconds: config.ASR_CHUNK_SECONDS,
-      tokensPerSecond: config.ASR_TOKENS_PER_SECOND,
-      tokenBudgetBase: config.ASR_TOKEN_BUDGET_BASE,
-      ...(config.ASR_VAD ? { vad: { maxSegmentSeconds: config.ASR_MAX_SEGMENT_SECONDS } } : {}),
       maxAudioSeconds: config.MAX_AUDIO_SECONDS,
       decodeTimeoutSeconds: config.DECODE_TIMEOUT_SECONDS,
       logger,

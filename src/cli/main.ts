@@ -5,7 +5,7 @@ import { DEFAULT_DECODE_LIMITS, decodeUpload } from '../audio/decode.js';
 import { ModelLoadError, InferenceError } from '../asr/errors.js';
 import { SUPPORTED_LANGUAGES, toLanguage } from '../asr/languages.js';
 import { transcribe } from '../asr/transcribe.js';
-import { ConfigError, loadConfig } from '../config.js';
+import { ConfigError, engineSettings, loadConfig, transcriptionSettings } from '../config.js';
 import { HubError } from '../hub/errors.js';
 import { modelDirFor } from './model.js';
 
@@ -72,19 +72,10 @@ export async function main(argv: string[]): Promise<number> {
     const modelDir = await modelDirFor(config);
     // onnxruntime-node is loaded only to transcribe: `download` (an init container's whole job) never needs it
     const { AsrEngine } = await import('../asr/engine.js');
-    const engine = await AsrEngine.load({
-      modelDir,
-      device: config.ASR_DEVICE,
-      cudaDeviceId: config.ASR_CUDA_DEVICE_ID,
-      intraOpThreads: config.ASR_INTRA_OP_THREADS,
-      logger: { warn: (m) => console.error(`warning: ${m}`) },
-    });
+    const engine = await AsrEngine.load({ modelDir, ...engineSettings(config), logger: { warn: (m) => console.error(`warning: ${m}`) } });
     try {
       const result = await transcribe(engine, pcm, {
-        chunkSeconds: config.ASR_CHUNK_SECONDS,
-        tokensPerSecond: config.ASR_TOKENS_PER_SECOND,
-        tokenBudgetBase: config.ASR_TOKEN_BUDGET_BASE,
-        ...(config.ASR_VAD ? { vad: { maxSegmentSeconds: config.ASR_MAX_SEGMENT_SECONDS } } : {}),
+        ...transcriptionSettings(config),
         ...(language ? { language } : {}),
         ...(values.context ? { context: values.context } : {}),
       });
