@@ -15,8 +15,6 @@ import type { ModelSource } from '../../src/hub/ensure-model.js';
 export interface FakeRepo {
   id: string;
   commit: string;
-  /** branch or tag -> commit; default { main: commit } */
-  refs?: Record<string, string>;
   files: Record<string, Buffer>;
   /** requests without the hub's token get 401 GatedRepo */
   gated?: boolean;
@@ -24,7 +22,6 @@ export interface FakeRepo {
 
 export interface FakeRequest {
   server: 'hub' | 'cdn';
-  method: string;
   path: string;
   range: string | undefined;
   authorization: string | undefined;
@@ -65,7 +62,7 @@ export function fakeCommit(seed: string): string {
 }
 
 /** Every file under `dir`, keyed by its repo path. */
-export function repoFilesFromDir(dir: string, omit: (path: string) => boolean = () => false): Record<string, Buffer> {
+function repoFilesFromDir(dir: string, omit: (path: string) => boolean = () => false): Record<string, Buffer> {
   const files: Record<string, Buffer> = {};
   const walk = (d: string) => {
     for (const name of readdirSync(d)) {
@@ -115,7 +112,7 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   const byId = new Map(repos.map((r) => [r.id, r]));
 
   const record = (server: FakeRequest['server'], req: IncomingMessage) =>
-    requests.push({ server, method: req.method ?? '', path: req.url ?? '', range: req.headers.range, authorization: req.headers.authorization });
+    requests.push({ server, path: req.url ?? '', range: req.headers.range, authorization: req.headers.authorization });
 
   const error = (res: ServerResponse, status: number, code: string, message: string) => {
     res.writeHead(status, { 'Content-Type': 'application/json', 'X-Error-Code': code, 'X-Error-Message': message });
@@ -186,7 +183,7 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   const hub = createServer((req, res) => {
     record('hub', req);
     const url = new URL(req.url ?? '/', 'http://hub');
-    const api = /^\/api\/models\/([^/]+\/[^/]+)\/(revision|tree)\/([^/]+)(?:\/(.*))?$/.exec(url.pathname);
+    const api = /^\/api\/models\/([^/]+\/[^/]+)\/(revision|tree)\/([^/]+)$/.exec(url.pathname);
     const cached = /^\/api\/resolve-cache\/models\/([^/]+\/[^/]+)\/([^/]+)\/(.+)$/.exec(url.pathname);
     const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
     const route = api ?? (cached ? [cached[0], cached[1], 'resolve-cache', cached[2], cached[3]] : resolve ? [resolve[0], resolve[1], 'resolve', resolve[2], resolve[3]] : null);
@@ -203,8 +200,8 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
       return error(res, 401, 'GatedRepo', `Access to model ${repo.id} is restricted. You must have access to it and be authenticated to access it. Please log in.`);
     }
     const revision = decodeURIComponent(rawRev!);
-    const commit = revision === repo.commit ? repo.commit : (repo.refs ?? { main: repo.commit })[revision];
-    if (!commit) return error(res, 404, 'RevisionNotFound', `Invalid rev id: ${revision}`);
+    // `main` and the commit itself are the only revisions a repo here has
+    if (revision !== 'main' && revision !== repo.commit) return error(res, 404, 'RevisionNotFound', `Invalid rev id: ${revision}`);
     const json = (body: unknown) => {
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify(body));
@@ -215,7 +212,7 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
         return json({
           _id: fakeCommit(repo.id).slice(0, 24),
           id: repo.id,
-          sha: commit,
+          sha: repo.commit,
           private: false,
           gated: repo.gated ? 'manual' : false,
           disabled: false,
@@ -229,22 +226,16 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
           }),
         });
       case 'tree': {
-        const under = rawPath ? `${decodeURIComponent(rawPath)}/` : '';
-        const recursive = url.searchParams.get('recursive') === 'true';
-        const dirs = new Set<string>();
-        const files = paths.filter((p) => p.startsWith(under) && (recursive || !p.slice(under.length).includes('/')));
-        for (const p of paths.filter((q) => q.startsWith(under))) {
-          const parts = p.slice(under.length).split('/').slice(0, -1);
-          for (let i = 1; i <= (recursive ? parts.length : Math.min(1, parts.length)); i++) dirs.add(under + parts.slice(0, i).join('/'));
-        }
-        return json([...[...dirs].map((d) => ({ type: 'directory', oid: fakeCommit(d), size: 0, path: d })), ...files.map((p) => entry(p, repo.files[p]!))]);
+        // as @huggingface/hub's listFiles asks for it: the whole repo (recursive=true), folders listed too
+        const dirs = new Set(paths.flatMap((p) => p.split('/').slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join('/'))));
+        return json([...[...dirs].map((d) => ({ type: 'directory', oid: fakeCommit(d), size: 0, path: d })), ...paths.map((p) => entry(p, repo.files[p]!))]);
       }
       default: {
         const path = decodeURIComponent(rawPath!);
         const data = repo.files[path];
         if (!data) return error(res, 404, 'EntryNotFound', `${path} does not exist on "${revision}"`);
         const e = entry(path, data);
-        const common = { 'X-Repo-Commit': commit, 'Access-Control-Expose-Headers': 'X-Repo-Commit, X-Linked-Size, X-Linked-Etag, ETag' };
+        const common = { 'X-Repo-Commit': repo.commit, 'Access-Control-Expose-Headers': 'X-Repo-Commit, X-Linked-Size, X-Linked-Etag, ETag' };
         if (kind === 'resolve-cache') return void sendFile(req, res, repo, path, { ...common, ETag: `"${e.oid}"` });
         if (e.lfs) {
           res.writeHead(302, {
@@ -257,7 +248,7 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
           });
           return res.end();
         }
-        res.writeHead(307, { ...common, Location: `/api/resolve-cache/models/${repo.id}/${commit}/${rawPath}`, ETag: `"${e.oid}"`, 'Content-Length': '0' });
+        res.writeHead(307, { ...common, Location: `/api/resolve-cache/models/${repo.id}/${repo.commit}/${rawPath}`, ETag: `"${e.oid}"`, 'Content-Length': '0' });
         return res.end();
       }
     }
@@ -287,14 +278,14 @@ export function hubSource(hub: FakeHub, model: string, cache: string): ModelSour
 }
 
 /** The generated model as a hub repo (optionally without its embedding table) plus the extras a real repo has. */
-export function fixtureRepo(modelDir: string, o: { id?: string; withTable?: boolean; gated?: boolean; seed?: string } = {}): FakeRepo {
+export function fixtureRepo(modelDir: string, o: { id?: string; withTable?: boolean; gated?: boolean } = {}): FakeRepo {
   const files = repoFilesFromDir(modelDir, (p) => p === 'fixture.json' || (!o.withTable && p.endsWith('.safetensors')));
   files['README.md'] = Buffer.from('---\nlicense: apache-2.0\n---\n# generated model\n');
   // files a real export ships that the engine does not run
   files['onnx/decoder_prefill_fp16.onnx'] = files['onnx/decoder_prefill_int4.onnx']!;
   files['onnx/decoder_prefill_fp16.onnx.data'] = Buffer.alloc(4096, 7);
   const id = o.id ?? 'Reza2kn/mega-asr-onnx';
-  return { id, commit: fakeCommit(`${id}:${o.seed ?? ''}`), files, ...(o.gated ? { gated: true } : {}) };
+  return { id, commit: fakeCommit(id), files, ...(o.gated ? { gated: true } : {}) };
 }
 
 /** A base checkpoint in two shards; the embedding table sits in the second, after another tensor. */
