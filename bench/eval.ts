@@ -36,7 +36,7 @@ const referenceLine = z.object({ file: z.string().min(1), subset: z.string().opt
 type Reference = z.infer<typeof referenceLine>;
 
 /** A clip's transcript and its score; `differences`: `ref→hyp` substitution, `-ref` deletion, `+hyp` insertion. */
-export type ClipResult = Omit<ClipScore, 'alignment' | 'hypWords'> & {
+export type ClipResult = Omit<ClipScore, 'alignment'> & {
   file: string;
   subset?: string;
   reference: string;
@@ -89,7 +89,7 @@ async function evaluate(o: { modelDir: string; clips: string; references: Refere
         ...(o.language ? { language: o.language } : {}),
       });
       const transcribeMs = performance.now() - started;
-      const { alignment, hypWords: _hypWords, ...score } = scoreClip(ref.text, result.text);
+      const { alignment, ...score } = scoreClip(ref.text, result.text);
       results.push({
         file: ref.file,
         ...(ref.subset !== undefined ? { subset: ref.subset } : {}),

@@ -12,7 +12,6 @@ export type AlignmentStep =
 
 export interface ClipScore {
   refWords: number;
-  hypWords: number;
   substitutions: number;
   deletions: number;
   insertions: number;
@@ -91,7 +90,7 @@ export function scoreClip(reference: string, hypothesis: string): ClipScore {
   const insertions = count('ins');
   const edits = substitutions + deletions + insertions;
   const wer = ref.length > 0 ? edits / ref.length : edits === 0 ? 0 : Infinity;
-  return { refWords: ref.length, hypWords: hyp.length, substitutions, deletions, insertions, edits, wer, agreement: 1 - wer, alignment };
+  return { refWords: ref.length, substitutions, deletions, insertions, edits, wer, agreement: 1 - wer, alignment };
 }
 
 /** The differing words only: `ref→hyp` for a substitution, `-ref` for a deletion, `+hyp` for an insertion. */
