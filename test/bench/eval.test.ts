@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClipResult } from '../../bench/eval.js';
-import { alignWords, describeDifferences, normalizeWords, scoreClip, scoreCorpus } from '../../bench/wer.js';
+import { alignWords, describeDifferences, normalizeWords, scoreClip, scoreCorpus, type CorpusScore } from '../../bench/wer.js';
 import { FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.js';
 import { megaAsr } from '../support/cli.js';
 import { CLIP_NAMES, fixtureModel } from '../support/fixture-models.js';
@@ -136,16 +136,12 @@ describe('npm run eval on the generated model and the voices-in-the-wild clips',
   });
   afterAll(() => dir.remove());
 
-  it('transcribes every clip as mega-asr transcribe does and scores it with the scorer', async () => {
+  it('transcribes every clip as mega-asr transcribe does and reports consistent scores', async () => {
     const out = dir.path('eval.json');
     const r = await evalCommand(['--model-dir', modelDir, '--clips', clips, '--references', references, '--language', 'English', '--out', out]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    const result = JSON.parse(readFileSync(out, 'utf8')) as {
-      language: string;
-      clips: ClipResult[];
-      overall: ReturnType<typeof scoreCorpus>;
-    };
+    const result = JSON.parse(readFileSync(out, 'utf8')) as { language: string; clips: ClipResult[]; overall: CorpusScore };
     expect(result.language).toBe('English');
     expect(result.clips.map((c) => c.file).sort()).toEqual(CLIP_NAMES.map((n) => `${n}.wav`).sort());
 
@@ -157,31 +153,46 @@ describe('npm run eval on the generated model and the voices-in-the-wild clips',
         .map((l) => [l.file, l.text]),
     );
     for (const clip of result.clips) {
-      const cli = await megaAsr(['transcribe', join(clips, clip.file), '--model-dir', modelDir, '--language', 'English', '--device', 'cpu', '--json']);
-      expect(cli.code).toBe(0);
-      const expected = JSON.parse(cli.stdout) as { text: string; language: string };
-      expect(clip.hypothesis).toBe(expected.text);
-      expect(FIXTURE_SENTENCES).toContain(clip.hypothesis);
-      expect(clip.language).toBe(expected.language);
       expect(clip.reference).toBe(refs.get(clip.file));
-
-      const { alignment, ...score } = scoreClip(clip.reference, clip.hypothesis);
-      expect(clip).toMatchObject(score);
-      expect(clip.differences).toEqual(describeDifferences(alignment));
+      // the generated model can only say one of its sentences
+      expect(FIXTURE_SENTENCES).toContain(clip.hypothesis);
+      expect(clip.language).toBe('English');
+      expect(clip.refWords).toBeGreaterThan(0);
+      expect(clip.edits).toBe(clip.substitutions + clip.deletions + clip.insertions);
+      expect(clip.wer).toBeCloseTo(clip.edits / clip.refWords, 12);
+      expect(clip.agreement).toBeCloseTo(1 - clip.wer, 12);
+      // one listed difference per edit, of the edit's kind (normalised words hold no arrow and start with no sign)
+      expect(clip.differences.filter((d) => d.includes('→'))).toHaveLength(clip.substitutions);
+      expect(clip.differences.filter((d) => d.startsWith('-'))).toHaveLength(clip.deletions);
+      expect(clip.differences.filter((d) => d.startsWith('+'))).toHaveLength(clip.insertions);
+      expect(clip.differences).toHaveLength(clip.edits);
       // the generated model's sentences are not the references: most words differ
       expect(clip.wer).toBeGreaterThan(0.5);
     }
 
-    const edits = result.clips.reduce((n, c) => n + c.edits, 0);
+    // one clip through the real CLI: the eval transcribes as mega-asr transcribe does
+    const first = result.clips[0]!;
+    const cli = await megaAsr(['transcribe', join(clips, first.file), '--model-dir', modelDir, '--language', 'English', '--device', 'cpu', '--json']);
+    expect(cli.code).toBe(0);
+    const expected = JSON.parse(cli.stdout) as { text: string; language: string };
+    expect(first.hypothesis).toBe(expected.text);
+    expect(first.language).toBe(expected.language);
+
+    // the overall numbers from the per-clip fields: pooled over words, and averaged over clips
+    const edits = result.clips.reduce((n, c) => n + c.substitutions + c.deletions + c.insertions, 0);
     const words = result.clips.reduce((n, c) => n + c.refWords, 0);
-    expect(result.overall).toEqual(scoreCorpus(result.clips));
+    const meanAgreement = result.clips.reduce((n, c) => n + c.agreement, 0) / result.clips.length;
+    expect(result.overall.clips).toBe(CLIP_NAMES.length);
+    expect(result.overall.edits).toBe(edits);
+    expect(result.overall.refWords).toBe(words);
     expect(result.overall.wer).toBeCloseTo(edits / words, 12);
-    expect(result.overall.meanAgreement).toBeCloseTo(result.clips.reduce((n, c) => n + c.agreement, 0) / 8, 12);
+    expect(result.overall.agreement).toBeCloseTo(1 - edits / words, 12);
+    expect(result.overall.meanAgreement).toBeCloseTo(meanAgreement, 12);
 
     // the Markdown on stdout: a row per clip and both overall numbers
-    for (const c of result.clips) expect(r.stdout).toContain(`| ${c.file} | ${c.refWords} |`);
-    expect(r.stdout).toContain(`corpus WER (all edits / all reference words): ${(100 * result.overall.wer).toFixed(1)} % (${edits}/${words})`);
-    expect(r.stdout).toContain(`mean of per-clip agreements (the card's "agreement" most likely): ${(100 * result.overall.meanAgreement).toFixed(1)} %`);
+    for (const c of result.clips) expect(r.stdout).toContain(`| ${c.file} | ${c.refWords} | ${c.substitutions}/${c.deletions}/${c.insertions} |`);
+    expect(r.stdout).toContain(`corpus WER (all edits / all reference words): ${(100 * edits / words).toFixed(1)} % (${edits}/${words})`);
+    expect(r.stdout).toContain(`mean of per-clip agreements (the card's "agreement" most likely): ${(100 * meanAgreement).toFixed(1)} %`);
     console.log(r.stdout);
   });
 
