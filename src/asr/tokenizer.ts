@@ -148,6 +148,11 @@ export class Tokenizer {
    * Loads `tokenizer.json` from `dir`, or else `vocab.json` + `merges.txt`; added tokens
    * come from the tokenizer.json and/or `tokenizer_config.json`'s `added_tokens_decoder`.
    */
+  /** Whether `dir` holds a tokenizer fromModelDir can load (tokenizer.json, or vocab.json + merges.txt). */
+  static existsIn(dir: string): boolean {
+    return existsSync(join(dir, 'tokenizer.json')) || (existsSync(join(dir, 'vocab.json')) && existsSync(join(dir, 'merges.txt')));
+  }
+
   static fromModelDir(dir: string): Tokenizer {
     const tokenizerJson = join(dir, 'tokenizer.json');
     const vocabJson = join(dir, 'vocab.json');

@@ -35,7 +35,7 @@ export function hubToken(env: CacheLocation & { HF_TOKEN?: string | undefined; H
 export const COMMIT_HASH = /^[0-9a-f]{40}$/;
 
 /** A name no other process or call uses, for files renamed into place when complete. */
-export function uniqueSuffix(): string {
+function uniqueSuffix(): string {
   return `${process.pid}-${randomBytes(4).toString('hex')}`;
 }
 

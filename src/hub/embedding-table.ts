@@ -5,9 +5,9 @@ import { HubError } from './errors.js';
 import { downloadFile } from './fetch-file.js';
 import type { Progress } from './progress.js';
 
-export const EMBEDDING_TENSOR = 'thinker.model.embed_tokens.weight';
+const EMBEDDING_TENSOR = 'thinker.model.embed_tokens.weight';
 /** where the engine finds it (src/asr/embeddings.ts looks for .safetensors in the model directory) */
-export const EMBEDDING_FILE = 'embed_tokens.safetensors';
+const EMBEDDING_FILE = 'embed_tokens.safetensors';
 
 const BYTES: Record<string, number> = { BF16: 2, F16: 2, F32: 4 };
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;

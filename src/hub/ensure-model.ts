@@ -2,12 +2,13 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { findEmbeddingFiles } from '../asr/embeddings.js';
 import { findModelFiles } from '../asr/model-dir.js';
+import { Tokenizer } from '../asr/tokenizer.js';
 import { HubClient, type RepoFile } from './api.js';
 import { COMMIT_HASH, hubCacheDir, hubToken, RepoCache, type CacheLocation } from './cache.js';
 import { ensureEmbeddingTable } from './embedding-table.js';
 import { HubError, HubUnavailableError } from './errors.js';
 import { downloadFile } from './fetch-file.js';
-import { embeddingInput } from './onnx-inputs.js';
+import { decoderEmbeddingInput } from './graph-signature.js';
 import type { DownloadLogger, Progress } from './progress.js';
 import { selectModelFiles } from './select.js';
 
@@ -35,7 +36,7 @@ export interface EnsureOptions {
  * What keeps a cached snapshot from being loaded, or undefined when the engine can load it: its three graphs,
  * a tokenizer, and an embedding table when the decoders need one.
  */
-function whatIsMissing(dir: string): string | undefined {
+async function whatIsMissing(dir: string): Promise<string | undefined> {
   if (!existsSync(dir)) return 'nothing is cached for it';
   let prefill: string;
   try {
@@ -43,9 +44,10 @@ function whatIsMissing(dir: string): string | undefined {
   } catch {
     return 'its ONNX graphs are missing';
   }
-  if (!['tokenizer.json', 'vocab.json'].some((f) => existsSync(join(dir, f)))) return 'its tokenizer is missing';
+  if (!Tokenizer.existsIn(dir)) return 'its tokenizer is missing';
+  if (findEmbeddingFiles(dir).length > 0) return undefined;
   try {
-    if (embeddingInput(prefill) !== null && findEmbeddingFiles(dir).length === 0) return 'the embedding table the decoders need is missing';
+    if ((await decoderEmbeddingInput(prefill)) !== null) return 'the embedding table the decoders need is missing';
   } catch {
     return 'its decoder graph cannot be read';
   }
@@ -63,7 +65,7 @@ export async function ensureModel(source: ModelSource, o: EnsureOptions): Promis
   const revision = source.MODEL_REVISION;
   const cache = new RepoCache(cacheDir, repo);
   const cachedCommit = cache.commitFor(revision);
-  const missingFromCache = cachedCommit ? whatIsMissing(cache.snapshotDir(cachedCommit)) : 'nothing is cached for it';
+  const missingFromCache = cachedCommit ? await whatIsMissing(cache.snapshotDir(cachedCommit)) : 'nothing is cached for it';
   const cached = cachedCommit && !missingFromCache ? cache.snapshotDir(cachedCommit) : undefined;
 
   if (source.HF_HUB_OFFLINE) {
@@ -115,8 +117,9 @@ export async function ensureModel(source: ModelSource, o: EnsureOptions): Promis
   await cache.writeRef(revision, commit);
 
   const snapshot = cache.snapshotDir(commit);
-  const embeds = embeddingInput(join(snapshot, selection.graphs.prefill));
-  if (embeds && !selection.embeddingTable) {
+  // a repo that ships its table needs no look at the graph
+  const embeds = selection.embeddingTable ? null : await decoderEmbeddingInput(join(snapshot, selection.graphs.prefill));
+  if (embeds) {
     await ensureEmbeddingTable({
       onDownloading: o.onDownloading,
       client,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { mkdir, open, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,22 +27,18 @@ export interface Download {
   gitBlobId?: string;
   /** the final path, `<cache>/models--o--n/blobs/<etag>`; it appears only complete and verified */
   dest: string;
-  /** the lock that guards `<dest>.incomplete`; default partialLockPath(dest), in the cache's `.locks` folder */
-  lockPath?: string;
   fetch: (url: string, init?: RequestInit) => Promise<Response>;
   explainStatus: (status: number) => Error;
   progress: FileProgress;
   signal?: AbortSignal;
-  /** consecutive failed attempts without progress before giving up */
-  retries?: number;
-  retryDelayMs?: number;
   /** a transfer that delivers no byte for this long is aborted and resumed (default 30 s) */
   stallTimeoutMs?: number;
 }
 
 const STALL_TIMEOUT_MS = 30_000;
-/** A partial file of the older naming (`<blob>.<pid>-<random>.incomplete`) idle this long has no writer left. */
-const OLD_PARTIAL_IDLE_MS = 30_000;
+/** Failed attempts in a row without progress before giving up; the first retry waits RETRY_DELAY_MS, then doubling. */
+const RETRIES = 5;
+const RETRY_DELAY_MS = 500;
 
 /** The server said no (a 4xx): this run fails, but the bytes downloaded so far stay for the next run. */
 class Refused extends Error {}
@@ -58,10 +54,10 @@ class BadContent extends Error {}
 export async function downloadFile(d: Download): Promise<void> {
   const total = (d.prefix?.length ?? 0) + d.size;
   // only a complete, verified file is ever renamed to this name
-  if ((await sizeOf(d.dest)) === total) return removeOldPartials(d.dest);
+  if ((await sizeOf(d.dest)) === total) return;
   await mkdir(dirname(d.dest), { recursive: true });
   const partial = `${d.dest}.incomplete`;
-  const lock = await acquireLock(partial, d.lockPath ?? partialLockPath(d.dest), { signal: d.signal, onWait: () => d.progress.waiting?.() });
+  const lock = await acquireLock(partial, partialLockPath(d.dest), { signal: d.signal, onWait: () => d.progress.waiting?.() });
   try {
     // the process that held the lock may have finished the file
     if ((await sizeOf(d.dest)) !== total) {
@@ -71,7 +67,6 @@ export async function downloadFile(d: Download): Promise<void> {
         if ((await sizeOf(d.dest)) !== total) throw err;
       });
     }
-    await removeOldPartials(d.dest);
   } finally {
     await lock.release();
   }
@@ -80,7 +75,6 @@ export async function downloadFile(d: Download): Promise<void> {
 /** Fills `partial` (resuming what is there), verifies it and renames it to `d.dest`; the caller holds the lock. */
 async function fetchVerified(d: Download, partial: string, total: number, lost: AbortSignal): Promise<void> {
   const prefix = d.prefix ?? new Uint8Array(0);
-  await adoptOldPartial(d.dest, partial);
   let have = await sizeOf(partial);
   // (a missing file is -1, so an empty file to download gets its empty partial too)
   if (have < prefix.length || have > total || have < 0) {
@@ -101,8 +95,8 @@ async function fetchVerified(d: Download, partial: string, total: number, lost: 
         if (err instanceof Refused || err instanceof BadContent || d.signal?.aborted) throw err;
         have = await sizeOf(partial);
         failures = have > before ? 1 : failures + 1;
-        if (failures > (d.retries ?? 5)) throw new HubError(`${d.label}: download failed ${failures} times in a row (${(err as Error).message}); run again to resume`);
-        const delay = (d.retryDelayMs ?? 500) * 2 ** (failures - 1);
+        if (failures > RETRIES) throw new HubError(`${d.label}: download failed ${failures} times in a row (${(err as Error).message}); run again to resume`);
+        const delay = RETRY_DELAY_MS * 2 ** (failures - 1);
         d.progress.retrying?.((err as Error).message, delay);
         await sleep(delay, undefined, { signal: stop }).catch(() => undefined);
       }
@@ -128,31 +122,6 @@ function lostLock(d: Download, partial: string, lost: AbortSignal): HubError {
 /** The file's size, or -1 when there is no file (an empty file is a file: some repos ship them). */
 async function sizeOf(path: string): Promise<number> {
   return stat(path).then((s) => s.size, () => -1);
-}
-
-/** Partial files of this blob in the older naming (`<blob>.<pid>-<random>.incomplete`) that nobody writes, largest first. */
-async function oldPartials(dest: string): Promise<string[]> {
-  const name = basename(dest);
-  const names = await readdir(dirname(dest)).catch(() => [] as string[]);
-  const found: { path: string; size: number }[] = [];
-  for (const candidate of names) {
-    if (!candidate.startsWith(`${name}.`) || !/^\d+-[0-9a-f]+\.incomplete$/.test(candidate.slice(name.length + 1))) continue;
-    const path = join(dirname(dest), candidate);
-    const s = await stat(path).catch(() => undefined);
-    if (s && Date.now() - s.mtimeMs >= OLD_PARTIAL_IDLE_MS) found.push({ path, size: s.size });
-  }
-  return found.sort((a, b) => b.size - a.size).map((f) => f.path);
-}
-
-/** Without a partial file of the current naming, the largest abandoned one of the older naming is resumed. */
-async function adoptOldPartial(dest: string, partial: string): Promise<void> {
-  if ((await sizeOf(partial)) > 0) return;
-  const [largest] = await oldPartials(dest);
-  if (largest) await rename(largest, partial).catch(() => undefined);
-}
-
-async function removeOldPartials(dest: string): Promise<void> {
-  await Promise.all((await oldPartials(dest)).map((path) => rm(path, { force: true })));
 }
 
 /**

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import lockfile from 'proper-lockfile';
 
 /** A lock its holder has not refreshed for this long (killed, frozen) is taken over by the next process. */
-export const LOCK_STALE_MS = 10_000;
+const LOCK_STALE_MS = 10_000;
 
 export interface FileLock {
   /** aborted, with the reason, when the lock was lost (removed or taken over while this process held it) */
@@ -17,8 +17,10 @@ export interface LockWait {
   signal?: AbortSignal | undefined;
   /** called once when another process holds the lock */
   onWait?: () => void;
-  pollMs?: number;
 }
+
+/** How often a waiting process looks at another's lock again. */
+const POLL_MS = 250;
 
 /**
  * The lock that guards a blob's partial file: `<cache>/.locks/models--owner--name/<blob>.incomplete.lock`,
@@ -58,6 +60,6 @@ export async function acquireLock(resource: string, lockPath: string, wait: Lock
     if (!told) wait.onWait?.();
     told = true;
     // our own polling rather than proper-lockfile's retries, so an abort ends the wait at once
-    await sleep(wait.pollMs ?? 250, undefined, wait.signal ? { signal: wait.signal } : {}).catch(() => wait.signal?.throwIfAborted());
+    await sleep(POLL_MS, undefined, wait.signal ? { signal: wait.signal } : {}).catch(() => wait.signal?.throwIfAborted());
   }
 }

@@ -128,7 +128,7 @@ describe('docker-compose.yml', () => {
     expect(grafana.environment?.GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH).toBe(`${provider.providers[0]!.options.path}/mega-asr.json`);
   });
 
-  it('the Grafana datasource is the compose Prometheus, with the uid the dashboard uses', () => {
+  it('the Grafana datasource is the compose Prometheus, whose uid is the Data source variable\'s default', () => {
     const { datasources } = readYaml('deploy', 'grafana', 'provisioning', 'datasources', 'prometheus.yml') as {
       datasources: { uid: string; type: string; url: string; jsonData: { timeInterval: string } }[];
     };

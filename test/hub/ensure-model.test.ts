@@ -5,7 +5,7 @@ import { dirname, join, relative } from 'node:path';
 import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { findModelFiles } from '../../src/asr/model-dir.js';
-import { readEmbeddingTable } from '../../src/asr/embeddings.js';
+import { findEmbeddingFiles, readEmbeddingTable } from '../../src/asr/embeddings.js';
 import { ensureModel, type ModelSource } from '../../src/hub/ensure-model.js';
 import { HubError } from '../../src/hub/errors.js';
 import type { Progress } from '../../src/hub/progress.js';
@@ -27,6 +27,8 @@ let narrowBase: FakeRepo;
 let indexWithoutTable: FakeRepo;
 /** a repo with an empty top-level file (some ship one) */
 let withEmptyFile: FakeRepo;
+/** decoders fed input_ids (the table is inside the graphs), a vocab.json + merges.txt tokenizer */
+let inputIds: FakeRepo;
 let closedPort: string;
 let dirs: string[] = [];
 
@@ -40,6 +42,7 @@ beforeAll(async () => {
   bare = fixtureRepo(dir, { id: 'acme/no-table-asr' });
   withEmptyFile = fixtureRepo(dir, { id: 'acme/empty-file-asr', withTable: true });
   withEmptyFile.files['added_tokens.txt'] = Buffer.alloc(0);
+  inputIds = fixtureRepo(fixtureModel('input-ids'), { id: 'acme/input-ids-asr' });
   checkpoint = checkpointRepo(dir);
   const { table } = checkpoint;
   narrowBase = {
@@ -58,7 +61,7 @@ beforeAll(async () => {
       s.close(() => resolve(`http://127.0.0.1:${port}`));
     });
   });
-  hub = await startFakeHub([model, gated, bare, checkpoint.repo, narrowBase, indexWithoutTable, withEmptyFile]);
+  hub = await startFakeHub([model, gated, bare, checkpoint.repo, narrowBase, indexWithoutTable, withEmptyFile, inputIds]);
 });
 afterAll(() => hub?.close());
 afterEach(() => {
@@ -224,6 +227,16 @@ describe('ensureModel against a fake hub', () => {
     rmSync(join(snapshot, 'embed_tokens.safetensors'));
     await expect(fetchModel({ ...s, HF_HUB_OFFLINE: true })).rejects.toThrow(/is not complete in the Hugging Face cache .* \(the embedding table the decoders need is missing\)/);
     expect(since(m)).toEqual([]);
+  });
+
+  it('fetches no embedding table for decoders fed input_ids (the engine\'s own contract reader decides), and serves them offline', async () => {
+    const s = source({ MODEL: inputIds.id });
+    const n = hub.requests.length;
+    const snapshot = await fetchModel(s);
+    expect(findEmbeddingFiles(snapshot)).toEqual([]);
+    expect(since(n).some((r) => r.path.includes(checkpoint.repo.id))).toBe(false);
+    // complete as it is: offline it is used, not reported as missing a table
+    expect(await fetchModel({ ...s, HF_HUB_OFFLINE: true })).toBe(snapshot);
   });
 
   it('keeps an empty file of the repo as an empty blob, so the next start downloads nothing', async () => {

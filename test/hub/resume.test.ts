@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -280,22 +280,5 @@ describe('refusals, stalls and leftovers (in process)', () => {
     expect(err.name).toBe('AbortError');
     expect(Date.now() - t0).toBeLessThan(2_000);
     expect(sizeOf(`${blob(cache)}.incomplete`)).toBe(0);
-  });
-
-  it('partial files an older version left (<etag>.<pid>-<random>.incomplete): the largest idle one is resumed, the rest removed', async () => {
-    const cache = newCache();
-    const blobs = join(repoDir(cache), 'blobs');
-    mkdirSync(blobs, { recursive: true });
-    const larger = join(blobs, `${oid}.4242-0a1b2c3d.incomplete`);
-    const smaller = join(blobs, `${oid}.4243-deadbeef.incomplete`);
-    writeFileSync(larger, big.subarray(0, 5 * MB));
-    writeFileSync(smaller, big.subarray(0, 1 * MB));
-    const old = new Date(Date.now() - 60_000);
-    for (const f of [larger, smaller]) utimesSync(f, old, old);
-    const n = hub.requests.length;
-    const snapshot = await fetchModel(cache);
-    expect(transfersOfBig(n).map((t) => t.range)).toEqual([`bytes=${5 * MB}-${big.length - 1}`]);
-    expect(readFileSync(join(snapshot, BIG)).equals(big)).toBe(true);
-    expect(partialsIn(cache)).toEqual([]);
   });
 });
