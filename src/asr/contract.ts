@@ -44,7 +44,10 @@ export interface DecoderContract {
   kvHeads?: number;
   headDim?: number;
   hiddenSize?: number;
-  logits: { name: string; type: FloatType; span: 'all' | 'last' | 'unknown' };
+  /** absent only when greedyIds is there (a lean graph, src/asr/lean-graph.ts, drops the logits) */
+  logits?: { name: string; type: FloatType; span: 'all' | 'last' | 'unknown' };
+  /** int64 [B]: the argmax of each row's last-position logits, computed in the graph */
+  greedyIds?: { name: string };
 }
 
 const describe = (t: TensorInfo) => `${t.name} (${t.type} [${t.shape.join(', ')}])`;
@@ -138,7 +141,9 @@ export function readDecoderContract(info: SessionInfo, role: 'prefill' | 'step')
   const presentOutputs = info.outputs.filter((t) => isFloat(t) && t.shape.length === 4);
   const logitCandidates = info.outputs.filter((t) => isFloat(t) && (t.shape.length === 3 || t.shape.length === 2));
   const logitsTensor = logitCandidates.length === 1 ? logitCandidates[0] : logitCandidates.find((t) => /logit/i.test(t.name));
-  if (!logitsTensor || !isFloat(logitsTensor)) fail(info, 'a float logits output [B, S, vocab]', `outputs ${list(info.outputs)}`);
+  const greedy = info.outputs.find((t) => t.name === 'greedy_ids');
+  if (greedy && (greedy.type !== 'int64' || greedy.shape.length !== 1)) fail(info, 'greedy_ids as int64 [B]', describe(greedy));
+  if (!greedy && (!logitsTensor || !isFloat(logitsTensor))) fail(info, 'a float logits output [B, S, vocab] or greedy_ids int64 [B]', `outputs ${list(info.outputs)}`);
   if (role === 'step' && pastInputs.length === 0) fail(info, 'past key/value inputs on the step graph', `inputs ${list(info.inputs)}`);
   if (presentOutputs.length === 0) fail(info, 'present key/value outputs', `outputs ${list(info.outputs)}`);
 
@@ -160,7 +165,7 @@ export function readDecoderContract(info: SessionInfo, role: 'prefill' | 'step')
   if (kvTypes.size !== 1) fail(info, 'one element type for the whole KV cache', `${[...kvTypes].join(' and ')}`);
   const sample = presentOutputs[0]!;
   const tokenTensor = info.inputs.find((t) => t.name === token.name)!;
-  const logitsLength = logitsTensor.shape.length === 3 ? logitsTensor.shape[1] : 1;
+  const logitsLength = logitsTensor && (logitsTensor.shape.length === 3 ? logitsTensor.shape[1] : 1);
   const span = logitsLength === 1 ? 'last' : logitsLength === tokenTensor.shape[1] ? 'all' : 'unknown';
   return {
     file: info.file,
@@ -173,7 +178,8 @@ export function readDecoderContract(info: SessionInfo, role: 'prefill' | 'step')
     kvHeads: numeric(sample.shape[1]),
     headDim: numeric(sample.shape[3]),
     hiddenSize: token.kind === 'inputs_embeds' ? numeric(tokenTensor.shape[2]) : undefined,
-    logits: { name: logitsTensor.name, type: logitsTensor.type, span },
+    ...(logitsTensor && isFloat(logitsTensor) ? { logits: { name: logitsTensor.name, type: logitsTensor.type, span } } : {}),
+    ...(greedy ? { greedyIds: { name: greedy.name } } : {}),
   };
 }
 
