@@ -1,0 +1,156 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { threadId } from 'node:worker_threads';
+import type { InferenceSession } from 'onnxruntime-node';
+import { readDecoderContract } from './contract.js';
+import {
+  GRAPH_INITIALIZER,
+  GRAPH_INPUT,
+  GRAPH_NODE,
+  GRAPH_OUTPUT,
+  initializerInfo,
+  int64Initializer,
+  node,
+  opsets,
+  readModel,
+  readNode,
+  tensorInfo,
+  valueInfo,
+  writeModel,
+} from './onnx-model.js';
+import { bytesField } from './onnx-proto.js';
+
+export interface LeanGraph {
+  file: string;
+  rewritten: boolean;
+  reason?: string;
+  /**
+   * Spread into InferenceSession.create's options (last). A rewritten graph lives in the cache while its weights
+   * stay in the model directory: onnxruntime is told where its external data is, because it refuses data files
+   * reached through links from another directory. Empty for the original file.
+   */
+  sessionOptions: InferenceSession.SessionOptions;
+}
+
+export interface LeanOptions {
+  /** where rewritten graphs are kept; default $XDG_CACHE_HOME/mega-asr/graphs, else <tmpdir>/mega-asr-graphs-<uid> */
+  cacheDir?: string;
+}
+
+/** Changes whenever the rewrite does, so an old cached graph is never reused. */
+const REWRITE_VERSION = 1;
+export const GREEDY_IDS = 'greedy_ids';
+
+export function defaultGraphCacheDir(): string {
+  const xdg = process.env.XDG_CACHE_HOME;
+  return xdg ? join(xdg, 'mega-asr', 'graphs') : join(tmpdir(), `mega-asr-graphs-${process.getuid?.() ?? 'user'}`);
+}
+
+const original = (file: string, reason: string): LeanGraph => ({ file, rewritten: false, reason, sessionOptions: {} });
+
+/**
+ * Returns a graph file to load instead of `file`: a copy in a private cache directory that returns `greedy_ids`
+ * int64 [batch] (the argmax over the vocabulary of each row's last position) instead of the logits, or the original
+ * with the reason it was kept. The model directory is never written to.
+ */
+export async function leanDecoderGraph(file: string, role: 'prefill' | 'step', o: LeanOptions = {}): Promise<LeanGraph> {
+  let bytes: Uint8Array;
+  let key: string;
+  try {
+    const source = resolve(file);
+    const info = await stat(source);
+    key = createHash('sha256').update(JSON.stringify([source, info.size, info.mtimeMs, role, REWRITE_VERSION])).digest('hex').slice(0, 16);
+    bytes = await readFile(source);
+  } catch (err) {
+    return original(file, `cannot read it: ${(err as Error).message}`);
+  }
+  let lean: Uint8Array;
+  try {
+    lean = rewriteToGreedy(bytes, file, role);
+  } catch (err) {
+    return original(file, (err as Error).message);
+  }
+  const dir = o.cacheDir ?? defaultGraphCacheDir();
+  const target = join(dir, `${basename(file, '.onnx')}.${key}.lean.onnx`);
+  try {
+    await writeOnce(dir, target, lean);
+  } catch (err) {
+    return original(file, `cache directory ${dir} is not usable: ${(err as Error).message}`);
+  }
+  return {
+    file: target,
+    rewritten: true,
+    sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: dirname(resolve(file)) } } },
+  };
+}
+
+/** Writes the graph unless it is there; a temporary name and a rename keep concurrent writers from tearing it. */
+async function writeOnce(dir: string, target: string, bytes: Uint8Array): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  // Same key, same bytes: a graph already there was written by an earlier load.
+  if (await stat(target).then(() => true, () => false)) return;
+  const temporary = `${target}.tmp-${process.pid}-${threadId}-${randomBytes(4).toString('hex')}`;
+  try {
+    await writeFile(temporary, bytes, { mode: 0o600 });
+    await rename(temporary, target);
+  } finally {
+    await rm(temporary, { force: true });
+  }
+}
+
+/**
+ * The decoder graph with greedy ids in place of its logits output: Gather the last position, ArgMax over the
+ * vocabulary. Throws with the reason when the graph is not one this can rewrite.
+ */
+export function rewriteToGreedy(bytes: Uint8Array, file: string, role: 'prefill' | 'step'): Uint8Array {
+  let model;
+  try {
+    model = readModel(bytes);
+  } catch (err) {
+    throw new Error(`not an ONNX model (${(err as Error).message})`);
+  }
+  const outputs = model.graph.filter((f) => f.n === GRAPH_OUTPUT);
+  const contract = readDecoderContract(
+    { file, inputs: model.graph.filter((f) => f.n === GRAPH_INPUT).map(tensorInfo), outputs: outputs.map(tensorInfo) },
+    role,
+  );
+  if (contract.greedyIds) throw new Error(`it already returns ${contract.greedyIds.name}`);
+  const logits = outputs.map(tensorInfo).find((t) => t.name === contract.logits!.name)!;
+  if (logits.shape.length !== 3) throw new Error(`logits ${logits.name} are [${logits.shape.join(', ')}], not [batch, positions, vocab]`);
+  const opset = opsets(model).get('') ?? 0;
+  if (opset < 13) throw new Error(`default-domain opset ${opset}: the rewrite needs 13 or newer`);
+
+  const taken = new Set<string>();
+  for (const f of model.graph) {
+    if (f.n === GRAPH_NODE) readNode(f).outputs.forEach((n) => taken.add(n));
+    if (f.n === GRAPH_INITIALIZER) taken.add(initializerInfo(f).name);
+    if (f.n === GRAPH_INPUT) taken.add(tensorInfo(f).name);
+  }
+  if (taken.has(GREEDY_IDS)) throw new Error(`it already has a tensor named ${GREEDY_IDS}`);
+  const fresh = (hint: string) => {
+    let name = `lean/${hint}`;
+    for (let i = 1; taken.has(name); i++) name = `lean/${hint}_${i}`;
+    taken.add(name);
+    return name;
+  };
+  const lastIndex = fresh('last_position');
+  const lastLogits = fresh('last_logits');
+  const added: Uint8Array[] = [
+    bytesField(GRAPH_INITIALIZER, int64Initializer(lastIndex, [-1], [])),
+    bytesField(GRAPH_NODE, node('Gather', lastLogits, [logits.name, lastIndex], [lastLogits], { axis: 1 })),
+  ];
+  let scores = lastLogits;
+  if (logits.type !== 'float32') {
+    // ArgMax kernels are not registered for float16 on every provider; [B, vocab] once per step is cheap to cast.
+    scores = fresh('last_logits_f32');
+    added.push(bytesField(GRAPH_NODE, node('Cast', scores, [lastLogits], [scores], { to: 1 })));
+  }
+  added.push(
+    bytesField(GRAPH_NODE, node('ArgMax', fresh('argmax'), [scores], [GREEDY_IDS], { axis: 1, keepdims: 0, select_last_index: 0 })),
+    bytesField(GRAPH_OUTPUT, valueInfo(GREEDY_IDS, 'int64', [logits.shape[0]!])),
+  );
+  const kept = model.graph.filter((f) => !(f.n === GRAPH_OUTPUT && tensorInfo(f).name === logits.name)).map((f) => f.raw);
+  return writeModel(model, [...kept, ...added]);
+}

@@ -1,0 +1,146 @@
+import type { TensorInfo } from './contract.js';
+import { all, bytesField, concat, first, intField, ints, parseMessage, sub, text, type Field } from './onnx-proto.js';
+
+/*
+ * ONNX messages (onnx.proto field numbers) read and written over onnx-proto.ts: a model's graph as fields that
+ * keep their bytes, plus the few messages a graph rewrite adds.
+ */
+
+/** TensorProto.DataType numbers, spelled as onnxruntime-node spells element types. */
+const ELEMENT_TYPES: Record<number, string> = {
+  1: 'float32',
+  2: 'uint8',
+  3: 'int8',
+  6: 'int32',
+  7: 'int64',
+  9: 'bool',
+  10: 'float16',
+  11: 'float64',
+  16: 'bfloat16',
+};
+export const ELEMENT_TYPE_NUMBER: Record<string, number> = Object.fromEntries(
+  Object.entries(ELEMENT_TYPES).map(([n, name]) => [name, Number(n)]),
+);
+
+export const elementType = (n: number): string => ELEMENT_TYPES[n] ?? `type ${n}`;
+
+// ModelProto
+const MODEL_GRAPH = 7;
+const MODEL_OPSET_IMPORT = 8;
+// GraphProto
+export const GRAPH_NODE = 1;
+export const GRAPH_INITIALIZER = 5;
+export const GRAPH_INPUT = 11;
+export const GRAPH_OUTPUT = 12;
+
+export interface OnnxModel {
+  /** top-level ModelProto fields, the graph among them */
+  fields: Field[];
+  /** GraphProto fields */
+  graph: Field[];
+}
+
+export function readModel(bytes: Uint8Array): OnnxModel {
+  const fields = parseMessage(bytes);
+  const graphs = all(fields, MODEL_GRAPH);
+  if (graphs.length !== 1) throw new Error(`expected one graph in the model; found ${graphs.length}`);
+  return { fields, graph: sub(graphs[0]) };
+}
+
+/** The model with its graph replaced by these graph fields (everything else byte for byte). */
+export function writeModel(model: OnnxModel, graph: readonly Uint8Array[]): Uint8Array {
+  const graphField = bytesField(MODEL_GRAPH, concat(graph));
+  return concat(model.fields.map((f) => (f.n === MODEL_GRAPH ? graphField : f.raw)));
+}
+
+/** Opset version per domain ('' is the default ONNX domain). */
+export function opsets(model: OnnxModel): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const f of all(model.fields, MODEL_OPSET_IMPORT)) {
+    const entry = sub(f);
+    const domain = text(first(entry, 1));
+    out.set(domain === 'ai.onnx' ? '' : domain, first(entry, 2)?.int ?? 0);
+  }
+  return out;
+}
+
+/** ValueInfoProto: name = 1, type = 2 -> tensor_type = 1 -> (elem_type = 1, shape = 2 -> dim = 1 -> dim_value = 1 | dim_param = 2). */
+export function tensorInfo(f: Field): TensorInfo {
+  const info = sub(f);
+  const tensorType = sub(first(sub(first(info, 2)), 1));
+  const elem = first(tensorType, 1);
+  const dims = all(sub(first(tensorType, 2)), 1).map((d) => {
+    const dim = sub(d);
+    const size = first(dim, 1);
+    return size ? size.int : text(first(dim, 2));
+  });
+  return { name: text(first(info, 1)), type: elem ? elementType(elem.int) : 'unknown', shape: dims };
+}
+
+export function valueInfo(name: string, type: string, shape: readonly (number | string)[]): Uint8Array {
+  const dims = shape.map((d) => bytesField(1, typeof d === 'number' ? intField(1, d) : bytesField(2, d)));
+  const tensorType = concat([intField(1, ELEMENT_TYPE_NUMBER[type]!), bytesField(2, concat(dims))]);
+  return concat([bytesField(1, name), bytesField(2, bytesField(1, tensorType))]);
+}
+
+export interface OnnxNode {
+  opType: string;
+  domain: string;
+  name: string;
+  inputs: string[];
+  outputs: string[];
+  /** integer attributes (the only kind a rewrite needs to read) */
+  intAttributes: Map<string, number>;
+}
+
+/** NodeProto: input = 1, output = 2, name = 3, op_type = 4, attribute = 5 (name = 1, i = 3), domain = 7. */
+export function readNode(f: Field): OnnxNode {
+  const node = sub(f);
+  const intAttributes = new Map<string, number>();
+  for (const a of all(node, 5)) {
+    const attr = sub(a);
+    const i = first(attr, 3);
+    if (i) intAttributes.set(text(first(attr, 1)), i.int);
+  }
+  return {
+    opType: text(first(node, 4)),
+    domain: text(first(node, 7)),
+    name: text(first(node, 3)),
+    inputs: all(node, 1).map(text),
+    outputs: all(node, 2).map(text),
+    intAttributes,
+  };
+}
+
+/** A node with integer attributes (AttributeProto type INT = 2). */
+export function node(opType: string, name: string, inputs: readonly string[], outputs: readonly string[], attributes: Record<string, number> = {}): Uint8Array {
+  const attrs = Object.entries(attributes).map(([key, value]) => bytesField(5, concat([bytesField(1, key), intField(3, value), intField(20, 2)])));
+  return concat([...inputs.map((i) => bytesField(1, i)), ...outputs.map((o) => bytesField(2, o)), bytesField(3, name), bytesField(4, opType), ...attrs]);
+}
+
+/** An int64 initializer held in the graph (TensorProto: dims = 1, data_type = 2, name = 8, raw_data = 9). */
+export function int64Initializer(name: string, values: readonly number[], dims: readonly number[]): Uint8Array {
+  const data = Buffer.from(BigInt64Array.from(values, (v) => BigInt(v)).buffer);
+  return concat([...dims.map((d) => intField(1, d)), intField(2, ELEMENT_TYPE_NUMBER.int64!), bytesField(8, name), bytesField(9, data)]);
+}
+
+export interface InitializerInfo {
+  name: string;
+  type: string;
+  dims: number[];
+  /** external data file, relative to the model's directory, when the bytes live outside the graph */
+  location?: string;
+}
+
+/** TensorProto: dims = 1, data_type = 2, name = 8, external_data = 13 (key = 1, value = 2), data_location = 14. */
+export function initializerInfo(f: Field): InitializerInfo {
+  const t = sub(f);
+  const entries = all(t, 13).map(sub);
+  const location = entries.find((e) => text(first(e, 1)) === 'location');
+  return {
+    name: text(first(t, 8)),
+    type: elementType(first(t, 2)?.int ?? 0),
+    dims: ints(t, 1),
+    ...(first(t, 14)?.int === 1 && location ? { location: text(first(location, 2)) } : {}),
+  };
+}

@@ -1,0 +1,212 @@
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { afterAll, describe, expect, it } from 'vitest';
+import { readDecoderContract } from '../../src/asr/contract.js';
+import { float16Table } from '../../src/asr/half.js';
+import { leanDecoderGraph, type LeanGraph } from '../../src/asr/lean-graph.js';
+import { GraphBuilder } from '../../tools/onnx-graph.js';
+import { symmetric } from '../../tools/random.js';
+import { fixtureModel } from '../support/fixture-models.js';
+
+const scratch = mkdtempSync(join(tmpdir(), 'lean-graph-test-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+let dirs = 0;
+const freshDir = () => join(scratch, `cache-${dirs++}`);
+
+/** Every file under dir with its bytes and modification time. */
+function snapshot(dir: string): string {
+  const hash = createHash('sha256');
+  for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true }).sort((a, b) => join(a.parentPath, a.name).localeCompare(join(b.parentPath, b.name)))) {
+    const path = join(entry.parentPath, entry.name);
+    hash.update(path).update(String(statSync(path).mtimeMs));
+    if (entry.isFile()) hash.update(readFileSync(path));
+  }
+  return hash.digest('hex');
+}
+
+const VOCAB = 1000;
+const HIDDEN = 8;
+
+/**
+ * A decoder whose logits are real numbers (fp16, every position): the greedy id depends on every input value,
+ * so an argmax of the wrong position or row shows. Optionally without its logits output.
+ */
+function writeRealLogitsDecoder(dir: string, role: 'prefill' | 'step', withLogits = true): string {
+  const g = new GraphBuilder(`real_${role}`);
+  const random = symmetric(7);
+  const x = g.input('inputs_embeds', 'float32', ['batch', 'sequence', HIDDEN]);
+  g.input('attention_mask', 'int64', ['batch', 'total']);
+  g.input('position_ids', 'int64', ['batch', 'sequence']);
+  const kv = g.op('Cast', [g.op('Transpose', [g.op('Reshape', [x, g.i64([0, 0, 2, 4])])], { perm: [0, 2, 1, 3] })], { to: 10 });
+  for (const part of ['key', 'value']) {
+    const present = role === 'step' ? g.op('Concat', [g.input(`past_key_values.0.${part}`, 'float16', ['batch', 2, 'past', 4]), kv], { axis: 2 }) : kv;
+    g.output(`present.0.${part}`, 'float16', ['batch', 2, 'total', 4], present);
+  }
+  if (withLogits) {
+    const weights = g.f32(Float32Array.from({ length: HIDDEN * VOCAB }, random), [HIDDEN, VOCAB]);
+    g.output('logits', 'float16', ['batch', 'sequence', VOCAB], g.op('Cast', [g.op('MatMul', [x, weights])], { to: 10 }));
+  }
+  const { model, externalData } = g.build(`real_${role}.onnx.data`);
+  const file = join(dir, `real_${role}.onnx`);
+  writeFileSync(file, model);
+  writeFileSync(join(dir, `real_${role}.onnx.data`), externalData);
+  return file;
+}
+
+/** Random feeds for a session's inputs: batch rows, seq new positions after past cached ones. */
+function feedsFor(session: InferenceSession, batch: number, seq: number, past: number, seed: number): Record<string, Tensor> {
+  const random = symmetric(seed);
+  const feeds: Record<string, Tensor> = {};
+  for (const m of session.inputMetadata) {
+    if (!m.isTensor) throw new Error(`${m.name} is not a tensor`);
+    const dims = m.shape.map((d) => {
+      if (typeof d === 'number') return d;
+      if (/batch/.test(d)) return batch;
+      if (/past/.test(d)) return past;
+      if (/total/.test(d)) return past + seq;
+      if (/audio/.test(d)) return 3;
+      return seq;
+    });
+    const size = dims.reduce((a, b) => a * b, 1);
+    if (m.type === 'int64') {
+      const values = /mask/.test(m.name)
+        ? Array.from({ length: size }, () => 1n)
+        : /pos/.test(m.name)
+          ? Array.from({ length: size }, (_, i) => BigInt(past + (i % seq)))
+          : Array.from({ length: size }, () => BigInt(Math.floor(((random() + 1) / 2) * 151000)));
+      feeds[m.name] = new Tensor('int64', BigInt64Array.from(values), dims);
+    } else if (m.type === 'float16') {
+      const half = new Uint16Array(size);
+      // Small normal fp16 values: sign, exponent 13..14, random mantissa.
+      for (let i = 0; i < size; i++) half[i] = (random() < 0 ? 0x8000 : 0) | ((13 + (i % 2)) << 10) | Math.floor(((random() + 1) / 2) * 1023);
+      feeds[m.name] = new Tensor('float16', half, dims);
+    } else {
+      feeds[m.name] = new Tensor('float32', Float32Array.from({ length: size }, random), dims);
+    }
+  }
+  return feeds;
+}
+
+/** argmax of each row's last position, as the engine computes it from logits [B, S, V] */
+function lastArgmax(logits: Tensor): number[] {
+  const [batch, seq, vocab] = logits.dims as [number, number, number];
+  const values = logits.type === 'float16' ? Float32Array.from(logits.data as Uint16Array, (h) => float16Table()[h]!) : (logits.data as Float32Array);
+  return Array.from({ length: batch }, (_, b) => {
+    const offset = (b * seq + seq - 1) * vocab;
+    let best = 0;
+    for (let i = 1; i < vocab; i++) if (values[offset + i]! > values[offset + best]!) best = i;
+    return best;
+  });
+}
+
+async function open(lean: LeanGraph): Promise<InferenceSession> {
+  return InferenceSession.create(lean.file, { logSeverityLevel: 3, ...lean.sessionOptions });
+}
+
+/** Runs the original and the lean graph on the same feeds and returns (argmax of the logits, greedy_ids). */
+async function compare(file: string, role: 'prefill' | 'step', batch: number, cacheDir: string) {
+  const lean = await leanDecoderGraph(file, role, { cacheDir });
+  expect(lean.reason).toBeUndefined();
+  expect(lean.rewritten).toBe(true);
+  const [before, after] = await Promise.all([InferenceSession.create(file, { logSeverityLevel: 3 }), open(lean)]);
+  try {
+    expect(after.outputNames).toContain('greedy_ids');
+    expect(after.outputNames.some((n) => /logit/.test(n))).toBe(false);
+    const contract = readDecoderContract(
+      {
+        file: lean.file,
+        inputs: after.inputMetadata.map((m) => ({ name: m.name, type: m.isTensor ? m.type : '?', shape: m.isTensor ? m.shape : [] })),
+        outputs: after.outputMetadata.map((m) => ({ name: m.name, type: m.isTensor ? m.type : '?', shape: m.isTensor ? m.shape : [] })),
+      },
+      role,
+    );
+    expect(contract.greedyIds).toEqual({ name: 'greedy_ids' });
+    const results: { expected: number[]; got: number[] }[] = [];
+    for (const [seq, past] of role === 'prefill' ? [[5, 0], [1, 0]] : [[1, 4], [1, 9]]) {
+      const feeds = feedsFor(before, batch, seq!, past!, 100 * seq! + past!);
+      const logits = (await before.run(feeds)).logits as Tensor;
+      const ids = (await after.run(feeds)).greedy_ids as Tensor;
+      expect(ids.type).toBe('int64');
+      expect(ids.dims).toEqual([batch]);
+      results.push({ expected: lastArgmax(logits), got: Array.from(ids.data as BigInt64Array, Number) });
+    }
+    return results;
+  } finally {
+    await Promise.all([before.release(), after.release()]);
+  }
+}
+
+describe('lean decoder graphs', () => {
+  it('return exactly the argmax of the last position of fp16 logits, per row, on a graph with real-valued logits', async () => {
+    const dir = mkdtempSync(join(scratch, 'real-'));
+    for (const role of ['prefill', 'step'] as const) {
+      const file = writeRealLogitsDecoder(dir, role);
+      const before = snapshot(dir);
+      const results = await compare(file, role, 3, freshDir());
+      for (const { expected, got } of results) expect(got).toEqual(expected);
+      // Rows see different inputs, so their ids differ: a broadcast of one row's id would fail above.
+      expect(new Set(results.flatMap((r) => r.expected)).size).toBeGreaterThan(2);
+      expect(snapshot(dir)).toBe(before);
+    }
+  });
+
+  // input-ids scatters one clip's audio rows inside its prefill graph, so that variant runs one row.
+  it.each([
+    ['default', 2],
+    ['fp16-kv', 2],
+    ['input-ids', 1],
+  ] as const)(
+    'on the generated %s model (batch %i): prefill and step ids equal the logits argmax; the model dir is untouched',
+    async (variant, batch) => {
+      const model = fixtureModel(variant);
+      const before = snapshot(model);
+      for (const role of ['prefill', 'step'] as const) {
+        const results = await compare(join(model, 'onnx', `decoder_${role}_int4.onnx`), role, batch, freshDir());
+        for (const { expected, got } of results) expect(got).toEqual(expected);
+      }
+      expect(snapshot(model)).toBe(before);
+    },
+  );
+
+  it('keeps the original, with the reason, when a graph cannot be rewritten', async () => {
+    const dir = mkdtempSync(join(scratch, 'bad-'));
+    const noLogits = writeRealLogitsDecoder(dir, 'step', false);
+    const cacheDir = freshDir();
+    const kept = await leanDecoderGraph(noLogits, 'step', { cacheDir });
+    expect(kept).toMatchObject({ file: noLogits, rewritten: false, sessionOptions: {} });
+    expect(kept.reason).toMatch(/logits output/);
+
+    const garbage = join(dir, 'garbage.onnx');
+    writeFileSync(garbage, 'not a model at all');
+    expect((await leanDecoderGraph(garbage, 'step', { cacheDir })).reason).toMatch(/not an ONNX model/);
+    expect((await leanDecoderGraph(join(dir, 'missing.onnx'), 'step', { cacheDir })).reason).toMatch(/cannot read it/);
+
+    // A second rewrite of a lean graph finds greedy_ids already there.
+    const lean = await leanDecoderGraph(writeRealLogitsDecoder(dir, 'step'), 'step', { cacheDir });
+    expect((await leanDecoderGraph(lean.file, 'step', { cacheDir })).reason).toMatch(/already returns greedy_ids/);
+
+    // A cache directory that cannot be created (its parent is a file).
+    const blocked = await leanDecoderGraph(join(dir, 'real_step.onnx'), 'step', { cacheDir: join(garbage, 'cache') });
+    expect(blocked).toMatchObject({ file: join(dir, 'real_step.onnx'), rewritten: false });
+    expect(blocked.reason).toMatch(/cache directory .* is not usable/);
+    expect(readdirSync(cacheDir).filter((n) => !n.endsWith('.lean.onnx'))).toEqual([]);
+  });
+
+  it('concurrent calls leave one complete graph that is then reused', async () => {
+    const file = join(fixtureModel('default'), 'onnx', 'decoder_step_int4.onnx');
+    const cacheDir = freshDir();
+    const leans = await Promise.all(Array.from({ length: 8 }, () => leanDecoderGraph(file, 'step', { cacheDir })));
+    expect(new Set(leans.map((l) => l.file)).size).toBe(1);
+    expect(readdirSync(cacheDir)).toEqual([leans[0]!.file.split('/').pop()]);
+    const written = statSync(leans[0]!.file).mtimeMs;
+    const again = await leanDecoderGraph(file, 'step', { cacheDir });
+    expect(again.file).toBe(leans[0]!.file);
+    expect(statSync(again.file).mtimeMs).toBe(written);
+    const session = await open(again);
+    expect(session.outputNames).toContain('greedy_ids');
+    await session.release();
+  });
+});
