@@ -11,7 +11,7 @@ import { WAVE_FORMAT_IEEE_FLOAT, WAVE_FORMAT_PCM, decodeWav, readWavHeader, type
  */
 
 export interface DecodeLimits {
-  /** longer audio is refused with invalid_value */
+  /** longer audio is refused with AudioError 'too_long' */
   maxSeconds: number;
   /** wall-clock limit of an ffmpeg decode (probe included) */
   timeoutMs: number;
@@ -35,19 +35,19 @@ const MIN_FILE_BYTES = 32;
 const ACCEPTED =
   'Supported formats: flac, m4a, mp3, mp4, mpeg, mpga, oga, ogg, wav, webm (also aac, aiff, amr, caf, mkv, mov, opus, 3gp).';
 
-const unsupported = (message: string) => new AudioError('unsupported_audio_format', message);
+const unsupported = (message: string) => new AudioError('unsupported_format', message);
 
 const tooLong = (seconds: number, maxSeconds: number) =>
-  new AudioError('invalid_value', `Audio duration ${seconds.toFixed(2)} seconds is longer than ${maxSeconds} seconds, which is the maximum for this server.`);
+  new AudioError('too_long', `Audio duration ${seconds.toFixed(2)} seconds is longer than ${maxSeconds} seconds, which is the maximum for this server.`);
 
 /** Channel count, rate and duration, from a header or a probe, before any samples are decoded. */
 function checkStream(label: string, info: Omit<StreamInfo, 'codec'>, maxSeconds: number): void {
   if (info.channels > MAX_CHANNELS) {
-    throw new AudioError('invalid_audio', `The ${label} file has ${info.channels} channels; at most ${MAX_CHANNELS} are supported.`);
+    throw new AudioError('invalid', `The ${label} file has ${info.channels} channels; at most ${MAX_CHANNELS} are supported.`);
   }
   if (info.sampleRate < MIN_SAMPLE_RATE || info.sampleRate > MAX_SAMPLE_RATE) {
     throw new AudioError(
-      'invalid_audio',
+      'invalid',
       `The ${label} file's sample rate is ${info.sampleRate} Hz; rates from ${MIN_SAMPLE_RATE} to ${MAX_SAMPLE_RATE} Hz are supported.`,
     );
   }
@@ -65,9 +65,9 @@ function decodeWavHere(bytes: Uint8Array, header: WavHeader | undefined, label: 
 }
 
 export async function decodeUpload(bytes: Uint8Array, limits: DecodeLimits): Promise<Float32Array> {
-  if (bytes.length === 0) throw new AudioError('audio_too_short', 'The uploaded file is empty.');
+  if (bytes.length === 0) throw new AudioError('too_short', 'The uploaded file is empty.');
   if (bytes.length < MIN_FILE_BYTES) {
-    throw new AudioError('invalid_audio', `The uploaded file is only ${bytes.length} bytes long: too small to be an audio recording.`);
+    throw new AudioError('invalid', `The uploaded file is only ${bytes.length} bytes long: too small to be an audio recording.`);
   }
   const sniffed = sniffFormat(bytes);
   if (sniffed.kind === 'not-audio') throw unsupported(`The file looks like ${sniffed.label}, not audio. ${ACCEPTED}`);
@@ -86,7 +86,7 @@ export async function decodeUpload(bytes: Uint8Array, limits: DecodeLimits): Pro
   }
   if (pcm.length > limits.maxSeconds * SAMPLE_RATE) throw tooLong(pcm.length / SAMPLE_RATE, limits.maxSeconds);
   if (pcm.length < MIN_SAMPLES) {
-    throw new AudioError('audio_too_short', `Audio file is too short (${(pcm.length / SAMPLE_RATE).toFixed(3)} s). Minimum audio length is 0.1 seconds.`);
+    throw new AudioError('too_short', `Audio file is too short (${(pcm.length / SAMPLE_RATE).toFixed(3)} s). Minimum audio length is 0.1 seconds.`);
   }
   return pcm;
 }

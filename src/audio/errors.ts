@@ -1,5 +1,9 @@
-/** `invalid_value`: longer than the configured maximum duration (OpenAI's code for that case). */
-export type AudioErrorCode = 'invalid_audio' | 'unsupported_audio_format' | 'audio_too_short' | 'invalid_value';
+/**
+ * What is wrong with an upload, in the audio domain's words (the HTTP layer words it for its clients):
+ * `invalid` damaged or impossible, `unsupported_format` not audio or a format this server cannot decode,
+ * `too_short` empty or shorter than the model can take, `too_long` past the configured maximum duration.
+ */
+export type AudioErrorCode = 'invalid' | 'unsupported_format' | 'too_short' | 'too_long';
 
 /**
  * A problem with the uploaded audio itself. The message is shown to API users, so it says what is

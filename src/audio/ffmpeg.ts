@@ -206,7 +206,7 @@ export interface FfmpegDecodeOptions {
   check: (info: StreamInfo) => void;
 }
 
-const unsupported = (message: string) => new AudioError('unsupported_audio_format', message);
+const unsupported = (message: string) => new AudioError('unsupported_format', message);
 
 /** The first ffmpeg error line, without the "[demuxer @ 0x...]" prefix or the temp file's name. */
 function ffmpegMessage(stderr: string): string {
@@ -249,10 +249,10 @@ export async function decodeWithFfmpeg(bytes: Uint8Array, o: FfmpegDecodeOptions
 }
 
 const timedOut = (o: FfmpegDecodeOptions) =>
-  new AudioError('invalid_audio', `Decoding the ${o.label} file took longer than ${Math.round(o.timeoutMs / 1000)} seconds; it may be damaged.`);
+  new AudioError('invalid', `Decoding the ${o.label} file took longer than ${Math.round(o.timeoutMs / 1000)} seconds; it may be damaged.`);
 
 const undecodable = (o: FfmpegDecodeOptions, stderr: string) =>
-  new AudioError('invalid_audio', `The file looks like ${o.label} audio but could not be decoded: ${ffmpegMessage(stderr)}.`);
+  new AudioError('invalid', `The file looks like ${o.label} audio but could not be decoded: ${ffmpegMessage(stderr)}.`);
 
 async function probe(dir: string, demuxer: string, deadline: number, o: FfmpegDecodeOptions): Promise<StreamInfo> {
   const args = ['-v', 'error', '-protocol_whitelist', 'file', '-f', demuxer, '-select_streams', 'a:0'];
@@ -267,10 +267,10 @@ async function probe(dir: string, demuxer: string, deadline: number, o: FfmpegDe
     throw undecodable(o, r.stderr);
   }
   const stream = parsed.streams?.[0];
-  if (!stream) throw new AudioError('invalid_audio', `The ${o.label} file has no audio track.`);
+  if (!stream) throw new AudioError('invalid', `The ${o.label} file has no audio track.`);
   const channels = stream.channels ?? 0;
   const sampleRate = Number(stream.sample_rate ?? 0);
-  if (!(channels > 0 && sampleRate > 0)) throw new AudioError('invalid_audio', `The ${o.label} file's audio track declares no channels or no sample rate.`);
+  if (!(channels > 0 && sampleRate > 0)) throw new AudioError('invalid', `The ${o.label} file's audio track declares no channels or no sample rate.`);
   const seconds = Number(parsed.format?.duration);
   return { codec: stream.codec_name ?? 'unknown', channels, sampleRate, ...(Number.isFinite(seconds) ? { seconds } : {}) };
 }
@@ -296,7 +296,7 @@ async function transcode(
   const r = await runTool('ffmpeg', args, { cwd: dir, deadline, stdoutCap: maxSamples * 4 });
   if (r.killed === 'timeout') throw timedOut(o);
   if (r.killed === 'output') {
-    throw new AudioError('invalid_value', `The audio is longer than ${o.maxSeconds} seconds, which is the maximum for this server.`);
+    throw new AudioError('too_long', `The audio is longer than ${o.maxSeconds} seconds, which is the maximum for this server.`);
   }
   if (r.code !== 0 || (r.stdoutBytes < 4 && r.stderr.trim() !== '')) throw undecodable(o, r.stderr);
   // Into a buffer of its own (pipe chunks may sit unaligned in a shared pool), which the worker then transfers.
@@ -309,7 +309,7 @@ async function transcode(
     offset += n;
   }
   for (let i = 0; i < pcm.length; i++) {
-    if (!Number.isFinite(pcm[i]!)) throw new AudioError('invalid_audio', `The ${o.label} audio contains NaN or infinite samples.`);
+    if (!Number.isFinite(pcm[i]!)) throw new AudioError('invalid', `The ${o.label} audio contains NaN or infinite samples.`);
   }
   return pcm;
 }

@@ -12,15 +12,15 @@ export const SAMPLE_RATE = 16000;
 export function toMono(channels: Float32Array[]): Float32Array {
   const count = channels.length;
   const first = channels[0];
-  if (first === undefined) throw new AudioError('invalid_audio', 'audio has no channels');
+  if (first === undefined) throw new AudioError('invalid', 'audio has no channels');
   const n = first.length;
-  if (channels.some((ch) => ch.length !== n)) throw new AudioError('invalid_audio', 'audio channels differ in length');
+  if (channels.some((ch) => ch.length !== n)) throw new AudioError('invalid', 'audio channels differ in length');
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     let sum = 0;
     for (let c = 0; c < count; c++) sum += channels[c]![i]!;
     // A sum of finite float32 values cannot overflow a double, so this catches every NaN/Inf.
-    if (!Number.isFinite(sum)) throw new AudioError('invalid_audio', 'audio contains NaN or infinite samples');
+    if (!Number.isFinite(sum)) throw new AudioError('invalid', 'audio contains NaN or infinite samples');
     out[i] = sum / count;
   }
   return out;

@@ -41,7 +41,7 @@ export function isWav(bytes: Uint8Array): boolean {
 }
 
 function parseFmt(view: DataView, offset: number, size: number): Format {
-  if (size < 16) throw new AudioError('invalid_audio', `WAV 'fmt ' chunk is ${size} bytes long; at least 16 are required`);
+  if (size < 16) throw new AudioError('invalid', `WAV 'fmt ' chunk is ${size} bytes long; at least 16 are required`);
   let tag = view.getUint16(offset, true);
   const channels = view.getUint16(offset + 2, true);
   const sampleRate = view.getUint32(offset + 4, true);
@@ -49,7 +49,7 @@ function parseFmt(view: DataView, offset: number, size: number): Format {
   const bitsPerSample = view.getUint16(offset + 14, true);
 
   if (tag === WAVE_FORMAT_EXTENSIBLE) {
-    if (size < 40) throw new AudioError('invalid_audio', `WAV extensible 'fmt ' chunk is ${size} bytes long; 40 are required`);
+    if (size < 40) throw new AudioError('invalid', `WAV extensible 'fmt ' chunk is ${size} bytes long; 40 are required`);
     // The sub-format GUID starts with the plain format tag it stands for.
     tag = view.getUint16(offset + 24, true);
   }
@@ -58,26 +58,26 @@ function parseFmt(view: DataView, offset: number, size: number): Format {
   else if (tag === WAVE_FORMAT_IEEE_FLOAT) kind = 'float';
   else {
     throw new AudioError(
-      'unsupported_audio_format',
+      'unsupported_format',
       `WAV format tag ${tag} (0x${tag.toString(16).padStart(4, '0')}) is not supported; only PCM (1) and IEEE float (3) WAV files are accepted`,
     );
   }
 
-  if (channels === 0) throw new AudioError('invalid_audio', 'WAV header declares 0 channels');
+  if (channels === 0) throw new AudioError('invalid', 'WAV header declares 0 channels');
   if (sampleRate === 0 || sampleRate > MAX_SAMPLE_RATE) {
-    throw new AudioError('invalid_audio', `WAV header declares a sample rate of ${sampleRate} Hz; expected 1 to ${MAX_SAMPLE_RATE} Hz`);
+    throw new AudioError('invalid', `WAV header declares a sample rate of ${sampleRate} Hz; expected 1 to ${MAX_SAMPLE_RATE} Hz`);
   }
   const depths = kind === 'pcm' ? [8, 16, 24, 32] : [32, 64];
   if (!depths.includes(bitsPerSample)) {
     throw new AudioError(
-      'invalid_audio',
+      'invalid',
       `WAV ${kind === 'pcm' ? 'PCM' : 'float'} data with ${bitsPerSample} bits per sample is not supported; expected ${depths.join(', ')}`,
     );
   }
   const expectedAlign = channels * (bitsPerSample / 8);
   if (blockAlign !== expectedAlign) {
     throw new AudioError(
-      'invalid_audio',
+      'invalid',
       `WAV header declares a block size of ${blockAlign} bytes, but ${channels} channel(s) of ${bitsPerSample}-bit samples need ${expectedAlign}`,
     );
   }
@@ -159,12 +159,12 @@ export function readWavHeader(bytes: Uint8Array): WavHeader | undefined {
 /** Decodes a PCM or IEEE-float WAV file into per-channel float samples. */
 export function decodeWav(bytes: Uint8Array): DecodedAudio {
   const variant = container(bytes);
-  if (variant === undefined) throw new AudioError('invalid_audio', 'not a WAV file: missing RIFF/WAVE header');
+  if (variant === undefined) throw new AudioError('invalid', 'not a WAV file: missing RIFF/WAVE header');
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const { fmt, data } = chunkLayout(bytes, view, variant);
-  if (fmt === undefined) throw new AudioError('invalid_audio', "WAV file has no (complete) 'fmt ' chunk");
+  if (fmt === undefined) throw new AudioError('invalid', "WAV file has no (complete) 'fmt ' chunk");
   const format = parseFmt(view, fmt.offset, fmt.size);
-  if (data === undefined) throw new AudioError('invalid_audio', "WAV file has no 'data' chunk");
+  if (data === undefined) throw new AudioError('invalid', "WAV file has no 'data' chunk");
   return { channels: readSamples(view, data.offset, data.size, format), sampleRate: format.sampleRate };
 }
 

@@ -69,7 +69,7 @@ describe('decoderCapabilities', () => {
     expect(r.caps.ffmpeg).toBe(false);
     expect(r.caps.missing).toEqual(Object.values(CONTAINER_NAMES));
     expect(r.wav).toBe(80000);
-    expect(r.mp3.code).toBe('unsupported_audio_format');
+    expect(r.mp3.code).toBe('unsupported_format');
     expect(r.mp3.message).toBe('This server cannot decode MP3 audio: ffmpeg is not installed. WAV (PCM or float) is accepted.');
   });
 });
@@ -95,7 +95,7 @@ describe('decodeWithFfmpeg', () => {
 
   it('hands the probed stream to check() before decoding, which can refuse it', async () => {
     const seen: unknown[] = [];
-    const refuse = new AudioError('invalid_value', 'refused');
+    const refuse = new AudioError('too_long', 'refused');
     const flac = transcode(clip, 'flac', dir).bytes;
     const check = (info: unknown) => {
       seen.push(info);
@@ -112,7 +112,7 @@ describe('decodeWithFfmpeg', () => {
     const err = (await decodeWithFfmpeg(flac, options({ maxSeconds: 1 })).catch((e: unknown) => e)) as AudioError;
     expect(performance.now() - started).toBeLessThan(5000);
     expect(err).toBeInstanceOf(AudioError);
-    expect(err.code).toBe('invalid_value');
+    expect(err.code).toBe('too_long');
     expect(err.message).toBe('The audio is longer than 1 seconds, which is the maximum for this server.');
   });
 
@@ -120,14 +120,14 @@ describe('decodeWithFfmpeg', () => {
     const started = performance.now();
     const err = (await decodeWithFfmpeg(transcode(clip, 'flac', dir).bytes, options({ timeoutMs: 20 })).catch((e: unknown) => e)) as AudioError;
     expect(performance.now() - started).toBeLessThan(2000);
-    expect(err.code).toBe('invalid_audio');
+    expect(err.code).toBe('invalid');
     expect(err.message).toBe('Decoding the FLAC file took longer than 0 seconds; it may be damaged.');
   });
 
   it("reports ffmpeg's first error line, without the demuxer prefix or the temp file's name", async () => {
     const m4a = transcode(clip, 'mp4-not-faststart', dir).bytes.subarray(0, 3000);
     const err = (await decodeWithFfmpeg(m4a, options({ container: 'mp4', label: 'MP4' })).catch((e: unknown) => e)) as AudioError;
-    expect(err.code).toBe('invalid_audio');
+    expect(err.code).toBe('invalid');
     expect(err.message).toBe('The file looks like MP4 audio but could not be decoded: moov atom not found.');
   });
 
@@ -135,7 +135,7 @@ describe('decodeWithFfmpeg', () => {
     const wav = transcode(clip, 'wav-pcm16', dir).bytes;
     const err = (await decodeWithFfmpeg(wav, options({ container: 'mp3', label: 'MP3' })).catch((e: unknown) => e)) as AudioError;
     expect(err).toBeInstanceOf(AudioError);
-    expect(err.code).toBe('invalid_audio');
+    expect(err.code).toBe('invalid');
   });
 
   it('reads a video file with the audio track only', async () => {

@@ -13,7 +13,7 @@ function expectInvalid(fn: () => unknown, message: RegExp): void {
   try {
     fn();
   } catch (e) {
-    expect((e as AudioError).code).toBe('invalid_audio');
+    expect((e as AudioError).code).toBe('invalid');
   }
 }
 
