@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, engineSettings, loadConfig } from '../src/config.js';
 
 describe('config', () => {
   it('has documented defaults', () => {
@@ -12,6 +12,7 @@ describe('config', () => {
       API_KEYS: [],
       WORKERS: 1,
       DECODE_WORKERS: 2,
+      MAX_BATCH: 8,
       MAX_QUEUE: 16,
       MAX_UPLOAD_BYTES: 26214400,
       MAX_AUDIO_SECONDS: 7200,
@@ -26,6 +27,7 @@ describe('config', () => {
       ASR_DEVICE: 'auto',
       ASR_CUDA_DEVICE_ID: 0,
       ASR_INTRA_OP_THREADS: 0,
+      LEAN_GRAPHS: true,
       ASR_CHUNK_SECONDS: 30,
       ASR_TOKENS_PER_SECOND: 8,
       ASR_TOKEN_BUDGET_BASE: 32,
@@ -51,6 +53,20 @@ describe('config', () => {
     expect(() => loadConfig({ MODEL: 'no-owner' })).toThrow(/MODEL: expected a Hugging Face repo id/);
     expect(() => loadConfig({ HF_ENDPOINT: 'ftp://x' })).toThrow(/HF_ENDPOINT/);
     expect(() => loadConfig({ HF_HUB_OFFLINE: 'maybe' })).toThrow(/HF_HUB_OFFLINE/);
+  });
+
+  it('passes the batch size and the lean-graph switch to the engine', () => {
+    expect(engineSettings(loadConfig({}))).toMatchObject({ maxBatch: 8, leanGraphs: true });
+    expect(engineSettings(loadConfig({ MAX_BATCH: '32', LEAN_GRAPHS: 'false', ASR_DEVICE: 'cpu' }))).toEqual({
+      device: 'cpu',
+      cudaDeviceId: 0,
+      intraOpThreads: 0,
+      maxBatch: 32,
+      leanGraphs: false,
+    });
+    expect(() => loadConfig({ MAX_BATCH: '0' })).toThrow(/MAX_BATCH/);
+    expect(() => loadConfig({ MAX_BATCH: '2.5' })).toThrow(/MAX_BATCH/);
+    expect(() => loadConfig({ LEAN_GRAPHS: 'sometimes' })).toThrow(/LEAN_GRAPHS/);
   });
 
   it('names the bad variable', () => {
