@@ -18,7 +18,7 @@ const ELEMENT_TYPES: Record<number, string> = {
   11: 'float64',
   16: 'bfloat16',
 };
-export const ELEMENT_TYPE_NUMBER: Record<string, number> = Object.fromEntries(
+const ELEMENT_TYPE_NUMBER: Record<string, number> = Object.fromEntries(
   Object.entries(ELEMENT_TYPES).map(([n, name]) => [name, Number(n)]),
 );
 
@@ -113,9 +113,24 @@ export function readNode(f: Field): OnnxNode {
 }
 
 /** A node with integer attributes (AttributeProto type INT = 2). */
-export function node(opType: string, name: string, inputs: readonly string[], outputs: readonly string[], attributes: Record<string, number> = {}): Uint8Array {
-  const attrs = Object.entries(attributes).map(([key, value]) => bytesField(5, concat([bytesField(1, key), intField(3, value), intField(20, 2)])));
-  return concat([...inputs.map((i) => bytesField(1, i)), ...outputs.map((o) => bytesField(2, o)), bytesField(3, name), bytesField(4, opType), ...attrs]);
+export function node(
+  opType: string,
+  name: string,
+  inputs: readonly string[],
+  outputs: readonly string[],
+  attributes: Record<string, number> | Map<string, number> = {},
+  domain = '',
+): Uint8Array {
+  const entries = attributes instanceof Map ? [...attributes] : Object.entries(attributes);
+  const attrs = entries.map(([key, value]) => bytesField(5, concat([bytesField(1, key), intField(3, value), intField(20, 2)])));
+  return concat([
+    ...inputs.map((i) => bytesField(1, i)),
+    ...outputs.map((o) => bytesField(2, o)),
+    bytesField(3, name),
+    bytesField(4, opType),
+    ...attrs,
+    ...(domain ? [bytesField(7, domain)] : []),
+  ]);
 }
 
 /** An int64 initializer held in the graph (TensorProto: dims = 1, data_type = 2, name = 8, raw_data = 9). */

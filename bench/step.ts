@@ -1,0 +1,347 @@
+/**
+ * One decode step, measured through the engine's decoder backend, next to its floor on the same machine: the step
+ * graph's weight matmuls alone (bench/floor.ts) run at the same batch size. For each batch size x context length:
+ * ms per step (median, p90), host ms per step (outside session.run), floor ms, step/floor and tokens/s; with the
+ * lean graphs (greedy ids in the graph, src/asr/lean-graph.ts), the original ones, or both.
+ *
+ *   npm run bench:step -- --model-dir DIR [--batch 1,2,4,8] [--context 100,300,600] [--steps N]
+ *                         [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--out FILE]
+ */
+process.env.ORT_DISABLE_TELEMETRY ??= '1';
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+import { env, InferenceSession, Tensor } from 'onnxruntime-node';
+import type { CacheHandle, DecoderBackend } from '../src/asr/backend.js';
+import { HostBackend } from '../src/asr/backends/host.js';
+import { checkDecoderPair, readDecoderContract, type DecoderContract, type SessionInfo } from '../src/asr/contract.js';
+import { DecoderInputs } from '../src/asr/decoder-io.js';
+import { EmbeddingLookup, findEmbeddingFiles, loadEmbeddingTableOnce } from '../src/asr/embeddings.js';
+import { leanDecoderGraph } from '../src/asr/lean-graph.js';
+import { findModelFiles } from '../src/asr/model-dir.js';
+import { buildPrompt } from '../src/asr/prompt.js';
+import { Tokenizer } from '../src/asr/tokenizer.js';
+import { floorFeeds, floorGraph } from './floor.js';
+
+type Provider = 'cpu' | 'cuda' | 'webgpu';
+type Role = 'prefill' | 'step';
+
+interface Settings {
+  modelDir: string;
+  batches: number[];
+  contexts: number[];
+  steps: number;
+  provider: Provider;
+  threads?: number;
+  lean: boolean[];
+  out?: string;
+}
+
+const WARMUP_STEPS = 2;
+
+function usage(message: string): never {
+  console.error(`bench:step: ${message}`);
+  console.error(
+    'usage: npm run bench:step -- --model-dir DIR [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--out FILE]',
+  );
+  process.exit(2);
+}
+
+function positiveList(value: string, what: string): number[] {
+  const list = value.split(',').map((v) => Number(v.trim()));
+  if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n < 1)) usage(`--${what} takes positive integers separated by commas; got '${value}'`);
+  return [...new Set(list)].sort((a, b) => a - b);
+}
+
+function parseSettings(argv: string[]): Settings {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        'model-dir': { type: 'string' },
+        batch: { type: 'string', default: '1,2,4,8' },
+        context: { type: 'string', default: '100,300,600' },
+        steps: { type: 'string', default: '8' },
+        provider: { type: 'string', default: 'cpu' },
+        threads: { type: 'string' },
+        lean: { type: 'string', default: 'on' },
+        'no-lean': { type: 'boolean', default: false },
+        out: { type: 'string' },
+      },
+    }));
+  } catch (err) {
+    usage((err as Error).message);
+  }
+  if (!values['model-dir']) usage('--model-dir is required');
+  const provider = values.provider;
+  if (provider !== 'cpu' && provider !== 'cuda' && provider !== 'webgpu') usage(`--provider is cpu, cuda or webgpu; got '${provider}'`);
+  const lean = values['no-lean'] ? 'off' : values.lean;
+  if (lean !== 'on' && lean !== 'off' && lean !== 'both') usage(`--lean is on, off or both; got '${lean}'`);
+  const [steps] = positiveList(values.steps, 'steps');
+  const threads = values.threads === undefined ? undefined : positiveList(values.threads, 'threads')[0];
+  return {
+    modelDir: values['model-dir'],
+    batches: positiveList(values.batch, 'batch'),
+    contexts: positiveList(values.context, 'context'),
+    steps: steps!,
+    provider,
+    ...(threads ? { threads } : {}),
+    lean: lean === 'both' ? [false, true] : [lean === 'on'],
+    ...(values.out ? { out: values.out } : {}),
+  };
+}
+
+interface Spread {
+  median: number;
+  p90: number;
+}
+
+function spread(xs: number[]): Spread {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+  return { median: round(at(0.5)), p90: round(at(0.9)) };
+}
+
+const round = (x: number, digits = 2) => Number(x.toFixed(digits));
+
+function sessionOptions(s: Settings): InferenceSession.SessionOptions {
+  // As the engine opens its sessions; the provider is the bench's own choice (webgpu is not an engine device).
+  return {
+    executionProviders: [s.provider],
+    graphOptimizationLevel: 'all',
+    enableMemPattern: false,
+    logSeverityLevel: 3,
+    ...(s.threads ? { intraOpNumThreads: s.threads } : {}),
+  };
+}
+
+function sessionInfo(session: InferenceSession, file: string): SessionInfo {
+  const tensors = (list: InferenceSession['inputMetadata']) =>
+    list.map((m) => ({ name: m.name, type: m.isTensor ? m.type : 'non-tensor', shape: m.isTensor ? m.shape : [] }));
+  return { file, inputs: tensors(session.inputMetadata), outputs: tensors(session.outputMetadata) };
+}
+
+async function timeRuns(run: () => Promise<unknown>, warmup: number, runs: number): Promise<number[]> {
+  for (let i = 0; i < warmup; i++) await run();
+  const ms: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await run();
+    ms.push(performance.now() - t0);
+  }
+  return ms;
+}
+
+interface FloorResult {
+  matmuls: number;
+  quantized: boolean;
+  weightMB: number;
+  rows: { batch: number; ms: Spread }[];
+}
+
+/** The weights-only floor at every batch size, measured before the decoder loads so both never sit in memory. */
+async function measureFloor(s: Settings, stepFile: string): Promise<FloorResult> {
+  const floor = floorGraph(readFileSync(stepFile), stepFile);
+  const session = await InferenceSession.create(floor.model, { ...sessionOptions(s), ...floor.sessionOptions });
+  try {
+    const rows = [];
+    for (const batch of s.batches) {
+      const feeds = floorFeeds(floor, batch);
+      rows.push({ batch, ms: spread(await timeRuns(() => session.run(feeds), WARMUP_STEPS, s.steps)) });
+    }
+    return { matmuls: floor.matmuls, quantized: floor.quantized, weightMB: round(floor.weightBytes / 2 ** 20, 1), rows };
+  } finally {
+    await session.release();
+  }
+}
+
+interface Decoder {
+  backend: DecoderBackend;
+  prefill: DecoderContract;
+  graphs: Record<Role, { file: string; rewritten: boolean; reason?: string }>;
+  sessions: InferenceSession[];
+  maxBatch: number;
+}
+
+/** The engine's host backend over the model's decoders, lean or not, on the chosen provider. */
+async function openDecoder(s: Settings, lean: boolean, embeddings: EmbeddingLookup | undefined): Promise<Decoder> {
+  const files = findModelFiles(s.modelDir);
+  const sessions: InferenceSession[] = [];
+  const graphs = {} as Decoder['graphs'];
+  const open = async (role: Role) => {
+    const source = role === 'prefill' ? files.prefill : files.step;
+    const graph = lean ? await leanDecoderGraph(source, role) : { file: source, rewritten: false, reason: 'not asked for', sessionOptions: {} };
+    graphs[role] = { file: graph.file, rewritten: graph.rewritten, ...(graph.reason ? { reason: graph.reason } : {}) };
+    const session = await InferenceSession.create(graph.file, { ...sessionOptions(s), ...graph.sessionOptions });
+    sessions.push(session);
+    return { session, contract: readDecoderContract(sessionInfo(session, graph.file), role) };
+  };
+  const prefill = await open('prefill');
+  const step = await open('step');
+  checkDecoderPair(prefill.contract, step.contract);
+  const batchDim = sessionInfo(step.session, files.step).inputs.find((t) => t.name === step.contract.token.name)!.shape[0];
+  const maxBatch = typeof batchDim === 'number' ? batchDim : Math.max(...s.batches);
+  const backend = new HostBackend({ prefill, step, inputs: new DecoderInputs(embeddings, 'float32'), maxBatch });
+  return { backend, prefill: prefill.contract, graphs, sessions, maxBatch };
+}
+
+/** Prompts of exactly `context` tokens: the ASR chat template around audio pads, with random audio rows. */
+function promptOf(tokenizer: Tokenizer, context: number, hidden: number, seed: number) {
+  const overhead = buildPrompt(tokenizer, { nAudioTokens: 0 }).ids.length;
+  if (context <= overhead) usage(`--context must exceed the prompt template's ${overhead} tokens; got ${context}`);
+  const prompt = buildPrompt(tokenizer, { nAudioTokens: context - overhead });
+  let x = seed;
+  const rows = Float32Array.from({ length: prompt.nAudioTokens * hidden }, () => {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    return (x / 2 ** 31 - 0.5) * 0.2;
+  });
+  return { ids: prompt.ids, audio: { rows: new Tensor('float32', rows, [1, prompt.nAudioTokens, hidden]), offset: prompt.audioOffset } };
+}
+
+interface Row {
+  lean: boolean;
+  batch: number;
+  context: number;
+  /** mean cache length over the measured steps (the context grows by one per step) */
+  contextMeasured: number;
+  prefillMsPerToken: number;
+  stepMs: Spread;
+  hostMs: Spread;
+  runMs: Spread;
+  floorMs: number;
+  stepOverFloor: number;
+  tokensPerSecond: number;
+}
+
+async function measureDecoder(s: Settings, lean: boolean, tokenizer: Tokenizer, embeddings: EmbeddingLookup | undefined, floor: FloorResult) {
+  const decoder = await openDecoder(s, lean, embeddings);
+  const rows: Row[] = [];
+  const skipped: { lean: boolean; batch: number; reason: string }[] = [];
+  const batches = s.batches.filter((b) => {
+    if (b <= decoder.maxBatch) return true;
+    skipped.push({ lean, batch: b, reason: `the step graph's batch is fixed at ${decoder.maxBatch}` });
+    return false;
+  });
+  const hidden = embeddings?.hiddenSize ?? Number(decoder.prefill.hiddenSize ?? 0);
+  try {
+    for (const context of s.contexts) {
+      // The largest batch's sequences are prefilled once per context; smaller batches step the first rows.
+      const widest = Math.max(...batches);
+      const inputs = Array.from({ length: widest }, (_, i) => promptOf(tokenizer, context, hidden, i + 1));
+      const t0 = performance.now();
+      const { sequences } = await decoder.backend.prefill(inputs);
+      const prefillMsPerToken = (performance.now() - t0) / (widest * context);
+      const last = sequences.map((q) => q.firstId);
+      const caches: CacheHandle[] = sequences.map((q) => q.cache);
+      try {
+        for (const batch of batches) {
+          const active = caches.slice(0, batch);
+          const step = async () => {
+            const t = performance.now();
+            const result = await decoder.backend.step(active.map((cache, i) => ({ cache, token: last[i]! })));
+            result.ids.forEach((id, i) => (last[i] = id));
+            return { ms: performance.now() - t, runMs: result.runMs };
+          };
+          for (let i = 0; i < WARMUP_STEPS; i++) await step();
+          const startLength = active[0]!.length;
+          const measured = [];
+          for (let i = 0; i < s.steps; i++) measured.push(await step());
+          const stepMs = spread(measured.map((m) => m.ms));
+          const floorMs = floor.rows.find((r) => r.batch === batch)!.ms.median;
+          rows.push({
+            lean,
+            batch,
+            context,
+            contextMeasured: round(startLength + (s.steps - 1) / 2, 1),
+            prefillMsPerToken: round(prefillMsPerToken),
+            stepMs,
+            hostMs: spread(measured.map((m) => m.ms - m.runMs)),
+            runMs: spread(measured.map((m) => m.runMs)),
+            floorMs,
+            stepOverFloor: round(stepMs.median / floorMs),
+            tokensPerSecond: round((batch * 1000) / stepMs.median, 1),
+          });
+          printRow(rows[rows.length - 1]!);
+        }
+      } finally {
+        for (const cache of caches) decoder.backend.release(cache);
+      }
+    }
+    return { lean, rows, skipped, graphs: decoder.graphs, maxBatch: decoder.maxBatch };
+  } finally {
+    await Promise.all(decoder.sessions.map((session) => session.release()));
+  }
+}
+
+const COLUMNS = ['graphs', 'batch', 'context', 'step ms p50', 'p90', 'host ms', 'run ms', 'floor ms', 'step/floor', 'tokens/s', 'prefill ms/token'];
+const WIDTHS = COLUMNS.map((c) => Math.max(c.length, 8));
+const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS[i]!) : c.padStart(WIDTHS[i]!))).join('  ');
+
+function printRow(r: Row): void {
+  console.log(
+    line([
+      r.lean ? 'lean' : 'original',
+      String(r.batch),
+      String(r.context),
+      r.stepMs.median.toFixed(1),
+      r.stepMs.p90.toFixed(1),
+      r.hostMs.median.toFixed(2),
+      r.runMs.median.toFixed(1),
+      r.floorMs.toFixed(1),
+      r.stepOverFloor.toFixed(2),
+      r.tokensPerSecond.toFixed(1),
+      r.prefillMsPerToken.toFixed(2),
+    ]),
+  );
+}
+
+async function main(): Promise<void> {
+  const s = parseSettings(process.argv.slice(2));
+  env.logLevel = 'error';
+  let files;
+  let tokenizer;
+  try {
+    files = findModelFiles(s.modelDir);
+    tokenizer = Tokenizer.fromModelDir(s.modelDir);
+  } catch (err) {
+    usage((err as Error).message);
+  }
+  const startedAt = new Date().toISOString();
+  console.log(`bench:step ${s.modelDir} on ${s.provider}${s.threads ? ` with ${s.threads} threads` : ''}: ${s.steps} steps after ${WARMUP_STEPS} warm-up per row`);
+  const floor = await measureFloor(s, files.step);
+  console.log(
+    `floor: ${floor.matmuls} ${floor.quantized ? 'MatMulNBits' : 'MatMul'} nodes, ${floor.weightMB} MiB of weights; ` +
+      floor.rows.map((r) => `batch ${r.batch} ${r.ms.median.toFixed(1)} ms`).join(', '),
+  );
+  const embeddingFile = findEmbeddingFiles(s.modelDir)[0];
+  const embeddings = embeddingFile ? new EmbeddingLookup(loadEmbeddingTableOnce(embeddingFile)) : undefined;
+  console.log(line(COLUMNS));
+  const runs = [];
+  for (const lean of s.lean) runs.push(await measureDecoder(s, lean, tokenizer, embeddings, floor));
+  for (const run of runs) {
+    for (const [role, g] of Object.entries(run.graphs)) if (!g.rewritten && g.reason !== 'not asked for') console.log(`${role} graph not rewritten: ${g.reason}`);
+    for (const k of run.skipped) console.log(`batch ${k.batch} skipped: ${k.reason}`);
+  }
+  const report = {
+    bench: 'step',
+    startedAt,
+    modelDir: s.modelDir,
+    provider: s.provider,
+    threads: s.threads ?? null,
+    steps: s.steps,
+    warmupSteps: WARMUP_STEPS,
+    machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: round(totalmem() / 2 ** 30, 1), node: process.version },
+    floor,
+    graphs: runs.map((r) => ({ lean: r.lean, maxBatch: r.maxBatch, ...r.graphs })),
+    rows: runs.flatMap((r) => r.rows),
+    skipped: runs.flatMap((r) => r.skipped),
+  };
+  if (s.out) {
+    writeFileSync(s.out, `${JSON.stringify(report, null, 2)}\n`);
+    console.log(`wrote ${s.out}`);
+  }
+}
+
+await main();

@@ -1,0 +1,98 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { fixtureModel } from '../support/fixture-models.js';
+import { repoRoot } from '../support/shared.js';
+
+const run = promisify(execFile);
+const scratch = mkdtempSync(join(tmpdir(), 'bench-step-test-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** npm run bench:step -- ARGS, as a child process: its exit code and output. */
+async function benchStep(args: string[]) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'step.ts'), ...args], {
+      cwd: repoRoot,
+      timeout: 120_000,
+      env: { ...process.env, XDG_CACHE_HOME: join(scratch, 'cache') },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+interface Spread {
+  median: number;
+  p90: number;
+}
+
+interface StepRow {
+  lean: boolean;
+  batch: number;
+  context: number;
+  contextMeasured: number;
+  stepMs: Spread;
+  hostMs: Spread;
+  runMs: Spread;
+  floorMs: number;
+  stepOverFloor: number;
+  tokensPerSecond: number;
+}
+
+describe('npm run bench:step', () => {
+  it('measures every batch x context with and without lean graphs, next to a weights-only floor', async () => {
+    const out = join(scratch, 'step.json');
+    const result = await benchStep(['--model-dir', fixtureModel('default'), '--batch', '2,1', '--context', '40,70', '--steps', '3', '--lean', 'both', '--out', out]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const report = JSON.parse(readFileSync(out, 'utf8'));
+    expect(report).toMatchObject({ bench: 'step', provider: 'cpu', steps: 3, skipped: [] });
+
+    expect(report.floor.matmuls).toBeGreaterThan(0);
+    expect(report.floor.rows.map((r: { batch: number }) => r.batch)).toEqual([1, 2]);
+    for (const r of report.floor.rows) expect(r.ms.median).toBeGreaterThan(0);
+
+    expect(report.graphs).toHaveLength(2);
+    const [original, lean] = report.graphs;
+    expect(original).toMatchObject({ lean: false, prefill: { rewritten: false }, step: { rewritten: false } });
+    expect(lean).toMatchObject({ lean: true, prefill: { rewritten: true }, step: { rewritten: true } });
+    expect(lean.step.file).toContain(join(scratch, 'cache', 'mega-asr', 'graphs'));
+
+    const rows = report.rows as StepRow[];
+    expect(rows.map((r) => `${r.lean}/${r.context}/${r.batch}`)).toEqual(
+      ['false', 'true'].flatMap((l) => ['40', '70'].flatMap((c) => ['1', '2'].map((b) => `${l}/${c}/${b}`))),
+    );
+    for (const r of rows) {
+      const floor = report.floor.rows.find((f: { batch: number }) => f.batch === r.batch).ms.median;
+      expect(r.floorMs).toBe(floor);
+      expect(r.stepMs.median).toBeGreaterThan(0);
+      expect(r.stepMs.p90).toBeGreaterThanOrEqual(r.stepMs.median);
+      // host time is each step's wall time minus its session run: never negative, never more than the step
+      expect(r.hostMs.median).toBeGreaterThanOrEqual(0);
+      expect(r.hostMs.median).toBeLessThanOrEqual(r.stepMs.median);
+      expect(r.runMs.median).toBeLessThanOrEqual(r.stepMs.median);
+      expect(r.stepOverFloor).toBeCloseTo(r.stepMs.median / floor, 1);
+      expect(r.tokensPerSecond).toBeCloseTo((r.batch * 1000) / r.stepMs.median, 0);
+      // two warm-up steps and the earlier batches' steps come before these, after a prompt of `context` tokens
+      expect(r.contextMeasured).toBeGreaterThan(r.context);
+      expect(r.contextMeasured).toBeLessThan(r.context + 20);
+    }
+    expect(result.stdout).toMatch(/floor: \d+ MatMul nodes/);
+    expect(result.stdout).toMatch(/^lean\s+2\s+70\s/m);
+  });
+
+  it('refuses bad arguments with one line of usage, not a stack trace', async () => {
+    const result = await benchStep(['--model-dir', fixtureModel('default'), '--batch', '0,2']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/^bench:step: --batch takes positive integers separated by commas; got '0,2'\nusage: /);
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    const missing = await benchStep(['--model-dir', join(scratch, 'nowhere')]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/^bench:step: .*nowhere/);
+  });
+});
