@@ -1,0 +1,140 @@
+import { request } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import autocannon from 'autocannon';
+import { MULTIPART_TYPE, type BenchClip } from './bench-clips.js';
+
+/**
+ * One concurrency level: N streams of back-to-back POST /v1/audio/transcriptions with the clips in rotation.
+ * N-1 streams are autocannon connections; one is an SSE probe (stream=true) that times the first delta under
+ * the same load and whose transcriptions count like the others. The streams run through a warm-up (at least
+ * `warmupS` and until N requests have finished, so every stream is past its first), then a measured window of
+ * `durationS`: what finishes inside the window is counted, which in steady state is unbiased at both ends.
+ */
+export interface LevelOptions {
+  url: string;
+  concurrency: number;
+  durationS: number;
+  warmupS: number;
+  clips: BenchClip[];
+  /** called at the window's start and end (metrics scrapes, RSS sampling) */
+  onWindowStart: () => Promise<void>;
+  onWindowEnd: () => Promise<void>;
+}
+
+/** One finished request; times in ms from performance.now(). */
+export interface RequestRecord {
+  clip: number;
+  startedAt: number;
+  endedAt: number;
+  /** HTTP status; a streamed request that ended in an `event: error` or without its done event is not `ok` */
+  status: number;
+  ok: boolean;
+  streamed: boolean;
+  /** streamed requests: when the first transcript.text.delta arrived */
+  firstDeltaAt?: number;
+}
+
+export interface LevelRun {
+  records: RequestRecord[];
+  windowStart: number;
+  windowEnd: number;
+  /** seconds the warm-up took */
+  warmupS: number;
+  /** connection errors and timeouts seen by autocannon and the probe over the whole level */
+  connectionErrors: number;
+}
+
+/** The SSE probe's loop: one streamed request at a time until `stopped`; the request in flight is cut off then. */
+async function probeLoop(url: URL, next: () => number, clips: BenchClip[], record: (r: RequestRecord) => void, stopped: AbortSignal, onError: () => void): Promise<void> {
+  while (!stopped.aborted) {
+    const clip = next();
+    const body = clips[clip]!.streamed;
+    const startedAt = performance.now();
+    const outcome = await new Promise<Omit<RequestRecord, 'clip' | 'startedAt' | 'streamed'> | undefined>((resolve) => {
+      const req = request(url, { method: 'POST', headers: { 'content-type': MULTIPART_TYPE, 'content-length': body.length }, signal: stopped }, (res) => {
+        let firstDeltaAt: number | undefined;
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          text += chunk;
+          if (firstDeltaAt === undefined && text.includes('"transcript.text.delta"')) firstDeltaAt = performance.now();
+        });
+        res.on('end', () => {
+          const status = res.statusCode ?? 0;
+          const ok = status === 200 && text.includes('"transcript.text.done"') && !text.includes('event: error');
+          resolve({ endedAt: performance.now(), status, ok, ...(firstDeltaAt !== undefined ? { firstDeltaAt } : {}) });
+        });
+        res.on('error', () => resolve(undefined));
+      });
+      req.on('error', () => {
+        if (!stopped.aborted) onError();
+        resolve(undefined);
+      });
+      req.end(body);
+    });
+    if (outcome) record({ clip, startedAt, streamed: true, ...outcome });
+    else if (!stopped.aborted) await sleep(100); // a refused connection must not spin
+  }
+}
+
+export async function driveLevel(o: LevelOptions): Promise<LevelRun> {
+  const url = new URL('/v1/audio/transcriptions', o.url);
+  const records: RequestRecord[] = [];
+  let rotation = 0;
+  const next = () => rotation++ % o.clips.length;
+  const stop = new AbortController();
+  let probeErrors = 0;
+
+  const probe = probeLoop(url, next, o.clips, (r) => records.push(r), stop.signal, () => probeErrors++);
+
+  type Context = { clip?: number; startedAt?: number };
+  let cannon: Promise<autocannon.Result> | undefined;
+  let instance: autocannon.Instance | undefined;
+  if (o.concurrency > 1) {
+    cannon = new Promise((resolve, reject) => {
+      instance = autocannon(
+        {
+          url: url.href,
+          connections: o.concurrency - 1,
+          duration: 24 * 3600, // stopped by hand after the window
+          timeout: 3600, // a transcription under load may take minutes
+          requests: [
+            {
+              method: 'POST',
+              setupRequest: (req, context: Context) => {
+                context.clip = next();
+                context.startedAt = performance.now();
+                return { ...req, headers: { 'content-type': MULTIPART_TYPE }, body: o.clips[context.clip]!.plain };
+              },
+              onResponse: (status, _body, context: Context) => {
+                const ok = status >= 200 && status < 300;
+                records.push({ clip: context.clip!, startedAt: context.startedAt!, endedAt: performance.now(), status, ok, streamed: false });
+              },
+            },
+          ],
+        },
+        (err, result) => (err ? reject(err) : resolve(result)),
+      );
+    });
+  }
+
+  const t0 = performance.now();
+  while (performance.now() - t0 < o.warmupS * 1000 || records.length < o.concurrency) await sleep(20);
+  const windowStart = performance.now();
+  await o.onWindowStart();
+  await sleep(Math.max(0, windowStart + o.durationS * 1000 - performance.now()));
+  const windowEnd = performance.now();
+  await o.onWindowEnd();
+
+  instance?.stop();
+  stop.abort();
+  const [result] = await Promise.all([cannon, probe]);
+  return {
+    records,
+    windowStart,
+    windowEnd,
+    warmupS: (windowStart - t0) / 1000,
+    connectionErrors: probeErrors + (result?.errors ?? 0),
+  };
+}

@@ -1,0 +1,164 @@
+import type { BenchClip } from './bench-clips.js';
+import type { LevelRun } from './bench-level.js';
+import { NO_STAGE_METRICS, stageBreakdown, type Samples, type StageBreakdown } from './report-metrics.js';
+
+/** What one concurrency level measured, as written to the JSON. Times in ms unless named otherwise. */
+export interface LevelResult {
+  concurrency: number;
+  windowS: number;
+  warmupS: number;
+  /** 2xx transcriptions that finished inside the window */
+  completed: number;
+  requestsPerSecond: number;
+  /** seconds of audio in the completed transcriptions per second of window */
+  audioSecondsPerSecond: number;
+  /** wall time over audio time of the completed requests (what one stream experiences): sum(latency) / sum(audio) */
+  realTimeFactor: number | null;
+  latencyMs: { p50: number; p95: number; p99: number } | null;
+  /** streamed (SSE) requests whose first transcript.text.delta arrived inside the window */
+  firstDeltaMs: { n: number; p50: number; max: number } | null;
+  /** responses inside the window by HTTP status (2xx included) */
+  statuses: Record<string, number>;
+  rejected: { 429: number; 503: number };
+  non2xx: number;
+  /** streamed requests answered 200 that ended in an error event, plus connection errors over the level */
+  errors: number;
+  /** peak VmRSS of the service process during the level (warm-up included), MiB */
+  peakRssMiB: number | null;
+  /** asr_decoded_tokens_total per second of window */
+  tokensPerSecond: number | null;
+  stages: StageBreakdown | null;
+  stagesNote?: string;
+}
+
+/** Nearest-rank percentile of ascending `sorted`. */
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) throw new Error('percentile of nothing');
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+export function summariseLevel(
+  concurrency: number,
+  run: LevelRun,
+  clips: BenchClip[],
+  metrics: { before: Samples; after: Samples },
+  peakRssMiB: number | null,
+): LevelResult {
+  const windowS = (run.windowEnd - run.windowStart) / 1000;
+  const inWindow = (t: number) => t > run.windowStart && t <= run.windowEnd;
+  const finished = run.records.filter((r) => inWindow(r.endedAt));
+  const ok = finished.filter((r) => r.ok);
+  const audio = ok.reduce((s, r) => s + clips[r.clip]!.seconds, 0);
+  const latencies = ok.map((r) => r.endedAt - r.startedAt).sort((a, b) => a - b);
+  const firstDeltas = run.records
+    .filter((r) => r.firstDeltaAt !== undefined && inWindow(r.firstDeltaAt))
+    .map((r) => r.firstDeltaAt! - r.startedAt)
+    .sort((a, b) => a - b);
+  const statuses: Record<string, number> = {};
+  for (const r of finished) statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+  const stages = stageBreakdown(metrics.before, metrics.after);
+  const tokens = metrics.after.get('asr_decoded_tokens_total');
+  return {
+    concurrency,
+    windowS,
+    warmupS: run.warmupS,
+    completed: ok.length,
+    requestsPerSecond: ok.length / windowS,
+    audioSecondsPerSecond: audio / windowS,
+    realTimeFactor: audio > 0 ? latencies.reduce((s, l) => s + l, 0) / 1000 / audio : null,
+    latencyMs: latencies.length ? { p50: percentile(latencies, 50), p95: percentile(latencies, 95), p99: percentile(latencies, 99) } : null,
+    firstDeltaMs: firstDeltas.length ? { n: firstDeltas.length, p50: percentile(firstDeltas, 50), max: firstDeltas.at(-1)! } : null,
+    statuses,
+    rejected: { 429: statuses[429] ?? 0, 503: statuses[503] ?? 0 },
+    non2xx: finished.filter((r) => r.status < 200 || r.status >= 300).length,
+    errors: finished.filter((r) => r.status === 200 && !r.ok).length + run.connectionErrors,
+    peakRssMiB,
+    tokensPerSecond: tokens === undefined ? null : (tokens - (metrics.before.get('asr_decoded_tokens_total') ?? 0)) / windowS,
+    stages: stages ?? null,
+    ...(stages ? {} : { stagesNote: NO_STAGE_METRICS }),
+  };
+}
+
+/** The run as a whole, as written to the JSON. */
+export interface BenchReport {
+  date: string;
+  machine: { cpus: number; cpuModel: string; memoryGiB: number; node: string; platform: string };
+  server: { dir: string; commit: string | null; uncommittedChanges: boolean; ready: Record<string, unknown>; log: string };
+  modelDir: string;
+  env: Record<string, string>;
+  clips: { name: string; seconds: number }[];
+  durationS: number;
+  warmupS: number;
+  /** VmHWM of the service process at the end: its peak resident memory over the whole run, MiB */
+  peakRssMiB: number | null;
+  levels: LevelResult[];
+}
+
+const fixed = (x: number | null | undefined, digits: number) => (x === null || x === undefined ? '–' : x.toFixed(digits));
+const time = (ms: number | null | undefined) =>
+  ms === null || ms === undefined ? '–' : ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : ms >= 100 ? `${ms.toFixed(0)} ms` : `${ms.toFixed(1)} ms`;
+const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
+const stageMs = (l: LevelResult, stage: keyof StageBreakdown['stages']) => time(l.stages?.stages[stage]?.meanMs);
+
+export function renderMarkdown(r: BenchReport): string {
+  const commit = r.server.commit ? `${r.server.commit.slice(0, 10)}${r.server.uncommittedChanges ? ' (+ uncommitted changes)' : ''}` : 'unknown';
+  const env = Object.entries(r.env).map(([k, v]) => `${k}=${v}`).join(' ') || 'defaults';
+  const lines = [
+    `## mega-asr bench — ${r.date}`,
+    '',
+    `- machine: ${r.machine.cpus} × ${r.machine.cpuModel}, ${r.machine.memoryGiB.toFixed(0)} GiB, Node ${r.machine.node}, ${r.machine.platform}`,
+    `- server: ${r.server.dir} at ${commit}; env: ${env}`,
+    `- model: ${r.modelDir}`,
+    `- clips: ${r.clips.length} (${r.clips.map((c) => `${c.name} ${c.seconds.toFixed(1)} s`).join(', ')}), in rotation`,
+    `- each level: warm-up ≥ ${r.warmupS} s and until every stream has finished a request, then ${r.durationS} s measured; one stream is an SSE probe (first delta)`,
+    `- peak RSS of the service over the run (VmHWM): ${fixed(r.peakRssMiB, 0)} MiB`,
+    '',
+    '| streams | done | req/s | audio s/s | RTF (wall/audio) | p50 | p95 | p99 | first delta p50 (n) | 429 / 503 | other non-2xx | errors | peak RSS MiB |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...r.levels.map((l) =>
+      row([
+        l.concurrency,
+        l.completed,
+        fixed(l.requestsPerSecond, 2),
+        fixed(l.audioSecondsPerSecond, 2),
+        fixed(l.realTimeFactor, 3),
+        time(l.latencyMs?.p50),
+        time(l.latencyMs?.p95),
+        time(l.latencyMs?.p99),
+        l.firstDeltaMs ? `${time(l.firstDeltaMs.p50)} (${l.firstDeltaMs.n})` : '–',
+        `${l.rejected[429]} / ${l.rejected[503]}`,
+        l.non2xx - l.rejected[429] - l.rejected[503],
+        l.errors,
+        fixed(l.peakRssMiB, 0),
+      ]),
+    ),
+    '',
+  ];
+  if (r.levels.some((l) => l.stages)) {
+    lines.push(
+      'Per-stage breakdown reported by the workers (mean per request over the window; a decode step is a request-step: sum of step wall times / steps):',
+      '',
+      '| streams | audio decode | features | encoder | prefill | decode step | host share of a step | mean batch | tokens/s |',
+      '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      ...r.levels.map((l) =>
+        l.stages
+          ? row([
+              l.concurrency,
+              stageMs(l, 'audio_decode'),
+              stageMs(l, 'features'),
+              stageMs(l, 'encoder'),
+              stageMs(l, 'prefill'),
+              time(l.stages.stepMs),
+              l.stages.hostShare === null ? '–' : `${(l.stages.hostShare * 100).toFixed(1)} %`,
+              fixed(l.stages.meanBatch, 2),
+              fixed(l.tokensPerSecond, 1),
+            ])
+          : row([l.concurrency, NO_STAGE_METRICS, '', '', '', '', '', '', fixed(l.tokensPerSecond, 1)]),
+      ),
+      '',
+    );
+  } else {
+    lines.push(`Per-stage breakdown: ${NO_STAGE_METRICS}.${r.levels.some((l) => l.tokensPerSecond !== null) ? ` Tokens/s: ${r.levels.map((l) => `${l.concurrency}: ${fixed(l.tokensPerSecond, 1)}`).join(', ')}.` : ''}`, '');
+  }
+  return lines.join('\n');
+}

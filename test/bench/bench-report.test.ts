@@ -1,0 +1,67 @@
+import { describe, expect, it } from 'vitest';
+import { NO_STAGE_METRICS, parseMetrics, stageBreakdown } from '../../bench/report-metrics.js';
+import { percentile } from '../../bench/report.js';
+
+/** A /metrics exposition as prom-client writes it, with the stage histogram and step counters at given totals. */
+function exposition(o: { steps: number; rows: number; stepSeconds: number; hostSeconds: number; encoderSeconds: number; requests: number }) {
+  const stage = (name: string, sum: number) =>
+    [
+      `asr_stage_seconds_bucket{le="0.1",stage="${name}"} 1`,
+      `asr_stage_seconds_bucket{le="+Inf",stage="${name}"} ${o.requests}`,
+      `asr_stage_seconds_sum{stage="${name}"} ${sum}`,
+      `asr_stage_seconds_count{stage="${name}"} ${o.requests}`,
+    ].join('\n');
+  return [
+    '# HELP asr_stage_seconds Time per request in each stage',
+    '# TYPE asr_stage_seconds histogram',
+    stage('encoder', o.encoderSeconds),
+    stage('decode_steps', o.stepSeconds),
+    stage('decode_steps_host', o.hostSeconds),
+    '# TYPE asr_decode_steps_total counter',
+    `asr_decode_steps_total ${o.steps}`,
+    `asr_decode_step_rows_total ${o.rows}`,
+    'process_resident_memory_bytes 123456789',
+    `http_requests_total{route="/v1/audio/transcriptions",method="POST",status="200",format="json"} 3`,
+    `http_requests_total{route="/metrics",method="GET",status="200",format=""} 4`,
+  ].join('\n');
+}
+
+describe('bench stage breakdown from two /metrics scrapes', () => {
+  it('takes deltas: per-request stage means, per-step wall time, host share and mean batch', () => {
+    const before = parseMetrics(exposition({ steps: 100, rows: 100, stepSeconds: 10, hostSeconds: 2, encoderSeconds: 4, requests: 2 }));
+    // in the window: 3 requests, 40 request-steps of which 10 alone and 30 in batches of 3 (rows 10 + 90)
+    const after = parseMetrics(exposition({ steps: 140, rows: 200, stepSeconds: 14, hostSeconds: 2.4, encoderSeconds: 4.9, requests: 5 }));
+    expect(after.get('http_requests_total')).toBe(7); // label sets without a stage are summed
+    const b = stageBreakdown(before, after)!;
+    expect(b.stages.encoder).toEqual({ count: 3, meanMs: expect.closeTo(300, 9) });
+    expect(b.stages.decode_steps!.meanMs).toBeCloseTo(4000 / 3, 9);
+    expect(b.stages.prefill).toBeUndefined(); // not reported in the window
+    expect(b.steps).toBe(40);
+    expect(b.stepMs).toBeCloseTo(100, 9);
+    expect(b.hostShare).toBeCloseTo(0.1, 9);
+    expect(b.meanBatch).toBeCloseTo(2.5, 9);
+  });
+
+  it('says so when the server exports no stage metrics (commits before issue 8)', () => {
+    const old = parseMetrics('# TYPE asr_decoded_tokens_total counter\nasr_decoded_tokens_total 42\n');
+    expect(old.get('asr_decoded_tokens_total')).toBe(42);
+    expect(stageBreakdown(old, old)).toBeUndefined();
+    expect(NO_STAGE_METRICS).toBe('stage metrics not reported by this server');
+  });
+
+  it('reports nulls rather than dividing by zero when no step ran in the window', () => {
+    const same = parseMetrics(exposition({ steps: 5, rows: 5, stepSeconds: 1, hostSeconds: 0.1, encoderSeconds: 1, requests: 1 }));
+    expect(stageBreakdown(same, same)).toEqual({ stages: {}, steps: 0, stepMs: null, hostShare: null, meanBatch: null });
+  });
+});
+
+describe('percentile (nearest rank)', () => {
+  it('picks ranks, never interpolates', () => {
+    const xs = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
+    expect(percentile(xs, 50)).toBe(50);
+    expect(percentile(xs, 95)).toBe(100);
+    expect(percentile(xs, 99)).toBe(100);
+    expect(percentile([7], 99)).toBe(7);
+    expect(() => percentile([], 50)).toThrow();
+  });
+});

@@ -1,0 +1,87 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { BenchReport } from '../../bench/report.js';
+import { fixtureModel } from '../support/fixture-models.js';
+import { repoRoot, sharedPath } from '../support/shared.js';
+
+const run = promisify(execFile);
+const out = mkdtempSync(join(tmpdir(), 'bench-test-'));
+afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+/** `npm run bench -- ARGS` as a child process (the service it starts is this checkout's dist/, built by npm test). */
+async function bench(args: string[]) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'bench.ts'), ...args], { cwd: repoRoot, timeout: 90_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('npm run bench', () => {
+  it('drives the real service at each concurrency level and reports every figure in JSON and Markdown', async () => {
+    const clips = sharedPath('fixtures', 'voices-in-the-wild');
+    const res = await bench(['--model-dir', fixtureModel('default'), '--clips', clips, '--concurrency', '1,2', '--duration', '2', '--warmup', '0.5', '--out', join(out, 'run.json')]);
+    expect(res.stderr).not.toMatch(/bench: (?!starting|\d+ stream|wrote)/);
+    expect(res.code).toBe(0);
+
+    const report = JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')) as BenchReport;
+    expect(report.clips).toHaveLength(8);
+    const [shortest, longest] = [Math.min(...report.clips.map((c) => c.seconds)), Math.max(...report.clips.map((c) => c.seconds))];
+    expect(report.levels.map((l) => l.concurrency)).toEqual([1, 2]);
+    for (const l of report.levels) {
+      expect(l.completed).toBeGreaterThan(0);
+      expect(l.windowS).toBeGreaterThanOrEqual(2);
+      expect(l.requestsPerSecond).toBeCloseTo(l.completed / l.windowS, 6);
+      // audio per request lies between the shortest and the longest clip
+      expect(l.audioSecondsPerSecond / l.requestsPerSecond).toBeGreaterThanOrEqual(shortest - 1e-9);
+      expect(l.audioSecondsPerSecond / l.requestsPerSecond).toBeLessThanOrEqual(longest + 1e-9);
+      expect(l.realTimeFactor).toBeGreaterThan(0);
+      expect(l.latencyMs!.p50).toBeGreaterThan(0);
+      expect(l.latencyMs!.p50).toBeLessThanOrEqual(l.latencyMs!.p95);
+      expect(l.latencyMs!.p95).toBeLessThanOrEqual(l.latencyMs!.p99);
+      // the SSE probe got its first delta before its transcription finished
+      expect(l.firstDeltaMs!.n).toBeGreaterThan(0);
+      expect(l.firstDeltaMs!.p50).toBeLessThanOrEqual(l.latencyMs!.p99);
+      expect(l.non2xx).toBe(0);
+      expect(l.errors).toBe(0);
+      expect(l.peakRssMiB).toBeGreaterThan(50);
+      expect(l.tokensPerSecond).toBeGreaterThan(0);
+      // the workers' stage times, from /metrics deltas over the window
+      const s = l.stages!;
+      for (const stage of ['audio_decode', 'features', 'encoder', 'prefill', 'decode_steps'] as const) expect(s.stages[stage]!.meanMs).toBeGreaterThan(0);
+      expect(s.steps).toBeGreaterThan(0);
+      expect(s.stepMs).toBeGreaterThan(0);
+      expect(s.hostShare).toBeGreaterThan(0);
+      expect(s.hostShare).toBeLessThan(1);
+      expect(s.meanBatch).toBeGreaterThanOrEqual(1);
+      expect(s.meanBatch).toBeLessThanOrEqual(l.concurrency);
+    }
+    expect(report.peakRssMiB).toBeGreaterThanOrEqual(Math.max(...report.levels.map((l) => l.peakRssMiB!)) - 1);
+
+    const markdown = readFileSync(join(out, 'run.md'), 'utf8');
+    expect(res.stdout.trim()).toBe(markdown.trim());
+    expect(markdown).toMatch(/^\| 1 \| \d+ \| [\d.]+ \| [\d.]+ \|/m);
+    expect(markdown).toMatch(/^\| 2 \| \d+ \| [\d.]+ \| [\d.]+ \|/m);
+    expect(markdown).toContain('| streams | audio decode | features | encoder | prefill | decode step |');
+  }, 90_000);
+
+  it('refuses bad arguments with the usage and exit code 2, and a model that does not exist with one line and exit code 1', async () => {
+    const usage = await bench(['--concurrency', '1']);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain('bench: --model-dir is required');
+    expect(usage.stderr).toContain('usage: npm run bench');
+    const bad = await bench(['--model-dir', join(out, 'nothing-here'), '--concurrency', '0']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--concurrency: expected a positive integer, got "0"');
+    const missing = await bench(['--model-dir', join(out, 'nothing-here'), '--duration', '1']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/bench: the service exited before it was ready .*\n[\s\S]*nothing-here/);
+    expect(missing.stderr).not.toMatch(/^\s+at /m);
+  }, 60_000);
+});
