@@ -28,7 +28,8 @@ const USAGE = `usage: npm run bench -- --model-dir DIR [--concurrency 1,2,4,8] [
                  (default 2) that lasts until every stream has finished one request
   --clips        folder of .wav clips sent in rotation (default ../shared/fixtures/voices-in-the-wild)
   --out          write FILE.json and FILE.md (a .json or .md ending is dropped)
-  --env          service setting, repeatable (MAX_BATCH=1, WORKERS=2, MAX_QUEUE=64, ...)
+  --env          service setting, repeatable (MAX_BATCH=1, WORKERS=2, ...); MAX_QUEUE defaults to the
+                 highest concurrency so that every stream is admitted
   --server       a built checkout whose dist/server.js to run (default: this one)`;
 
 const repoRoot = resolve(import.meta.dirname, '..');
@@ -60,7 +61,10 @@ function readOptions(argv: string[]) {
   if (values.help) throw new UsageError('');
   if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   if (!values['model-dir']) throw new UsageError('--model-dir is required');
-  const env: Record<string, string> = {};
+  const concurrency = values.concurrency.split(',').map((c) => positive('concurrency', c.trim(), true));
+  // every stream is admitted unless the caller says otherwise: a refused stream retries at once (autocannon has
+  // no back-off), which measures a storm of 429s rather than the service
+  const env: Record<string, string> = { MAX_QUEUE: String(Math.max(...concurrency)) };
   for (const kv of values.env) {
     const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(kv);
     if (!m) throw new UsageError(`--env: expected KEY=VALUE, got "${kv}"`);
@@ -68,7 +72,7 @@ function readOptions(argv: string[]) {
   }
   return {
     modelDir: resolve(values['model-dir']),
-    concurrency: values.concurrency.split(',').map((c) => positive('concurrency', c.trim(), true)),
+    concurrency,
     durationS: positive('duration', values.duration, false),
     warmupS: values.warmup === '0' ? 0 : positive('warmup', values.warmup, false),
     clipsDir: resolve(values.clips ?? join(process.env.SHARED_DIR ?? join(repoRoot, '..', 'shared'), 'fixtures', 'voices-in-the-wild')),

@@ -134,6 +134,9 @@ export function renderMarkdown(r: BenchReport): string {
     ),
     '',
   ];
+  if (r.levels.some((l) => l.rejected[429] > 0)) {
+    lines.push('Some requests were refused with 429 and retried at once (autocannon does not back off): those levels measure admission under a storm of retries, not throughput; raise MAX_QUEUE to measure throughput.', '');
+  }
   if (r.levels.some((l) => l.stages)) {
     lines.push(
       'Per-stage breakdown reported by the workers (mean per request over the window; a decode step is a request-step: sum of step wall times / steps):',
