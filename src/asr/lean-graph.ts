@@ -16,11 +16,12 @@ import {
   opsets,
   readModel,
   readNode,
+  type OnnxNode,
   tensorInfo,
   valueInfo,
   writeModel,
 } from './onnx-model.js';
-import { bytesField } from './onnx-proto.js';
+import { bytesField, type Field } from './onnx-proto.js';
 
 export interface LeanGraph {
   file: string;
@@ -40,7 +41,7 @@ export interface LeanOptions {
 }
 
 /** Changes whenever the rewrite does, so an old cached graph is never reused. */
-const REWRITE_VERSION = 1;
+const REWRITE_VERSION = 2;
 export const GREEDY_IDS = 'greedy_ids';
 
 export function defaultGraphCacheDir(): string {
@@ -101,8 +102,10 @@ async function writeOnce(dir: string, target: string, bytes: Uint8Array): Promis
 }
 
 /**
- * The decoder graph with greedy ids in place of its logits output: Gather the last position, ArgMax over the
- * vocabulary. Throws with the reason when the graph is not one this can rewrite.
+ * The decoder graph with greedy ids in place of its logits output: the last position's logits, ArgMax over the
+ * vocabulary. When the logits cover every position and come from an lm_head matmul (through Cast/Identity only),
+ * the last position is taken from the lm_head's input instead, so a prefill computes the vocabulary projection
+ * for one position rather than all of them. Throws with the reason when the graph is not one this can rewrite.
  */
 export function rewriteToGreedy(bytes: Uint8Array, file: string, role: 'prefill' | 'step'): Uint8Array {
   let model;
@@ -122,12 +125,15 @@ export function rewriteToGreedy(bytes: Uint8Array, file: string, role: 'prefill'
   const opset = opsets(model).get('') ?? 0;
   if (opset < 13) throw new Error(`default-domain opset ${opset}: the rewrite needs 13 or newer`);
 
+  const nodes = model.graph.filter((f) => f.n === GRAPH_NODE).map((f) => ({ field: f, node: readNode(f) }));
   const taken = new Set<string>();
+  const initializers = new Set<string>();
   for (const f of model.graph) {
-    if (f.n === GRAPH_NODE) readNode(f).outputs.forEach((n) => taken.add(n));
-    if (f.n === GRAPH_INITIALIZER) taken.add(initializerInfo(f).name);
+    if (f.n === GRAPH_INITIALIZER) initializers.add(initializerInfo(f).name);
     if (f.n === GRAPH_INPUT) taken.add(tensorInfo(f).name);
   }
+  initializers.forEach((n) => taken.add(n));
+  nodes.forEach(({ node: n }) => n.outputs.forEach((o) => taken.add(o)));
   if (taken.has(GREEDY_IDS)) throw new Error(`it already has a tensor named ${GREEDY_IDS}`);
   const fresh = (hint: string) => {
     let name = `lean/${hint}`;
@@ -136,21 +142,75 @@ export function rewriteToGreedy(bytes: Uint8Array, file: string, role: 'prefill'
     return name;
   };
   const lastIndex = fresh('last_position');
-  const lastLogits = fresh('last_logits');
-  const added: Uint8Array[] = [
-    bytesField(GRAPH_INITIALIZER, int64Initializer(lastIndex, [-1], [])),
-    bytesField(GRAPH_NODE, node('Gather', lastLogits, [logits.name, lastIndex], [lastLogits], { axis: 1 })),
-  ];
-  let scores = lastLogits;
+  const added: Uint8Array[] = [bytesField(GRAPH_INITIALIZER, int64Initializer(lastIndex, [-1], []))];
+  const dropped = new Set<Uint8Array>();
+
+  let last: string;
+  const graphOutputs = new Set(outputs.map((f) => tensorInfo(f).name));
+  const head = logits.shape[1] === 1 ? undefined : lmHead(nodes, logits.name, initializers, graphOutputs);
+  if (head) {
+    // Gather the last position of the lm_head's input, then the lm_head and its casts again on [B, hidden].
+    last = fresh('last_hidden');
+    added.push(bytesField(GRAPH_NODE, node('Gather', last, [head.matmul.inputs[0]!, lastIndex], [last], { axis: 1 })));
+    for (const n of [head.matmul, ...head.casts]) {
+      const out = fresh(`last_${n.opType.toLowerCase()}`);
+      added.push(bytesField(GRAPH_NODE, node(n.opType, out, [last, ...n.inputs.slice(1)], [out], n.intAttributes, n.domain)));
+      last = out;
+    }
+    head.fields.forEach((f) => dropped.add(f));
+  } else {
+    last = fresh('last_logits');
+    added.push(bytesField(GRAPH_NODE, node('Gather', last, [logits.name, lastIndex], [last], { axis: 1 })));
+  }
   if (logits.type !== 'float32') {
     // ArgMax kernels are not registered for float16 on every provider; [B, vocab] once per step is cheap to cast.
-    scores = fresh('last_logits_f32');
-    added.push(bytesField(GRAPH_NODE, node('Cast', scores, [lastLogits], [scores], { to: 1 })));
+    const cast = fresh('last_logits_f32');
+    added.push(bytesField(GRAPH_NODE, node('Cast', cast, [last], [cast], { to: 1 })));
+    last = cast;
   }
   added.push(
-    bytesField(GRAPH_NODE, node('ArgMax', fresh('argmax'), [scores], [GREEDY_IDS], { axis: 1, keepdims: 0, select_last_index: 0 })),
+    bytesField(GRAPH_NODE, node('ArgMax', fresh('argmax'), [last], [GREEDY_IDS], { axis: 1, keepdims: 0, select_last_index: 0 })),
     bytesField(GRAPH_OUTPUT, valueInfo(GREEDY_IDS, 'int64', [logits.shape[0]!])),
   );
-  const kept = model.graph.filter((f) => !(f.n === GRAPH_OUTPUT && tensorInfo(f).name === logits.name)).map((f) => f.raw);
+  const kept = model.graph
+    .filter((f) => !dropped.has(f.raw) && !(f.n === GRAPH_OUTPUT && tensorInfo(f).name === logits.name))
+    .map((f) => f.raw);
   return writeModel(model, [...kept, ...added]);
+}
+
+/**
+ * The matmul with weights that makes the logits (MatMulNBits, or MatMul with an initializer) and the Cast/Identity
+ * nodes between it and the output, when nothing else reads any of their results and they carry only integer
+ * attributes (so they can be written again); undefined otherwise.
+ */
+function lmHead(
+  nodes: { field: Field; node: OnnxNode }[],
+  logits: string,
+  initializers: Set<string>,
+  graphOutputs: Set<string>,
+): { matmul: OnnxNode; casts: OnnxNode[]; fields: Uint8Array[] } | undefined {
+  const producer = new Map(nodes.flatMap((n) => n.node.outputs.map((o) => [o, n] as const)));
+  const readers = (tensor: string) => nodes.filter((n) => n.node.inputs.includes(tensor)).length;
+  const casts: OnnxNode[] = [];
+  const fields: Uint8Array[] = [];
+  let tensor = logits;
+  for (;;) {
+    const made = producer.get(tensor);
+    if (!made || made.node.outputs.length !== 1 || made.node.attributeCount !== made.node.intAttributes.size) return undefined;
+    // Everything dropped must be read by the next node of the chain alone (the logits by nothing).
+    if (readers(tensor) !== (tensor === logits ? 0 : 1) || (tensor !== logits && graphOutputs.has(tensor))) return undefined;
+    fields.push(made.field.raw);
+    const n = made.node;
+    if (!n.domain && (n.opType === 'Cast' || n.opType === 'Identity')) {
+      casts.unshift(n);
+      tensor = n.inputs[0]!;
+      continue;
+    }
+    const weights = n.inputs.slice(1).filter(Boolean);
+    const isHead =
+      ((n.opType === 'MatMulNBits' && n.domain === 'com.microsoft') || (n.opType === 'MatMul' && !n.domain)) &&
+      weights.length > 0 &&
+      weights.every((w) => initializers.has(w));
+    return isHead ? { matmul: n, casts, fields } : undefined;
+  }
 }

@@ -91,6 +91,8 @@ export interface OnnxNode {
   outputs: string[];
   /** integer attributes (the only kind a rewrite needs to read) */
   intAttributes: Map<string, number>;
+  /** attributes of every kind */
+  attributeCount: number;
 }
 
 /** NodeProto: input = 1, output = 2, name = 3, op_type = 4, attribute = 5 (name = 1, i = 3), domain = 7. */
@@ -109,6 +111,7 @@ export function readNode(f: Field): OnnxNode {
     inputs: all(node, 1).map(text),
     outputs: all(node, 2).map(text),
     intAttributes,
+    attributeCount: all(node, 5).length,
   };
 }
 

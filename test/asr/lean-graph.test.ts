@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readDecoderContract } from '../../src/asr/contract.js';
 import { float16Table } from '../../src/asr/half.js';
 import { leanDecoderGraph, type LeanGraph } from '../../src/asr/lean-graph.js';
+import { GRAPH_NODE, readModel, readNode } from '../../src/asr/onnx-model.js';
 import { GraphBuilder } from '../../tools/onnx-graph.js';
 import { symmetric } from '../../tools/random.js';
 import { fixtureModel } from '../support/fixture-models.js';
@@ -151,6 +152,13 @@ describe('lean decoder graphs', () => {
       expect(new Set(results.flatMap((r) => r.expected)).size).toBeGreaterThan(2);
       expect(snapshot(dir)).toBe(before);
     }
+    // The prefill's logits cover every position: the lean prefill projects only the last one (lm_head moved
+    // behind the Gather), so the original full-width MatMul is gone.
+    const lean = await leanDecoderGraph(join(dir, 'real_prefill.onnx'), 'prefill', { cacheDir: freshDir() });
+    const nodes = readModel(readFileSync(lean.file)).graph.filter((f) => f.n === GRAPH_NODE).map(readNode);
+    const matmuls = nodes.filter((n) => n.opType === 'MatMul');
+    expect(matmuls).toHaveLength(1);
+    expect(nodes.find((n) => n.outputs[0] === matmuls[0]!.inputs[0])).toMatchObject({ opType: 'Gather', inputs: ['inputs_embeds', expect.any(String)] });
   });
 
   // input-ids scatters one clip's audio rows inside its prefill graph, so that variant runs one row.
