@@ -12,7 +12,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadClips, type BenchClip } from './bench-clips.js';
@@ -97,6 +97,7 @@ async function runLevels(service: BenchService, clips: BenchClip[], o: ReturnTyp
     console.error(`bench: ${concurrency} stream(s): warming up, then ${o.durationS} s measured…`);
     let before: Samples = new Map();
     let after: Samples = new Map();
+    let loadAverage = 0;
     service.takePeakRssMiB();
     const run = await driveLevel({
       url: service.baseURL,
@@ -105,11 +106,14 @@ async function runLevels(service: BenchService, clips: BenchClip[], o: ReturnTyp
       warmupS: o.warmupS,
       clips,
       onWindowStart: async () => void (before = parseMetrics(await service.metrics())),
-      onWindowEnd: async () => void (after = parseMetrics(await service.metrics())),
+      onWindowEnd: async () => {
+        loadAverage = loadavg()[0]!;
+        after = parseMetrics(await service.metrics());
+      },
     });
     const peak = service.takePeakRssMiB();
     await service.settle(); // requests cut off at the window's end are cancelled before the next level starts
-    const level = summariseLevel(concurrency, run, clips, { before, after }, peak);
+    const level = summariseLevel(concurrency, run, clips, { before, after }, peak, loadAverage);
     console.error(
       `bench: ${concurrency} stream(s): ${level.completed} done, ${level.audioSecondsPerSecond.toFixed(2)} audio s/s, p50 ${level.latencyMs ? (level.latencyMs.p50 / 1000).toFixed(2) : '–'} s (warm-up ${level.warmupS.toFixed(1)} s)`,
     );

@@ -25,6 +25,8 @@ export interface LevelResult {
   errors: number;
   /** peak VmRSS of the service process during the level (warm-up included), MiB */
   peakRssMiB: number | null;
+  /** the machine's 1-minute load average at the window's end: other work on the machine skews every figure */
+  loadAverage: number;
   /** asr_decoded_tokens_total per second of window */
   tokensPerSecond: number | null;
   stages: StageBreakdown | null;
@@ -43,6 +45,7 @@ export function summariseLevel(
   clips: BenchClip[],
   metrics: { before: Samples; after: Samples },
   peakRssMiB: number | null,
+  loadAverage: number,
 ): LevelResult {
   const windowS = (run.windowEnd - run.windowStart) / 1000;
   const inWindow = (t: number) => t > run.windowStart && t <= run.windowEnd;
@@ -73,6 +76,7 @@ export function summariseLevel(
     non2xx: finished.filter((r) => r.status < 200 || r.status >= 300).length,
     errors: finished.filter((r) => r.status === 200 && !r.ok).length + run.connectionErrors,
     peakRssMiB,
+    loadAverage,
     tokensPerSecond: tokens === undefined ? null : (tokens - (metrics.before.get('asr_decoded_tokens_total') ?? 0)) / windowS,
     stages: stages ?? null,
     ...(stages ? {} : { stagesNote: NO_STAGE_METRICS }),
@@ -113,8 +117,8 @@ export function renderMarkdown(r: BenchReport): string {
     `- each level: warm-up ≥ ${r.warmupS} s and until every stream has finished a request, then ${r.durationS} s measured; one stream is an SSE probe (first delta)`,
     `- peak RSS of the service over the run (VmHWM): ${fixed(r.peakRssMiB, 0)} MiB`,
     '',
-    '| streams | done | req/s | audio s/s | RTF (wall/audio) | p50 | p95 | p99 | first delta p50 (n) | 429 / 503 | other non-2xx | errors | peak RSS MiB |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| streams | done | req/s | audio s/s | RTF (wall/audio) | p50 | p95 | p99 | first delta p50 (n) | 429 / 503 | other non-2xx | errors | peak RSS MiB | load avg |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...r.levels.map((l) =>
       row([
         l.concurrency,
@@ -130,6 +134,7 @@ export function renderMarkdown(r: BenchReport): string {
         l.non2xx - l.rejected[429] - l.rejected[503],
         l.errors,
         fixed(l.peakRssMiB, 0),
+        fixed(l.loadAverage, 1),
       ]),
     ),
     '',
