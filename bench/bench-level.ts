@@ -65,7 +65,9 @@ async function probeLoop(url: URL, next: () => number, clips: BenchClip[], recor
           const ok = status === 200 && text.includes('"transcript.text.done"') && !text.includes('event: error');
           resolve({ endedAt: performance.now(), status, ok, ...(firstDeltaAt !== undefined ? { firstDeltaAt } : {}) });
         });
+        // cut off mid-stream: 'end' never comes, 'close' does (after 'end' when it does, and a promise settles once)
         res.on('error', () => resolve(undefined));
+        res.on('close', () => resolve(undefined));
       });
       req.on('error', () => {
         if (!stopped.aborted) onError();
