@@ -1,8 +1,9 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AsrPoolStats as PoolStats } from './pool/pool.js';
+import { STAGES, type Stage, type StageRecorder } from './pool/stages.js';
 
 /** One prom-client registry and every metric of the service. */
-export class Metrics {
+export class Metrics implements StageRecorder {
   readonly registry = new Registry();
 
   readonly requests = new Counter({
@@ -53,11 +54,32 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly stageSeconds = new Histogram({
+    name: 'asr_stage_seconds',
+    help: 'Time one request spent in each stage (audio_decode, features, encoder, prefill, decode_steps, and decode_steps_host: the part of decode_steps outside onnxruntime)',
+    labelNames: ['stage'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
+
+  readonly decodeSteps = new Counter({
+    name: 'asr_decode_steps_total',
+    help: 'Decode steps requests took part in (a step shared by a batch of B requests counts B times)',
+    registers: [this.registry],
+  });
+
+  readonly decodeStepRows = new Counter({
+    name: 'asr_decode_step_rows_total',
+    help: 'Sum over the counted decode steps of their batch size (rows / steps = mean batch seen by a request)',
+    registers: [this.registry],
+  });
+
   constructor(stats: () => PoolStats) {
     collectDefaultMetrics({ register: this.registry });
     // Every series exists from the start, so rates and alerts work before the first event.
     for (const reason of ['queue_full', 'draining', 'not_ready']) this.rejections.inc({ reason }, 0);
     for (const outcome of ['completed', 'truncated', 'cancelled', 'failed']) this.outcomes.inc({ outcome }, 0);
+    for (const stage of STAGES) this.stageSeconds.zero({ stage });
     const gauge = (name: string, help: string, read: (s: PoolStats) => number) =>
       new Gauge({
         name,
@@ -69,9 +91,20 @@ export class Metrics {
       });
     gauge('asr_queue_depth', 'Admitted transcription requests waiting for a worker', (s) => s.queued);
     gauge('asr_admitted_requests', 'Transcription requests admitted and not finished', (s) => s.admitted);
-    gauge('asr_busy_workers', 'ASR workers running a transcription', (s) => s.busyWorkers);
+    gauge('asr_busy_workers', 'ASR workers running at least one transcription', (s) => s.busyWorkers);
+    gauge('asr_running_sequences', 'Transcriptions being decoded (a worker decodes up to a batch of them together)', (s) => s.runningSequences);
+    gauge('asr_capacity_sequences', 'Transcriptions the ready workers decode at once (beyond it they queue)', (s) => s.capacity);
     gauge('asr_ready_workers', 'ASR workers with warm sessions', (s) => s.readyWorkers);
     gauge('asr_workers', 'ASR workers configured', (s) => s.workers);
     gauge('asr_draining', '1 while the service drains for shutdown', (s) => (s.draining ? 1 : 0));
+  }
+
+  observeStage(stage: Stage, seconds: number): void {
+    this.stageSeconds.observe({ stage }, seconds);
+  }
+
+  countDecodeSteps(steps: number, rows: number): void {
+    this.decodeSteps.inc(steps);
+    this.decodeStepRows.inc(rows);
   }
 }

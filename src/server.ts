@@ -51,12 +51,13 @@ export async function startServer(config: Config = loadConfig()) {
       maxQueue: config.MAX_QUEUE,
       maxAudioSeconds: config.MAX_AUDIO_SECONDS,
       decodeTimeoutSeconds: config.DECODE_TIMEOUT_SECONDS,
+      stages: metrics,
       logger,
     });
     backend.attach(pool);
     await pool.waitUntilReady();
     // a drain that began while the workers loaded refuses work: the service never becomes ready
-    if (!stopping) logger.info({ workers: config.WORKERS, modelDir }, 'workers loaded and warm: ready');
+    if (!stopping) logger.info({ workers: config.WORKERS, sequences: pool.stats.capacity, modelDir }, 'workers loaded and warm: ready');
   })().catch((err: Error) => {
     if (!download.signal.aborted) logger.fatal({ error: err.message }, 'the model could not be loaded');
     throw err;

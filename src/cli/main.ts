@@ -72,7 +72,12 @@ export async function main(argv: string[]): Promise<number> {
     const modelDir = await modelDirFor(config);
     // onnxruntime-node is loaded only to transcribe: `download` (an init container's whole job) never needs it
     const { AsrEngine } = await import('../asr/engine.js');
-    const engine = await AsrEngine.load({ modelDir, ...engineSettings(config), logger: { warn: (m) => console.error(`warning: ${m}`) } });
+    const engine = await AsrEngine.load({
+      modelDir,
+      ...engineSettings(config),
+      // The engine's notices (how it batches, which graphs it loaded) are for the service's log; one file here.
+      logger: { warn: (m) => console.error(`warning: ${m}`), info: () => {} },
+    });
     try {
       const result = await transcribe(engine, pcm, {
         ...transcriptionSettings(config),

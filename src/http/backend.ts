@@ -1,5 +1,5 @@
-import type { TranscriptionResult } from '../asr/transcribe.js';
 import type { Admission, AdmissionRefusal, AsrPoolStats, TranscribeCall } from '../pool/pool.js';
+import type { Transcription } from '../pool/result.js';
 
 export type { Admission };
 
@@ -13,5 +13,5 @@ export interface TranscriptionBackend {
   admit(): Admission | AdmissionRefusal;
   /** upload bytes -> 16 kHz mono PCM, off the event loop; AudioError for bad audio */
   decode(bytes: Uint8Array): Promise<Float32Array>;
-  transcribe(pcm: Float32Array, call: TranscribeCall): Promise<TranscriptionResult>;
+  transcribe(admission: Admission, pcm: Float32Array, call: TranscribeCall): Promise<Transcription>;
 }

@@ -1,5 +1,4 @@
-import { AudioError } from '../audio/errors.js';
-import { InferenceError } from '../asr/errors.js';
+import { AudioError, PoolError, type AudioErrorCode, type PoolErrorCode } from '../pool/errors.js';
 
 export type ErrorType = 'invalid_request_error' | 'server_error' | 'rate_limit_exceeded';
 
@@ -51,6 +50,27 @@ interface FastifyLikeError {
   statusCode?: number;
 }
 
+/** The audio domain's codes in OpenAI's words (its code for audio over the length limit is `invalid_value`). */
+const AUDIO_CODES: Record<AudioErrorCode, string> = {
+  invalid: 'invalid_audio',
+  unsupported_format: 'unsupported_audio_format',
+  too_short: 'audio_too_short',
+  too_long: 'invalid_value',
+};
+
+export const serverStopped = () =>
+  new ApiError(503, 'The server shut down before the transcription finished; retry.', 'server_error', 'service_unavailable');
+
+const modelFailed = () =>
+  new ApiError(500, 'The transcription failed inside the model runtime; the server logged the details.', 'server_error', 'inference_failed');
+
+/** The pool's failures; the detail (file paths, runtime messages) goes to the log with the request id, not to the client. */
+const POOL_ERRORS: Record<PoolErrorCode, () => ApiError> = {
+  inference_failed: modelFailed,
+  worker_lost: modelFailed,
+  closed: serverStopped,
+};
+
 /** Node's own parse failures, before Fastify sees a request: answered on the socket in OpenAI's shape. */
 export function clientErrorResponse(err: NodeJS.ErrnoException): string {
   const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
@@ -65,14 +85,8 @@ export function clientErrorResponse(err: NodeJS.ErrnoException): string {
 /** Anything thrown while serving a request -> the ApiError to answer with. Never leaks a stack trace. */
 export function toApiError(err: unknown, maxUploadBytes: number): ApiError {
   if (err instanceof ApiError) return err;
-  if (err instanceof AudioError) {
-    const param = 'file';
-    return new ApiError(400, err.message, 'invalid_request_error', err.code, param);
-  }
-  // The detail (file paths, runtime messages) goes to the log with the request id, not to the client.
-  if (err instanceof InferenceError) {
-    return new ApiError(500, 'The transcription failed inside the model runtime; the server logged the details.', 'server_error', 'inference_failed');
-  }
+  if (err instanceof AudioError) return new ApiError(400, err.message, 'invalid_request_error', AUDIO_CODES[err.code], 'file');
+  if (err instanceof PoolError) return POOL_ERRORS[err.code]();
   const e = err as FastifyLikeError;
   const mapped = e?.code ? FASTIFY_CODES[e.code] : undefined;
   if (mapped) return mapped(e, maxUploadBytes);

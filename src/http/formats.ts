@@ -1,6 +1,6 @@
 import { deflateSync } from 'node:zlib';
-import { openAiLanguageName } from '../asr/language-codes.js';
-import type { Segment, TranscriptionResult } from '../asr/transcribe.js';
+import type { Segment, Transcription } from '../pool/result.js';
+import { openAiLanguageName } from './language-codes.js';
 
 /** The `response_format` values served; `diarized_json` is not (the model has no speaker labels). */
 export type ResponseFormat = 'json' | 'text' | 'srt' | 'vtt' | 'verbose_json';
@@ -113,23 +113,23 @@ function renderVtt(segments: Segment[]): string {
 }
 
 /**
- * OpenAI reports one language. When chunks were heard in different languages (the result's comma-joined
- * list), the one carrying the most text is the answer.
+ * OpenAI reports one language. When chunks were heard in different languages, the one carrying the most
+ * text is the answer (ties: the one heard first).
  */
-function dominantLanguage(result: TranscriptionResult): string {
+function dominantLanguage(result: Transcription): string {
   const weight = new Map<string, number>();
   for (const s of result.segments) {
     const text = s.text.trim();
     if (s.language && text) weight.set(s.language, (weight.get(s.language) ?? 0) + text.length);
   }
-  let best = result.language.split(',')[0]?.trim() ?? '';
+  let best = result.languages[0] ?? '';
   for (const [language, w] of weight) if (w > (weight.get(best) ?? -1)) best = language;
   return best;
 }
 
 /** The response body of a finished transcription in one of OpenAI's formats. */
 export function renderTranscription(
-  result: TranscriptionResult,
+  result: Transcription,
   format: ResponseFormat,
 ): { contentType: string; body: string } {
   const usage = { type: 'duration', seconds: usageSeconds(result.duration) };
@@ -187,7 +187,7 @@ export function deltaEvent(delta: string): TranscriptTextDeltaEvent {
 }
 
 /** The final stream event; the prompt's audio tokens (one per encoder row) split the input tokens. */
-export function doneEvent(result: TranscriptionResult): TranscriptTextDoneEvent {
+export function doneEvent(result: Transcription): TranscriptTextDoneEvent {
   const { promptTokens, audioTokens, generatedTokens } = result.usage;
   return {
     type: 'transcript.text.done',

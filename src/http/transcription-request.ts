@@ -1,9 +1,9 @@
 import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import type { Language } from '../asr/languages.js';
-import { resolveLanguage } from '../asr/language-codes.js';
+import type { Language } from '../pool/result.js';
 import { ApiError, badRequest } from './errors.js';
 import { parseResponseFormat, type ResponseFormat } from './formats.js';
+import { resolveLanguage } from './language-codes.js';
 
 /** What the transcription route needs from a request, validated. */
 export interface TranscriptionRequest {

@@ -1,29 +1,44 @@
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { AsrEngine } from '../asr/engine.js';
 import { transcribe } from '../asr/transcribe.js';
-import { SAMPLE_RATE } from '../audio/pcm.js';
 import { errorToData, type AsrOutcome, type AsrTask, type AsrWorkerData, type AsrWorkerMessage } from './protocol.js';
 
 /**
- * Piscina worker: one warm engine per thread. The default export is a Promise of the handler, which piscina
- * awaits before the first task. No top-level await: under tsx (tests), worker threads on Node 20 get only
- * tsx's require hook, and piscina require()s the module first.
+ * Piscina worker: one warm engine per thread, running up to its batch of transcriptions at once (piscina hands
+ * it up to MAX_BATCH tasks; the engine decodes their sequences together). The default export is a Promise of
+ * the handler, which piscina awaits before the first task. No top-level await: under tsx (tests), worker
+ * threads on Node 20 get only tsx's require hook, and piscina require()s the module first.
  */
 
 const data = workerData as AsrWorkerData;
-const cancelFlags = new Int32Array(data.cancelFlags);
-const runningFlags = new Int32Array(data.runningFlags);
+const cancelFlags = new Int32Array(data.cells.cancel);
+const runningOn = new Int32Array(data.cells.running);
 const post = (m: AsrWorkerMessage) => parentPort!.postMessage(m);
 
-/** 1 s of quiet deterministic noise: exercises every session and kernel choice before the first request. */
-function warmUpAudio(): Float32Array {
-  const pcm = new Float32Array(SAMPLE_RATE);
-  let state = 0x2545f491;
-  for (let i = 0; i < pcm.length; i++) {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    pcm[i] = (state / 0x1_0000_0000 - 0.5) * 0.002;
+/**
+ * Lets `size` tasks into the engine at once; the rest wait their turn here, not marked running, so the
+ * pool counts them as queued (an engine whose graphs fix the batch at 1 decodes one sequence at a time).
+ */
+class Gate {
+  private inside = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly size: number) {}
+
+  async enter(): Promise<void> {
+    if (this.inside < this.size) {
+      this.inside++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
   }
-  return pcm;
+
+  /** hands the place straight to the next waiter, if any */
+  leave(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.inside--;
+  }
 }
 
 async function load(): Promise<AsrEngine> {
@@ -33,10 +48,15 @@ async function load(): Promise<AsrEngine> {
       device: data.device,
       cudaDeviceId: data.cudaDeviceId,
       intraOpThreads: data.intraOpThreads,
+      maxBatch: data.maxBatch,
+      leanGraphs: data.leanGraphs,
       ...(data.embeddings ? { embeddings: data.embeddings } : {}),
-      logger: { warn: (message) => post({ type: 'asr-worker-warning', threadId, message }) },
+      logger: {
+        info: (message) => post({ type: 'asr-worker-log', threadId, level: 'info', message }),
+        warn: (message) => post({ type: 'asr-worker-log', threadId, level: 'warn', message }),
+      },
     });
-    await engine.transcribeChunk(warmUpAudio(), { maxNewTokens: 4 });
+    await engine.warmUp();
     return engine;
   } catch (err) {
     post({ type: 'asr-worker-failed', threadId, message: err instanceof Error ? err.message : String(err) });
@@ -44,22 +64,28 @@ async function load(): Promise<AsrEngine> {
   }
 }
 
-async function handle(engine: AsrEngine, task: AsrTask): Promise<AsrOutcome> {
-  const { pcm, cancelIndex, port } = task;
+async function handle(engine: AsrEngine, gate: Gate, task: AsrTask): Promise<AsrOutcome> {
+  const { pcm, slot, port } = task;
   try {
-    Atomics.store(runningFlags, cancelIndex, 1);
-    const t0 = performance.now();
-    const result = await transcribe(engine, pcm, {
-      chunkSeconds: data.chunkSeconds,
-      tokensPerSecond: data.tokensPerSecond,
-      tokenBudgetBase: data.tokenBudgetBase,
-      ...(data.vad ? { vad: data.vad } : {}),
-      ...(task.language ? { language: task.language } : {}),
-      ...(task.context ? { context: task.context } : {}),
-      ...(port ? { onDelta: (d: string) => port.postMessage(d) } : {}),
-      shouldStop: () => Atomics.load(cancelFlags, cancelIndex) !== 0,
-    });
-    return { ok: true, result, ms: performance.now() - t0 };
+    await gate.enter();
+    try {
+      Atomics.store(runningOn, slot, threadId);
+      const t0 = performance.now();
+      const result = await transcribe(engine, pcm, {
+        chunkSeconds: data.chunkSeconds,
+        tokensPerSecond: data.tokensPerSecond,
+        tokenBudgetBase: data.tokenBudgetBase,
+        ...(data.vad ? { vad: data.vad } : {}),
+        ...(task.language ? { language: task.language } : {}),
+        ...(task.context ? { context: task.context } : {}),
+        ...(port ? { onDelta: (d: string) => port.postMessage(d) } : {}),
+        shouldStop: () => Atomics.load(cancelFlags, slot) !== 0,
+      });
+      return { ok: true, result, ms: performance.now() - t0 };
+    } finally {
+      Atomics.store(runningOn, slot, 0);
+      gate.leave();
+    }
   } catch (err) {
     return { ok: false, error: errorToData(err) };
   } finally {
@@ -69,8 +95,10 @@ async function handle(engine: AsrEngine, task: AsrTask): Promise<AsrOutcome> {
 
 async function start(): Promise<(task: AsrTask) => Promise<AsrOutcome>> {
   const engine = await load();
-  post({ type: 'asr-worker-ready', threadId });
-  return (task) => handle(engine, task);
+  const maxBatch = Math.max(1, Math.min(engine.batching.maxBatch, data.maxBatch));
+  const gate = new Gate(maxBatch);
+  post({ type: 'asr-worker-ready', threadId, maxBatch });
+  return (task) => handle(engine, gate, task);
 }
 
 export default start();

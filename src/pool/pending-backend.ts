@@ -1,5 +1,5 @@
-import type { TranscriptionResult } from '../asr/transcribe.js';
 import type { Admission, AdmissionRefusal, AsrPool, AsrPoolStats, TranscribeCall } from './pool.js';
+import type { Transcription } from './result.js';
 
 /** While the model downloads, clients are told to come back later than a warm-up would take. */
 const DOWNLOADING_RETRY_SECONDS = 30;
@@ -31,7 +31,18 @@ export class PendingBackend {
   }
 
   get stats(): AsrPoolStats {
-    return this.pool?.stats ?? { workers: this.workers, readyWorkers: 0, busyWorkers: 0, admitted: 0, queued: 0, draining: this.draining };
+    return (
+      this.pool?.stats ?? {
+        workers: this.workers,
+        readyWorkers: 0,
+        busyWorkers: 0,
+        runningSequences: 0,
+        capacity: 0,
+        admitted: 0,
+        queued: 0,
+        draining: this.draining,
+      }
+    );
   }
 
   admit(): Admission | AdmissionRefusal {
@@ -43,8 +54,8 @@ export class PendingBackend {
     return this.started().decode(bytes);
   }
 
-  transcribe(pcm: Float32Array, call: TranscribeCall): Promise<TranscriptionResult> {
-    return this.started().transcribe(pcm, call);
+  transcribe(admission: Admission, pcm: Float32Array, call: TranscribeCall): Promise<Transcription> {
+    return this.started().transcribe(admission, pcm, call);
   }
 
   drain(graceMs: number): Promise<void> {

@@ -1,10 +1,11 @@
 import type { MessagePort } from 'node:worker_threads';
-import { InferenceError } from '../asr/errors.js';
 import type { DeviceSetting } from '../asr/engine.js';
 import type { SharedEmbeddingTable } from '../asr/embeddings.js';
 import type { Language } from '../asr/languages.js';
 import type { TranscriptionResult } from '../asr/transcribe.js';
 import { AudioError, type AudioErrorCode } from '../audio/errors.js';
+import type { CancelCells } from './cancel-slots.js';
+import { PoolError } from './errors.js';
 
 /** What the pool and its worker threads exchange; everything here survives structured clone. */
 
@@ -13,32 +14,35 @@ export interface AsrWorkerData {
   device: DeviceSetting;
   cudaDeviceId: number;
   intraOpThreads: number;
+  /** sequences one engine may decode together (the engine may allow fewer: it reports how many when ready) */
+  maxBatch: number;
+  leanGraphs: boolean;
   /** shared with every worker, never copied */
   embeddings?: SharedEmbeddingTable;
   chunkSeconds: number;
   tokensPerSecond: number;
   tokenBudgetBase: number;
   vad?: { maxSegmentSeconds: number };
-  /** Int32 per slot: set by the pool to cancel the task holding that slot */
-  cancelFlags: SharedArrayBuffer;
-  /** Int32 per slot: set by the worker when the task holding that slot starts running */
-  runningFlags: SharedArrayBuffer;
+  cells: CancelCells;
 }
 
 export interface AsrTask {
   pcm: Float32Array;
   language?: Language;
   context?: string;
-  cancelIndex: number;
+  /** the admission's cell in `cells` */
+  slot: number;
   /** receives text deltas; closed by the worker when the task ends */
   port?: MessagePort;
 }
 
 /** Posted on the worker's parentPort (the pool's 'message' event). */
 export type AsrWorkerMessage =
-  | { type: 'asr-worker-ready'; threadId: number }
+  /** `maxBatch`: the sequences this worker's engine decodes at once */
+  | { type: 'asr-worker-ready'; threadId: number; maxBatch: number }
   | { type: 'asr-worker-failed'; threadId: number; message: string }
-  | { type: 'asr-worker-warning'; threadId: number; message: string };
+  /** the engine's own log lines (a device fallback, a batch fixed at 1) */
+  | { type: 'asr-worker-log'; threadId: number; level: 'info' | 'warn'; message: string };
 
 export interface ErrorData {
   name: string;
@@ -61,10 +65,10 @@ export function errorToData(err: unknown): ErrorData {
   return { name: 'Error', message: String(err) };
 }
 
-/** AudioError comes back as itself; anything else that went wrong in a worker is an InferenceError. */
-export function errorFromData(e: ErrorData): AudioError | InferenceError {
+/** AudioError comes back as itself; anything else that went wrong in a worker is the engine failing on this input. */
+export function errorFromData(e: ErrorData): AudioError | PoolError {
   if (e.name === 'AudioError' && e.code) return new AudioError(e.code as AudioErrorCode, e.message);
-  return new InferenceError(e.message);
+  return new PoolError('inference_failed', e.message);
 }
 
 export function isAsrWorkerMessage(m: unknown): m is AsrWorkerMessage {

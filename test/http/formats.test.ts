@@ -5,7 +5,7 @@ import type {
   TranscriptionTextDoneEvent,
 } from 'openai/resources/audio/transcriptions';
 import { describe, expect, it } from 'vitest';
-import type { Segment, TranscriptionResult } from '../../src/asr/transcribe.js';
+import type { Segment, Transcription } from '../../src/pool/result.js';
 import {
   SSE_DONE,
   compressionRatio,
@@ -19,16 +19,16 @@ import {
   type VerboseSegment,
 } from '../../src/http/formats.js';
 
-function result(over: Partial<TranscriptionResult> = {}): TranscriptionResult {
+function result(over: Partial<Transcription> = {}): Transcription {
   return {
     text: '',
-    language: '',
+    languages: [],
     duration: 0,
     segments: [],
     truncated: false,
     cancelled: false,
     usage: { promptTokens: 0, audioTokens: 0, generatedTokens: 0 },
-    timings: { featuresMs: 0, encoderMs: 0, prefillMs: 0, stepsMs: 0, steps: 0 },
+    timings: { featuresMs: 0, encoderMs: 0, prefillMs: 0, stepsMs: 0, steps: 0, stepHostMs: 0, stepRows: 0 },
     ...over,
   };
 }
@@ -40,7 +40,7 @@ function segment(start: number, end: number, text: string, tokens: number[] = []
 /** Three chunks: speech, silence (no text), and speech past the one-hour mark. */
 const RESULT = result({
   text: 'Hello there. 你好，世界。',
-  language: 'English,Chinese',
+  languages: ['English', 'Chinese'],
   duration: 3625.47,
   segments: [
     segment(0, 29.9996, 'Hello there.', [9707, 1052, 13]),
@@ -53,7 +53,7 @@ const RESULT = result({
 /** Whisper's formula, written out here: len(text.encode()) / len(zlib.compress(text.encode())). */
 const whisperRatio = (text: string) => Buffer.byteLength(text) / deflateSync(Buffer.from(text)).length;
 
-const render = (r: TranscriptionResult, f: ResponseFormat) => renderTranscription(r, f);
+const render = (r: Transcription, f: ResponseFormat) => renderTranscription(r, f);
 
 describe('parseResponseFormat', () => {
   it.each(['json', 'text', 'srt', 'vtt', 'verbose_json'] as const)('accepts %s', (f) => {
@@ -192,7 +192,7 @@ describe('renderTranscription: verbose_json', () => {
   });
 
   it('gives duration as a number and language as a lowercase name', () => {
-    const body = JSON.parse(render(result({ text: 'Hi.', language: 'English', duration: 8.47 }), 'verbose_json').body);
+    const body = JSON.parse(render(result({ text: 'Hi.', languages: ['English'], duration: 8.47 }), 'verbose_json').body);
     expect(body.duration).toBe(8.47);
     expect(typeof body.duration).toBe('number');
     expect(body.language).toBe('english');
@@ -207,7 +207,7 @@ describe('renderTranscription: verbose_json', () => {
 
   it('reports the language that carries the most text when chunks differ', () => {
     const mixed = result({
-      language: 'English,Chinese',
+      languages: ['English', 'Chinese'],
       duration: 20,
       segments: [segment(0, 10, 'Hi.'), { ...segment(10, 20, '今天天气很好，我们去公园散步吧。'), language: 'Chinese' }],
     });

@@ -3,9 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InferenceError, ModelLoadError } from '../../src/asr/errors.js';
-import { AudioError } from '../../src/audio/errors.js';
-import { AsrPool, type Admission, type AdmissionRefusal, type AsrPoolOptions, type PoolLogger } from '../../src/pool/pool.js';
+import { ModelLoadError } from '../../src/asr/errors.js';
+import { AudioError, PoolError } from '../../src/pool/errors.js';
+import { AsrPool, type Admission, type AdmissionRefusal, type AsrPoolOptions, type PoolLogger, type TranscribeCall } from '../../src/pool/pool.js';
+import type { Transcription } from '../../src/pool/result.js';
 import { FIXTURE_FILES, FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.js';
 import { mulberry32 } from '../../tools/random.js';
 import { fixtureModel } from '../support/fixture-models.js';
@@ -33,6 +34,8 @@ function options(o: Partial<AsrPoolOptions>): AsrPoolOptions {
     device: 'cpu',
     cudaDeviceId: 0,
     intraOpThreads: 1,
+    maxBatch: 8,
+    leanGraphs: true,
     workers: 1,
     decodeWorkers: 1,
     maxQueue: 4,
@@ -62,6 +65,16 @@ function admitted(pool: AsrPool): Admission {
   return a;
 }
 
+/** Transcribes under an admission of its own, released when the work is over (as the HTTP route does). */
+async function transcribe(pool: AsrPool, pcm: Float32Array, call?: TranscribeCall): Promise<Transcription> {
+  const admission = admitted(pool);
+  try {
+    return await pool.transcribe(admission, pcm, call);
+  } finally {
+    admission.release();
+  }
+}
+
 /** `seconds` of the real clip, repeated as needed. */
 async function clipOf(pool: AsrPool, seconds: number): Promise<Float32Array> {
   const clip = await pool.decode(clipBytes());
@@ -84,7 +97,7 @@ describe('AsrPool on the default model, 2 workers', () => {
   it('is ready once every worker has loaded and warmed up', () => {
     expect(pool.ready).toBe(true);
     expect(pool.threads).toHaveLength(2);
-    expect(pool.stats).toEqual({ workers: 2, readyWorkers: 2, busyWorkers: 0, admitted: 0, queued: 0, draining: false });
+    expect(pool.stats).toEqual({ workers: 2, readyWorkers: 2, busyWorkers: 0, runningSequences: 0, capacity: 16, admitted: 0, queued: 0, draining: false });
   });
 
   it('decodes an upload and transcribes it, streaming deltas and taking over the buffers', async () => {
@@ -97,11 +110,12 @@ describe('AsrPool on the default model, 2 workers', () => {
     expect(seconds).toBeLessThan(9);
 
     const deltas: string[] = [];
-    const r = await pool.transcribe(pcm, { onDelta: (d) => deltas.push(d) });
+    const r = await transcribe(pool, pcm, { onDelta: (d) => deltas.push(d) });
     expect(FIXTURE_SENTENCES).toContain(r.text);
     expect(deltas.length).toBeGreaterThan(1);
     expect(deltas.join('')).toBe(r.text);
-    expect(r).toMatchObject({ cancelled: false, truncated: false, language: 'English' });
+    expect(r).toMatchObject({ cancelled: false, truncated: false, languages: ['English'] });
+    expect(r.cancelReason).toBeUndefined();
     expect(r.duration).toBeCloseTo(seconds, 6);
     // transferred to the worker, not copied
     expect(pcm.length).toBe(0);
@@ -112,16 +126,16 @@ describe('AsrPool on the default model, 2 workers', () => {
     const pcm = await pool.decode(clipBytes());
     const backing = new Float32Array(pcm.length + 100);
     backing.set(pcm, 50);
-    const r = await pool.transcribe(backing.subarray(50, 50 + pcm.length), { language: 'English' });
+    const r = await transcribe(pool, backing.subarray(50, 50 + pcm.length), { language: 'English' });
     expect(FIXTURE_SENTENCES).toContain(r.text);
     expect(backing.length).toBe(pcm.length + 100);
   });
 
   it('serves concurrent requests on both workers', async () => {
     const pcms = await Promise.all([1, 2, 3, 4].map(() => pool.decode(clipBytes())));
-    const results = await Promise.all(pcms.map((pcm) => pool.transcribe(pcm)));
+    const results = await Promise.all(pcms.map((pcm) => transcribe(pool, pcm)));
     for (const r of results) expect(FIXTURE_SENTENCES).toContain(r.text);
-    expect(pool.stats).toMatchObject({ busyWorkers: 0, readyWorkers: 2 });
+    expect(pool.stats).toMatchObject({ busyWorkers: 0, runningSequences: 0, readyWorkers: 2 });
   });
 
   it('rejects a bad upload with an AudioError carrying its code', async () => {
@@ -132,7 +146,7 @@ describe('AsrPool on the default model, 2 workers', () => {
     for (const bytes of [noise, header]) {
       const err = await pool.decode(bytes).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(AudioError);
-      expect(['invalid_audio', 'unsupported_audio_format']).toContain((err as AudioError).code);
+      expect(['invalid', 'unsupported_format']).toContain((err as AudioError).code);
       expect((err as AudioError).message).not.toBe('');
     }
     // the decode threads keep serving
@@ -150,7 +164,7 @@ describe('AsrPool on the default model, 2 workers', () => {
     expect(pool.threads).toHaveLength(2);
     expect(pool.threads).toContain(before[1]);
     expect(pool.threads).not.toContain(before[0]);
-    const r = await pool.transcribe(await pool.decode(clipBytes()));
+    const r = await transcribe(pool, await pool.decode(clipBytes()));
     expect(FIXTURE_SENTENCES).toContain(r.text);
   });
 });
@@ -173,11 +187,11 @@ describe('AsrPool decode threads left idle', () => {
   }, 60_000);
 });
 
-describe('AsrPool admission and cancellation on a model that never stops (1 worker, queue 1)', () => {
+describe('AsrPool admission and cancellation on a model that never stops (1 worker, batch 1, queue 1)', () => {
   let pool: AsrPool;
   beforeAll(async () => {
     // a budget of tens of thousands of tokens: every long task here ends by cancellation
-    pool = await AsrPool.start(options({ modelDir: fixtureModel('never-stops'), maxQueue: 1, tokensPerSecond: 5000 }));
+    pool = await AsrPool.start(options({ modelDir: fixtureModel('never-stops'), maxBatch: 1, maxQueue: 1, tokensPerSecond: 5000 }));
     await pool.waitUntilReady(60_000);
   });
   afterAll(() => pool.drain(0));
@@ -209,7 +223,7 @@ describe('AsrPool admission and cancellation on a model that never stops (1 work
     const controller = new AbortController();
     const deltas: string[] = [];
     let abortedAt = 0;
-    const r = await pool.transcribe(pcm, {
+    const r = await transcribe(pool, pcm, {
       signal: controller.signal,
       onDelta: (d) => {
         deltas.push(d);
@@ -220,14 +234,13 @@ describe('AsrPool admission and cancellation on a model that never stops (1 work
       },
     });
     expect(performance.now() - abortedAt).toBeLessThan(2000);
-    expect(r.cancelled).toBe(true);
-    expect(r.truncated).toBe(false);
+    expect(r).toMatchObject({ cancelled: true, cancelReason: 'client', truncated: false });
     expect(r.text.length).toBeGreaterThan(0);
     expect(r.usage.generatedTokens).toBeLessThan(1000);
     expect(sameThreads(pool.threads, threads)).toBe(true);
 
     // 0.1 s: a budget of 532 tokens, decoded to the end
-    const next = await pool.transcribe(await clipOf(pool, 0.1));
+    const next = await transcribe(pool, await clipOf(pool, 0.1));
     expect(next).toMatchObject({ cancelled: false, truncated: true });
     expect(next.usage.generatedTokens).toBe(32 + 500);
     expect(sameThreads(pool.threads, threads)).toBe(true);
@@ -240,42 +253,107 @@ describe('AsrPool admission and cancellation on a model that never stops (1 work
     const b = admitted(pool);
     let firstDelta!: () => void;
     const started = new Promise<void>((resolve) => (firstDelta = resolve));
-    const first = pool.transcribe(await clipOf(pool, 5), { signal: running.signal, onDelta: () => firstDelta() });
+    const first = pool.transcribe(a, await clipOf(pool, 5), { signal: running.signal, onDelta: () => firstDelta() });
     const queuedDeltas: string[] = [];
-    const second = pool.transcribe(await clipOf(pool, 5), { signal: queued.signal, onDelta: (d) => queuedDeltas.push(d) });
+    const second = pool.transcribe(b, await clipOf(pool, 5), { signal: queued.signal, onDelta: (d) => queuedDeltas.push(d) });
     await started;
-    expect(pool.stats).toMatchObject({ admitted: 2, busyWorkers: 1, queued: 1 });
+    expect(pool.stats).toMatchObject({ admitted: 2, busyWorkers: 1, runningSequences: 1, queued: 1 });
     queued.abort();
     running.abort();
     const [r1, r2] = await Promise.all([first, second]);
     a.release();
     b.release();
-    expect(r1.cancelled).toBe(true);
+    expect(r1).toMatchObject({ cancelled: true, cancelReason: 'client' });
     expect(r1.usage.generatedTokens).toBeGreaterThan(0);
-    expect(r2).toMatchObject({ cancelled: true, text: '', segments: [], usage: { generatedTokens: 0 } });
+    expect(r2).toMatchObject({ cancelled: true, cancelReason: 'client', text: '', segments: [], usage: { generatedTokens: 0 } });
     expect(r2.duration).toBeCloseTo(5, 6);
     expect(queuedDeltas).toEqual([]);
     expect(pool.stats).toMatchObject({ admitted: 0, busyWorkers: 0, queued: 0 });
   });
 
   it('returns at once for a signal aborted before the call', async () => {
-    const r = await pool.transcribe(await clipOf(pool, 5), { signal: AbortSignal.abort() });
-    expect(r).toMatchObject({ cancelled: true, usage: { generatedTokens: 0 } });
+    const r = await transcribe(pool, await clipOf(pool, 5), { signal: AbortSignal.abort() });
+    expect(r).toMatchObject({ cancelled: true, cancelReason: 'client', usage: { generatedTokens: 0 } });
+  });
+
+  it('refuses a released admission, and one already running a transcription', async () => {
+    const [first, second, third] = await Promise.all([1, 2, 3].map(() => clipOf(pool, 0.1)));
+    const a = admitted(pool);
+    const running = pool.transcribe(a, first!, { signal: AbortSignal.abort() });
+    await expect(pool.transcribe(a, second!)).rejects.toThrow(/already running/);
+    expect(await running).toMatchObject({ cancelled: true, cancelReason: 'client' });
+    a.release();
+    await expect(pool.transcribe(a, third!)).rejects.toThrow(/released admission/);
+    expect(pool.stats.admitted).toBe(0);
   });
 
   it('drain with a tiny grace cancels a never-ending task cooperatively, then closes', async () => {
     let firstDelta!: () => void;
     const started = new Promise<void>((resolve) => (firstDelta = resolve));
-    const task = pool.transcribe(await clipOf(pool, 5), { onDelta: () => firstDelta() });
+    const task = transcribe(pool, await clipOf(pool, 5), { onDelta: () => firstDelta() });
+    const late = admitted(pool);
     await started;
     const t0 = performance.now();
     await pool.drain(50);
     expect(performance.now() - t0).toBeLessThan(5000);
     const r = await task;
-    expect(r.cancelled).toBe(true);
+    expect(r).toMatchObject({ cancelled: true, cancelReason: 'shutdown' });
     expect(pool.threads).toHaveLength(0);
     expect(pool.ready).toBe(false);
-    await expect(pool.transcribe(new Float32Array(SR))).rejects.toBeInstanceOf(InferenceError);
+    const err = await pool.transcribe(late, new Float32Array(SR)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PoolError);
+    expect((err as PoolError).code).toBe('closed');
+    late.release();
+  });
+});
+
+describe('AsrPool admission counts sequences (1 worker, MAX_BATCH 3, queue 1)', () => {
+  it('runs three transcriptions at once in one batch, queues a fourth and refuses a fifth', async () => {
+    // 5 s at 40 tokens per second: a budget of 232 tokens, decoded to the end by a model that never stops
+    const pool = await AsrPool.start(options({ modelDir: fixtureModel('never-stops'), maxBatch: 3, maxQueue: 1, tokensPerSecond: 40 }));
+    try {
+      await pool.waitUntilReady(60_000);
+      expect(pool.stats).toMatchObject({ capacity: 3, runningSequences: 0 });
+      const pcms = await Promise.all([1, 2, 3, 4].map(() => clipOf(pool, 5)));
+      const admissions = pcms.map(() => admitted(pool));
+      const refused = pool.admit();
+      expect(refused).toMatchObject({ refused: 'queue_full' });
+      expect((refused as AdmissionRefusal).retryAfterSeconds).toBeGreaterThanOrEqual(1);
+      const tasks = pcms.map((pcm, i) => pool.transcribe(admissions[i]!, pcm).finally(() => admissions[i]!.release()));
+      await waitFor(() => pool.stats.runningSequences === 3, 30_000);
+      expect(pool.stats).toMatchObject({ busyWorkers: 1, runningSequences: 3, admitted: 4, queued: 1 });
+      const results = await Promise.all(tasks);
+      for (const r of results) expect(r).toMatchObject({ truncated: true, cancelled: false, usage: { generatedTokens: 232 } });
+      // The first three decoded together: their steps carried more than one row on average.
+      for (const r of results.slice(0, 3)) expect(r.timings.stepRows).toBeGreaterThan(r.timings.steps);
+      expect(pool.stats).toMatchObject({ runningSequences: 0, admitted: 0, queued: 0 });
+    } finally {
+      await pool.drain(1000);
+    }
+  });
+});
+
+describe('AsrPool on graphs whose batch is fixed at 1 (2 workers, MAX_BATCH 3, queue 1)', () => {
+  it("admits one sequence per worker beside the queue and logs the engine's notice once", async () => {
+    const { logger, lines } = captureLogger();
+    const pool = await AsrPool.start(options({ modelDir: fixtureModel('batch1'), workers: 2, maxBatch: 3, maxQueue: 1, logger }));
+    try {
+      await pool.waitUntilReady(60_000);
+      expect(pool.stats).toMatchObject({ readyWorkers: 2, capacity: 2 });
+      const notices = lines.filter((l) => l.level === 'info' && /one sequence at a time/.test(l.msg ?? ''));
+      expect(notices).toHaveLength(1);
+      const admissions = [admitted(pool), admitted(pool), admitted(pool)];
+      expect(pool.admit()).toMatchObject({ refused: 'queue_full' });
+      const pcms = await Promise.all(admissions.map(() => clipOf(pool, 5)));
+      const results = await Promise.all(admissions.map((a, i) => pool.transcribe(a, pcms[i]!).finally(() => a.release())));
+      for (const r of results) {
+        expect(FIXTURE_SENTENCES).toContain(r.text);
+        // one row per step: never batched
+        expect(r.timings.stepRows).toBe(r.timings.steps);
+      }
+    } finally {
+      await pool.drain(1000);
+    }
   });
 });
 
@@ -285,7 +363,7 @@ describe('AsrPool drain with a generous grace', () => {
     await pool.waitUntilReady(60_000);
     const pcm = await clipOf(pool, 25);
     const admission = admitted(pool);
-    const task = pool.transcribe(pcm).finally(() => admission.release());
+    const task = pool.transcribe(admission, pcm).finally(() => admission.release());
     const drained = pool.drain(5000);
     expect(pool.admit()).toMatchObject({ refused: 'draining' });
     expect(pool.ready).toBe(false);
@@ -295,20 +373,21 @@ describe('AsrPool drain with a generous grace', () => {
     expect(r.text.length).toBeGreaterThan(0);
     await drained;
     expect(pool.threads).toHaveLength(0);
-    await expect(pool.decode(clipBytes())).rejects.toBeInstanceOf(InferenceError);
+    await expect(pool.decode(clipBytes())).rejects.toMatchObject({ name: 'PoolError', code: 'closed' });
   });
 });
 
 describe('AsrPool on a model whose encoder fails on long audio', () => {
-  it('rejects with InferenceError and keeps the worker serving', async () => {
+  it('rejects with PoolError inference_failed and keeps the worker serving', async () => {
     const pool = await AsrPool.start(options({ modelDir: fixtureModel('fails-long') }));
     try {
       await pool.waitUntilReady(60_000);
       const threads = [...pool.threads];
-      const err = await pool.transcribe(await clipOf(pool, 12)).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(InferenceError);
-      expect((err as InferenceError).message).toMatch(/nAudioTokens/);
-      const r = await pool.transcribe(await clipOf(pool, 5));
+      const err = await transcribe(pool, await clipOf(pool, 12)).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PoolError);
+      expect((err as PoolError).code).toBe('inference_failed');
+      expect((err as PoolError).message).toMatch(/nAudioTokens/);
+      const r = await transcribe(pool, await clipOf(pool, 5));
       expect(FIXTURE_SENTENCES).toContain(r.text);
       expect(sameThreads(pool.threads, threads)).toBe(true);
       expect(pool.ready).toBe(true);

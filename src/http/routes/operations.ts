@@ -19,9 +19,10 @@ export async function operationsRoutes(app: FastifyInstance, o: OperationsRouteO
   app.get('/health', quiet, async () => ({ status: 'ok' }));
 
   app.get('/ready', quiet, async (_req, reply) => {
-    const stats = o.backend.stats;
-    const status = o.backend.ready ? 'ready' : stats.draining ? 'draining' : o.backend.downloading ? 'downloading' : 'not_ready';
-    return reply.status(status === 'ready' ? 200 : 503).send({ status, ...stats });
+    const { workers, readyWorkers, busyWorkers, admitted, queued, draining } = o.backend.stats;
+    const status = o.backend.ready ? 'ready' : draining ? 'draining' : o.backend.downloading ? 'downloading' : 'not_ready';
+    // The fields openapi.yaml's Readiness lists; sequences and capacity are on /metrics.
+    return reply.status(status === 'ready' ? 200 : 503).send({ status, workers, readyWorkers, busyWorkers, admitted, queued, draining });
   });
 
   app.get('/metrics', quiet, async (_req, reply) => reply.type(o.metrics.registry.contentType).send(await o.metrics.registry.metrics()));

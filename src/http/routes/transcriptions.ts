@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { TranscriptionResult } from '../../asr/transcribe.js';
 import type { Metrics } from '../../metrics.js';
+import type { Transcription } from '../../pool/result.js';
 import type { Admission, TranscriptionBackend } from '../backend.js';
-import { ApiError, toApiError } from '../errors.js';
+import { ApiError, serverStopped, toApiError } from '../errors.js';
 import { SSE_DONE, deltaEvent, doneEvent, renderTranscription, sseEvent } from '../formats.js';
 import { readTranscriptionRequest, type ModelIds } from '../transcription-request.js';
 
@@ -56,14 +56,12 @@ function watchClient(reply: FastifyReply): AbortSignal {
   return gone.signal;
 }
 
-const serverStopped = () => new ApiError(503, 'The server shut down before the transcription finished; retry.', 'server_error', 'service_unavailable');
-
 export async function transcriptionRoutes(app: FastifyInstance, o: TranscriptionRouteOptions): Promise<void> {
   /** Runs the work, counting its outcome; a failure while draining is the shutdown's doing, not the engine's. */
-  const run = async (pcm: Float32Array, call: Parameters<TranscriptionBackend['transcribe']>[1]): Promise<TranscriptionResult> => {
-    let result: TranscriptionResult;
+  const run = async (admission: Admission, pcm: Float32Array, call: Parameters<TranscriptionBackend['transcribe']>[2]): Promise<Transcription> => {
+    let result: Transcription;
     try {
-      result = await o.backend.transcribe(pcm, call);
+      result = await o.backend.transcribe(admission, pcm, call);
     } catch (err) {
       o.metrics.outcomes.inc({ outcome: 'failed' });
       throw o.backend.stats.draining ? serverStopped() : err;
@@ -94,11 +92,9 @@ export async function transcriptionRoutes(app: FastifyInstance, o: Transcription
       };
 
       if (!t.stream) {
-        const result = await run(pcm, call);
-        if (result.cancelled) {
-          if (clientGone.aborted) return reply; // nobody to answer
-          throw serverStopped();
-        }
+        const result = await run(admission, pcm, call);
+        if (result.cancelReason === 'client') return reply; // nobody to answer
+        if (result.cancelReason === 'shutdown') throw serverStopped();
         const { contentType, body } = renderTranscription(result, t.responseFormat);
         return reply.type(contentType).send(body);
       }
@@ -112,9 +108,9 @@ export async function transcriptionRoutes(app: FastifyInstance, o: Transcription
         'x-request-id': req.id,
       });
       try {
-        const result = await run(pcm, { ...call, onDelta: (delta) => reply.raw.write(sseEvent(deltaEvent(delta))) });
+        const result = await run(admission, pcm, { ...call, onDelta: (delta) => reply.raw.write(sseEvent(deltaEvent(delta))) });
         if (!result.cancelled) reply.raw.write(sseEvent(doneEvent(result)) + SSE_DONE);
-        else if (!clientGone.aborted) reply.raw.write(`event: error\n${sseEvent(serverStopped().body())}`);
+        else if (result.cancelReason === 'shutdown') reply.raw.write(`event: error\n${sseEvent(serverStopped().body())}`);
       } catch (err) {
         const api = toApiError(err, o.maxUploadBytes);
         req.log.error({ err }, 'streamed transcription failed');

@@ -1,6 +1,7 @@
-import { type Language, toLanguage } from './languages.js';
+import { type Language, toLanguage } from '../pool/result.js';
 
 /**
+ * OpenAI's language vocabulary: the codes its `language` parameter takes and the names its responses give.
  * Codes accepted for each language, primary first. OpenAI's `language` parameter is ISO-639-1.
  * Cantonese has none: 'yue' (ISO-639-3) is primary, and resolveLanguage maps the 'zh-HK'/'zh-yue' tags
  * many clients use. Filipino's primary is 'tl' (ISO-639-1, Tagalog), what Whisper-style clients send;
@@ -69,14 +70,7 @@ export function languageCode(l: Language): string {
   return CODES[l][0];
 }
 
-/**
- * The lowercase full name OpenAI's verbose_json uses ('English' -> 'english'); a comma-joined list of
- * chunk languages stays a list ('Chinese,English' -> 'chinese,english'); '' (no speech) stays ''.
- */
+/** The lowercase full name OpenAI's verbose_json uses ('English' -> 'english'; '' for no speech stays ''). */
 export function openAiLanguageName(language: string): string {
-  return language
-    .split(',')
-    .map((s) => s.trim().toLowerCase())
-    .filter((s) => s !== '')
-    .join(',');
+  return language.trim().toLowerCase();
 }
