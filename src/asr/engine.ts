@@ -1,21 +1,25 @@
-import { env, InferenceSession, Tensor } from 'onnxruntime-node';
-import { logMel, N_MELS } from '../audio/logMel.js';
+import { env, InferenceSession } from 'onnxruntime-node';
+import { SAMPLE_RATE } from '../audio/pcm.js';
+import { HostBackend } from './backends/host.js';
+import type { DecoderBackend } from './backend.js';
 import {
   checkDecoderPair,
   readDecoderContract,
   readEncoderContract,
   type DecoderContract,
   type EncoderContract,
-  type FloatType,
   type SessionInfo,
 } from './contract.js';
+import { DecoderInputs } from './decoder-io.js';
+import { leanDecoderGraph } from './lean-graph.js';
 import { EmbeddingLookup, findEmbeddingFiles, loadEmbeddingTableOnce, type SharedEmbeddingTable } from './embeddings.js';
-import { InferenceError, ModelLoadError } from './errors.js';
-import { float16Table, float32ToFloat16Bits } from './half.js';
+import { ModelLoadError } from './errors.js';
+import { Generator, Sequence, type SequenceTimings, type Streamer } from './generation.js';
 import type { Language } from './languages.js';
 import { checkPreprocessorConfig, findModelFiles, type ModelFiles } from './model-dir.js';
 import { TranscriptDeltas, parseAsrOutput } from './postprocess.js';
-import { buildPrompt, nAudioTokens, SPECIAL } from './prompt.js';
+import { AsrProcessor } from './processor.js';
+import { SPECIAL } from './prompt.js';
 import { Tokenizer } from './tokenizer.js';
 
 export type DeviceSetting = 'auto' | 'cuda' | 'cpu';
@@ -23,6 +27,7 @@ export type Provider = 'cuda' | 'cpu';
 
 export interface Logger {
   warn(message: string): void;
+  info?(message: string): void;
 }
 
 export interface EngineOptions {
@@ -34,7 +39,21 @@ export interface EngineOptions {
   /** a table already loaded by this process (the pool shares one with its workers) */
   embeddings?: SharedEmbeddingTable;
   logger?: Logger;
+  /** most sequences decoded together in one step (default 8); 1 when the graphs' batch is fixed */
+  maxBatch?: number;
+  /** default true: use LEAN's rewritten graphs when possible */
+  leanGraphs?: boolean;
 }
+
+/** Whether concurrent sequences decode together, read from the step graph at load. */
+export interface Batching {
+  dynamic: boolean;
+  maxBatch: number;
+  /** why sequences decode one at a time */
+  reason?: string;
+}
+
+export const DEFAULT_MAX_BATCH = 8;
 
 export interface ChunkOptions {
   language?: Language;
@@ -63,11 +82,15 @@ export interface ChunkResult {
   audioTokens: number;
   truncated: boolean;
   cancelled: boolean;
-  timings: { featuresMs: number; encoderMs: number; prefillMs: number; stepsMs: number; steps: number };
+  timings: ChunkTimings;
+}
+
+export interface ChunkTimings extends SequenceTimings {
+  featuresMs: number;
+  encoderMs: number;
 }
 
 type Session = Pick<InferenceSession, 'run' | 'inputMetadata' | 'outputMetadata' | 'release'>;
-type Feeds = Record<string, Tensor>;
 
 export interface EngineSessions {
   encoder: Session;
@@ -88,7 +111,31 @@ function sessionInfo(session: Session, file: string): SessionInfo {
   return { file, inputs: tensors(session.inputMetadata), outputs: tensors(session.outputMetadata) };
 }
 
-async function openSessions(files: ModelFiles, provider: Provider, o: EngineOptions): Promise<EngineSessions> {
+/** A graph to load: the model's own file, or a lean rewrite of it with the options that find its weights. */
+interface GraphChoice {
+  file: string;
+  options: InferenceSession.SessionOptions;
+}
+
+interface Graphs {
+  encoder: GraphChoice;
+  prefill: GraphChoice;
+  step: GraphChoice;
+}
+
+/** Lean decoders (greedy ids instead of logits) unless turned off; a graph kept as it is says why. */
+async function chooseGraphs(files: ModelFiles, o: EngineOptions): Promise<Graphs> {
+  const own = (file: string): GraphChoice => ({ file, options: {} });
+  const lean = async (file: string, role: 'prefill' | 'step'): Promise<GraphChoice> => {
+    if (o.leanGraphs === false) return own(file);
+    const g = await leanDecoderGraph(file, role);
+    if (!g.rewritten) o.logger?.warn(`${file}: kept with its logits (lean graph not possible: ${g.reason})`);
+    return { file: g.file, options: g.sessionOptions };
+  };
+  return { encoder: own(files.encoder), prefill: await lean(files.prefill, 'prefill'), step: await lean(files.step, 'step') };
+}
+
+async function openSessions(graphs: Graphs, provider: Provider, o: EngineOptions): Promise<EngineSessions> {
   const options: InferenceSession.SessionOptions = {
     executionProviders: provider === 'cuda' ? [{ name: 'cuda', deviceId: o.cudaDeviceId ?? 0 }] : ['cpu'],
     graphOptimizationLevel: 'all',
@@ -98,9 +145,9 @@ async function openSessions(files: ModelFiles, provider: Provider, o: EngineOpti
     ...(o.intraOpThreads ? { intraOpNumThreads: o.intraOpThreads } : {}),
   };
   const opened: Session[] = [];
-  const open = async (file: string) => {
+  const open = async ({ file, options: own }: GraphChoice) => {
     try {
-      const s = await InferenceSession.create(file, options);
+      const s = await InferenceSession.create(file, { ...options, ...own });
       opened.push(s);
       return s;
     } catch (err) {
@@ -108,11 +155,11 @@ async function openSessions(files: ModelFiles, provider: Provider, o: EngineOpti
       throw new ModelLoadError(`${file}: onnxruntime could not load it on ${provider}: ${firstLine(err)}`);
     }
   };
-  return { encoder: await open(files.encoder), prefill: await open(files.prefill), step: await open(files.step) };
+  return { encoder: await open(graphs.encoder), prefill: await open(graphs.prefill), step: await open(graphs.step) };
 }
 
 /** auto: CUDA, else CPU with one warning; cuda: CUDA or a startup error; cpu: CPU. */
-async function openOnDevice(files: ModelFiles, o: EngineOptions): Promise<{ provider: Provider; sessions: EngineSessions }> {
+async function openOnDevice(files: Graphs, o: EngineOptions): Promise<{ provider: Provider; sessions: EngineSessions }> {
   // Every onnxruntime failure reaches us as an exception that we report with context; its own logger
   // would add multi-line native dumps (e.g. for the CUDA probe in auto mode). Read at first init.
   env.logLevel = 'fatal';
@@ -130,52 +177,43 @@ async function openOnDevice(files: ModelFiles, o: EngineOptions): Promise<{ prov
   return { provider: 'cpu', sessions: await openSessions(files, 'cpu', o) };
 }
 
-/** Rows of a float tensor as the element type another graph wants. */
-function convertFloats(data: Float32Array | Uint16Array, from: FloatType, to: FloatType): Float32Array | Uint16Array {
-  if (from === to) return data;
-  if (to === 'float32') {
-    const lut = float16Table();
-    return Float32Array.from(data as Uint16Array, (h) => lut[h]!);
-  }
-  return Uint16Array.from(data as Float32Array, float32ToFloat16Bits);
+/** The step graph decodes several sequences at once only with a free batch dimension, a mask and positions. */
+function batchingOf(step: SessionInfo, c: DecoderContract, maxBatch: number): Batching {
+  const batch = step.inputs.find((t) => t.name === c.token.name)!.shape[0];
+  const reason =
+    typeof batch === 'number'
+      ? `${step.file} has a fixed batch of ${batch}`
+      : !c.attentionMask
+        ? `${step.file} takes no attention mask`
+        : !c.positionIds
+          ? `${step.file} takes no position ids`
+          : undefined;
+  return reason ? { dynamic: false, maxBatch: 1, reason } : { dynamic: true, maxBatch };
 }
 
-function argmaxLastRow(logits: Tensor, type: FloatType): { id: number; value: number } {
-  const vocab = logits.dims[logits.dims.length - 1]!;
-  const offset = logits.size - vocab;
-  let best = 0;
-  let bestValue = -Infinity;
-  if (type === 'float32') {
-    const data = logits.data as Float32Array;
-    for (let i = 0; i < vocab; i++) {
-      const v = data[offset + i]!;
-      if (v > bestValue) {
-        bestValue = v;
-        best = i;
-      }
-    }
-  } else {
-    const data = logits.data as Uint16Array;
-    const lut = float16Table();
-    for (let i = 0; i < vocab; i++) {
-      const v = lut[data[offset + i]!]!;
-      if (v > bestValue) {
-        bestValue = v;
-        best = i;
-      }
-    }
+/** 1 s of quiet deterministic noise: exercises every session and kernel choice before the first request. */
+function warmUpAudio(): Float32Array {
+  const pcm = new Float32Array(SAMPLE_RATE);
+  let state = 0x2545f491;
+  for (let i = 0; i < pcm.length; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    pcm[i] = (state / 0x1_0000_0000 - 0.5) * 0.002;
   }
-  return { id: best, value: bestValue };
+  return pcm;
 }
-
-const int64 = (values: ArrayLike<number>, dims: number[]) =>
-  new Tensor('int64', BigInt64Array.from(values as ArrayLike<number>, (v) => BigInt(v)), dims);
 
 /**
  * One Mega-ASR model: the three sessions, their contracts as read at load time, the tokenizer and the
- * embedding table. Runs one chunk at a time: features -> encoder -> prompt -> prefill -> greedy steps.
+ * embedding table, driven in transformers.js's stages: the processor (features -> encoder rows -> prompt),
+ * generation (greedy, with a streamer and stopping criteria, batched across concurrent calls by one
+ * Generator over the decoder backend) and post-processing (header parsing, repetition repair).
  */
 export class AsrEngine {
+  readonly backend: DecoderBackend;
+  private readonly processor: AsrProcessor;
+  private readonly generator: Generator;
+  private readonly defaultStopIds: ReadonlySet<number>;
+
   private constructor(
     readonly provider: Provider,
     readonly sessions: EngineSessions,
@@ -184,17 +222,31 @@ export class AsrEngine {
     readonly stepContract: DecoderContract,
     readonly tokenizer: Tokenizer,
     readonly embeddings: EmbeddingLookup | undefined,
-  ) {}
+    readonly batching: Batching,
+  ) {
+    this.processor = new AsrProcessor(sessions.encoder, encoderContract, tokenizer);
+    this.backend = new HostBackend({
+      prefill: { session: sessions.prefill, contract: prefillContract },
+      step: { session: sessions.step, contract: stepContract },
+      inputs: new DecoderInputs(embeddings, encoderContract.output.type),
+      maxBatch: batching.maxBatch,
+    });
+    this.generator = new Generator(this.backend, batching.maxBatch);
+    this.defaultStopIds = new Set([tokenizer.tokenId(SPECIAL.imEnd), tokenizer.tokenId(SPECIAL.endOfText)]);
+  }
 
   static async load(o: EngineOptions): Promise<AsrEngine> {
+    const maxBatch = o.maxBatch ?? DEFAULT_MAX_BATCH;
+    if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new ModelLoadError(`maxBatch must be a positive integer; got ${maxBatch}`);
     checkPreprocessorConfig(o.modelDir);
     const files = findModelFiles(o.modelDir);
     const tokenizer = Tokenizer.fromModelDir(o.modelDir);
-    const { provider, sessions } = await openOnDevice(files, o);
+    const { provider, sessions } = await openOnDevice(await chooseGraphs(files, o), o);
     try {
       const encoder = readEncoderContract(sessionInfo(sessions.encoder, files.encoder));
       const prefill = readDecoderContract(sessionInfo(sessions.prefill, files.prefill), 'prefill');
-      const step = readDecoderContract(sessionInfo(sessions.step, files.step), 'step');
+      const stepInfo = sessionInfo(sessions.step, files.step);
+      const step = readDecoderContract(stepInfo, 'step');
       checkDecoderPair(prefill, step);
       const hidden = new Set([encoder.hiddenSize, prefill.hiddenSize, step.hiddenSize].filter((h) => h !== undefined));
       if (hidden.size > 1) {
@@ -211,7 +263,9 @@ export class AsrEngine {
           throw new ModelLoadError(`${embeddings.table.source}: expected at least ${tokenizer.vocabSize} rows (the tokenizer's ids); found ${embeddings.table.rows}`);
         }
       }
-      return new AsrEngine(provider, sessions, encoder, prefill, step, tokenizer, embeddings);
+      const batching = batchingOf(stepInfo, step, maxBatch);
+      if (batching.reason) o.logger?.info?.(`decoding one sequence at a time per worker: ${batching.reason}`);
+      return new AsrEngine(provider, sessions, encoder, prefill, step, tokenizer, embeddings, batching);
     } catch (err) {
       await Promise.all(Object.values(sessions).map((s: Session) => s.release()));
       throw err;
@@ -232,152 +286,46 @@ export class AsrEngine {
     await Promise.all([this.sessions.encoder.release(), this.sessions.prefill.release(), this.sessions.step.release()]);
   }
 
-  /** Encoder rows for 16 kHz mono PCM (clips under 0.5 s are zero-padded by logMel). */
-  private async encode(pcm: Float32Array): Promise<{ rows: Tensor; nFrames: number; featuresMs: number; encoderMs: number }> {
-    const t0 = performance.now();
-    const { data, nFrames } = logMel(pcm);
-    const t1 = performance.now();
-    const c = this.encoderContract;
-    const mel = new Tensor('float32', data, c.mel.rank === 3 ? [1, N_MELS, nFrames] : [N_MELS, nFrames]);
-    const rows = (await this.sessions.encoder.run({ [c.mel.name]: mel }))[c.output.name] as Tensor;
-    const expected = nAudioTokens(nFrames);
-    const found = rows.dims.length === 3 && rows.dims[0] !== 1 ? -1 : rows.dims[rows.dims.length - 2];
-    if (found !== expected) {
-      throw new InferenceError(
-        `${c.file} returned audio rows of shape [${rows.dims.join(', ')}] for ${nFrames} mel frames; expected nAudioTokens(${nFrames}) = ${expected} rows`,
-      );
-    }
-    return { rows, nFrames, featuresMs: t1 - t0, encoderMs: performance.now() - t1 };
+  /** Runs 1 s of quiet noise through every session with a budget of a few tokens (first-run kernel choices). */
+  async warmUp(): Promise<void> {
+    await this.transcribeChunk(warmUpAudio(), { maxNewTokens: 4 });
   }
 
-  /** Token input for ids at the given positions; audio rows replace the pads when the graph takes embeddings. */
-  private tokenFeed(c: DecoderContract, ids: readonly number[], audio?: { rows: Tensor; offset: number }): Tensor {
-    if (c.token.kind === 'input_ids') return int64(ids, [1, ids.length]);
-    const lookup = this.embeddings!;
-    const width = lookup.hiddenSize;
-    const type = c.token.type;
-    const data = type === 'float32' ? new Float32Array(ids.length * width) : new Uint16Array(ids.length * width);
-    ids.forEach((id, i) =>
-      type === 'float32' ? lookup.rowToFloat32(id, data as Float32Array, i * width) : lookup.rowToFloat16(id, data as Uint16Array, i * width),
-    );
-    if (audio) {
-      const rows = convertFloats(audio.rows.data as Float32Array | Uint16Array, this.encoderContract.output.type, type);
-      data.set(rows, audio.offset * width);
-    }
-    return new Tensor(type, data, [1, ids.length, width]);
-  }
-
-  private positionFeed(c: DecoderContract, start: number, length: number): Tensor {
-    const positions = Array.from({ length }, (_, i) => start + i);
-    // MRoPE with identical rows is plain RoPE (contract section 8): the same positions three times.
-    return c.positionIds!.rank === 3 ? int64([...positions, ...positions, ...positions], [3, 1, length]) : int64(positions, [1, length]);
-  }
-
-  private decoderFeeds(
-    c: DecoderContract,
-    ids: readonly number[],
-    start: number,
-    ones: BigInt64Array,
-    audio?: { rows: Tensor; offset: number },
-  ): Feeds {
-    const feeds: Feeds = { [c.token.name]: this.tokenFeed(c, ids, c.token.kind === 'inputs_embeds' ? audio : undefined) };
-    if (c.audio && audio) {
-      const rows = audio.rows;
-      const width = rows.dims[rows.dims.length - 1]!;
-      const n = rows.size / width;
-      const data = convertFloats(rows.data as Float32Array | Uint16Array, this.encoderContract.output.type, c.audio.type);
-      feeds[c.audio.name] = new Tensor(c.audio.type, data, c.audio.rank === 3 ? [1, n, width] : [n, width]);
-    }
-    // A view of the chunk's buffer of ones: no per-step allocation proportional to the context length.
-    if (c.attentionMask) feeds[c.attentionMask] = new Tensor('int64', ones.subarray(0, start + ids.length), [1, start + ids.length]);
-    if (c.positionIds) feeds[c.positionIds.name] = this.positionFeed(c, start, ids.length);
-    return feeds;
-  }
-
-  /** A prefill graph that also takes a cache (merged decoders) gets an empty one. */
-  private emptyPast(c: DecoderContract): Feeds {
-    const feeds: Feeds = {};
-    for (const kv of c.kv) {
-      if (!kv.input) continue;
-      if (!c.kvHeads || !c.headDim) throw new InferenceError(`${c.file}: cannot build an empty cache without numeric head dimensions`);
-      const data = c.kvType === 'float32' ? new Float32Array(0) : new Uint16Array(0);
-      feeds[kv.input] = new Tensor(c.kvType, data, [1, c.kvHeads, 0, c.headDim]);
-    }
-    return feeds;
-  }
-
-  private nextToken(c: DecoderContract, outputs: InferenceSession.OnnxValueMapType): number {
-    const { id, value } = argmaxLastRow(outputs[c.logits.name] as Tensor, c.logits.type);
-    if (!Number.isFinite(value)) throw new InferenceError(`${c.file} produced non-finite logits`);
-    return id;
-  }
-
+  /** One chunk, decoded together with whatever else this engine is decoding. */
   async transcribeChunk(pcm: Float32Array, o: ChunkOptions): Promise<ChunkResult> {
-    const { rows, nFrames, featuresMs, encoderMs } = await this.encode(pcm);
-    const prompt = buildPrompt(this.tokenizer, {
-      nAudioTokens: nAudioTokens(nFrames),
-      ...(o.context ? { context: o.context } : {}),
-      ...(o.language ? { language: o.language } : {}),
-    });
-    const stop = new Set(o.stopTokenIds ?? [this.tokenizer.tokenId(SPECIAL.imEnd), this.tokenizer.tokenId(SPECIAL.endOfText)]);
-    const pre = this.prefillContract;
-    const t0 = performance.now();
-    const ones = new BigInt64Array(prompt.ids.length + o.maxNewTokens + 1).fill(1n);
-    let outputs = await this.sessions.prefill.run({
-      ...this.decoderFeeds(pre, prompt.ids, 0, ones, { rows, offset: prompt.audioOffset }),
-      ...this.emptyPast(pre),
-    });
-    let next = this.nextToken(pre, outputs);
-    const t1 = performance.now();
-
-    const step = this.stepContract;
-    // Both contracts list the cache by (layer, key/value), so index i is the same tensor in both.
-    let cacheNames = pre.kv.map((kv) => kv.output);
-    const stepCacheNames = step.kv.map((kv) => kv.output);
-    const generated: number[] = [];
+    const audio = await this.processor.process(pcm, o);
+    const deltas = new TranscriptDeltas(o.language);
     const stream = this.tokenizer.createStreamDecoder();
-    const deltas = new TranscriptDeltas(o.language !== undefined);
-    const emit = (piece: string) => {
-      const text = deltas.push(piece);
+    const emit = (text: string) => {
       if (text) o.onDelta?.(text);
     };
-    let length = prompt.ids.length;
-    let truncated = false;
-    let cancelled = false;
-    while (!stop.has(next)) {
-      generated.push(next);
-      emit(stream.push(next));
-      if (generated.length >= o.maxNewTokens) {
-        truncated = true;
-        break;
-      }
-      if (o.shouldStop?.()) {
-        cancelled = true;
-        break;
-      }
-      const feeds = this.decoderFeeds(step, [next], length, ones);
-      // present.* go straight back in as past_key_values.*: the tensors themselves, no copies.
-      step.kv.forEach((kv, i) => (feeds[kv.input!] = outputs[cacheNames[i]!] as Tensor));
-      outputs = await this.sessions.step.run(feeds);
-      cacheNames = stepCacheNames;
-      length += 1;
-      next = this.nextToken(step, outputs);
-    }
-    emit(stream.flush());
-    const t2 = performance.now();
-    const rawText = this.tokenizer.decode(generated);
-    const parsed = parseAsrOutput(rawText, o.language);
+    const streamer: Streamer = {
+      put: (id) => emit(deltas.push(stream.push(id))),
+      end: () => {
+        emit(deltas.push(stream.flush()));
+        emit(deltas.end());
+      },
+    };
+    const criteria = {
+      stopIds: o.stopTokenIds ? new Set(o.stopTokenIds) : this.defaultStopIds,
+      maxNewTokens: o.maxNewTokens,
+      ...(o.shouldStop ? { shouldStop: o.shouldStop } : {}),
+    };
+    const sequence = new Sequence(audio.prompt, criteria, streamer);
+    await this.generator.generate(sequence);
+    const generated = sequence.tokens;
+    const parsed = parseAsrOutput(deltas.rawText, o.language);
     return {
       text: parsed.text,
       language: parsed.language,
-      rawText,
+      rawText: deltas.rawText,
       tokens: generated,
       textTokens: o.language ? generated : generated.slice(generated.indexOf(this.tokenizer.tokenId(SPECIAL.asrText)) + 1),
-      promptTokens: prompt.ids.length,
-      audioTokens: prompt.nAudioTokens,
-      truncated,
-      cancelled,
-      timings: { featuresMs, encoderMs, prefillMs: t1 - t0, stepsMs: t2 - t1, steps: Math.max(0, generated.length - 1) },
+      promptTokens: audio.prompt.ids.length,
+      audioTokens: audio.audioTokens,
+      truncated: sequence.finish === 'budget',
+      cancelled: sequence.finish === 'cancel',
+      timings: { featuresMs: audio.featuresMs, encoderMs: audio.encoderMs, ...sequence.timings },
     };
   }
 }

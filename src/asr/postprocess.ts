@@ -95,41 +95,65 @@ export function parseAsrOutput(raw: string, forcedLanguage?: string): ParsedOutp
   return { language, text };
 }
 
-/** Per-chunk languages joined like the reference: order kept, consecutive duplicates and blanks dropped. */
-export function mergeLanguages(languages: string[]): string {
+/** Languages in the order first heard, each once; blanks (no speech) dropped. */
+export function mergeLanguages(languages: readonly string[]): string[] {
   const out: string[] = [];
-  for (const l of languages.map((x) => x.trim())) if (l && l !== out[out.length - 1]) out.push(l);
-  return out.join(',');
+  for (const l of languages.map((x) => x.trim())) if (l && !out.includes(l)) out.push(l);
+  return out;
 }
 
 /**
- * Turns decoded pieces into transcript deltas for streaming: in auto-language mode the
- * "language X<asr_text>" header is held back and dropped, and leading white space is trimmed,
- * so the deltas add up to the final text (before repetition repair, which needs the whole text).
+ * How many leading code points of a transcript no continuation can change: the tail that could still
+ * grow into a repeated pattern (a suffix that repeats with some period up to MAX_PATTERN_LENGTH, which
+ * includes the last MAX_PATTERN_LENGTH code points) or be trimmed (trailing white space) is held back.
+ */
+function stableLength(cps: readonly string[]): number {
+  const n = cps.length;
+  let stable = n;
+  while (stable > 0 && /\s/u.test(cps[stable - 1]!)) stable--;
+  for (let k = 1; k <= MAX_PATTERN_LENGTH; k++) {
+    let p = n - k;
+    while (p > 0 && cps[p - 1] === cps[p - 1 + k]) p--;
+    stable = Math.min(stable, Math.max(0, p));
+  }
+  return stable;
+}
+
+/**
+ * Turns decoded pieces into transcript deltas for streaming that add up to exactly the final text
+ * (parseAsrOutput of the whole output): the "language X<asr_text>" header is dropped, and text that the
+ * repetition repair or the final trim could still change is held back until it cannot, or until end().
  */
 export class TranscriptDeltas {
-  private header = '';
-  private inText: boolean;
-  private started = false;
+  private raw = '';
+  private sent = '';
 
-  constructor(forcedLanguage: boolean) {
-    this.inText = forcedLanguage;
+  constructor(private readonly forcedLanguage?: string) {}
+
+  /** The model's output so far. */
+  get rawText(): string {
+    return this.raw;
   }
 
   push(piece: string): string {
-    let text = piece;
-    if (!this.inText) {
-      this.header += piece;
-      const tag = this.header.indexOf(ASR_TEXT_TAG);
-      if (tag < 0) return '';
-      this.inText = true;
-      text = this.header.slice(tag + ASR_TEXT_TAG.length);
-    }
-    if (!this.started) {
-      text = text.trimStart();
-      if (!text) return '';
-      this.started = true;
-    }
-    return text;
+    if (!piece) return '';
+    this.raw += piece;
+    // Before the header's end the text is unknown (a missing tag makes the whole output the text).
+    if (!this.forcedLanguage && !this.raw.includes(ASR_TEXT_TAG)) return '';
+    const cps = Array.from(parseAsrOutput(this.raw, this.forcedLanguage).text);
+    return this.advance(cps.slice(0, stableLength(cps)).join(''));
+  }
+
+  /** The rest of the final text. */
+  end(): string {
+    return this.advance(parseAsrOutput(this.raw, this.forcedLanguage).text);
+  }
+
+  private advance(text: string): string {
+    // What was sent stays sent: only an extension of it is streamed.
+    if (text.length <= this.sent.length || !text.startsWith(this.sent)) return '';
+    const delta = text.slice(this.sent.length);
+    this.sent = text;
+    return delta;
   }
 }

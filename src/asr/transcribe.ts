@@ -1,7 +1,7 @@
 import { splitAudioIntoChunks, type AudioChunk } from '../audio/chunking.js';
 import { SAMPLE_RATE } from '../audio/pcm.js';
 import { detectSpeech, planSegments } from '../audio/vad.js';
-import type { AsrEngine, ChunkOptions, ChunkResult } from './engine.js';
+import type { AsrEngine, ChunkOptions, ChunkResult, ChunkTimings } from './engine.js';
 import { mergeLanguages } from './postprocess.js';
 
 export interface TranscribeOptions extends Omit<ChunkOptions, 'maxNewTokens'> {
@@ -31,15 +31,16 @@ export interface Segment {
 
 export interface TranscriptionResult {
   text: string;
-  /** canonical name(s), comma-joined when chunks differ; '' when no speech was recognised */
-  language: string;
+  /** canonical names as the model writes them ('English'), in the order first heard, each once; [] when no speech */
+  languages: string[];
   duration: number;
   segments: Segment[];
   truncated: boolean;
   cancelled: boolean;
   /** prompt tokens include the audio tokens */
   usage: { promptTokens: number; audioTokens: number; generatedTokens: number };
-  timings: { featuresMs: number; encoderMs: number; prefillMs: number; stepsMs: number; steps: number };
+  /** summed over the chunks (stepsMs, steps, stepHostMs, stepRows: over the decode steps the chunks took part in) */
+  timings: ChunkTimings;
 }
 
 /** Budget proportional to duration, so a noisy clip cannot decode forever. */
@@ -107,7 +108,7 @@ export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: Transc
   const sum = (f: (r: ChunkResult) => number) => results.reduce((a, r) => a + f(r), 0);
   return {
     text,
-    language: mergeLanguages(segments.map((s) => s.language)),
+    languages: mergeLanguages(segments.map((s) => s.language)),
     duration: pcm.length / SAMPLE_RATE,
     segments,
     truncated: results.some((r) => r.truncated),
@@ -123,6 +124,8 @@ export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: Transc
       prefillMs: sum((r) => r.timings.prefillMs),
       stepsMs: sum((r) => r.timings.stepsMs),
       steps: sum((r) => r.timings.steps),
+      stepHostMs: sum((r) => r.timings.stepHostMs),
+      stepRows: sum((r) => r.timings.stepRows),
     },
   };
 }

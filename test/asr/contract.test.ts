@@ -226,7 +226,7 @@ describe('readDecoderContract', () => {
   it('reads [B, S] positions and last-position logits', () => {
     const c = readDecoderContract(decoderInfo({ positions: 2, logits: 'last' }), 'step');
     expect(c.positionIds).toEqual({ name: 'position_ids', rank: 2 });
-    expect(c.logits.span).toBe('last');
+    expect(c.logits?.span).toBe('last');
   });
 
   it('works without positions and reports an unknown logits span', () => {
@@ -234,14 +234,14 @@ describe('readDecoderContract', () => {
     const odd: SessionInfo = { ...info, outputs: [t('logits', 'float32', ['batch_size', 'n', VOCAB]), ...info.outputs.slice(1)] };
     const c = readDecoderContract(odd, 'prefill');
     expect(c.positionIds).toBeUndefined();
-    expect(c.logits.span).toBe('unknown');
+    expect(c.logits?.span).toBe('unknown');
   });
 
   it('reads a float16 cache and float16 logits', () => {
     const info = decoderInfo({ kvType: 'float16' });
     const c = readDecoderContract({ ...info, outputs: [t('logits', 'float16', ['batch_size', 'sequence_length', VOCAB]), ...info.outputs.slice(1)] }, 'step');
     expect(c.kvType).toBe('float16');
-    expect(c.logits.type).toBe('float16');
+    expect(c.logits?.type).toBe('float16');
     expect(readDecoderContract(decoderInfo(), 'step').kvType).toBe('float32');
   });
 
@@ -308,7 +308,7 @@ describe('readDecoderContract', () => {
     expect(c.kv).toHaveLength(4);
     for (const b of c.kv) expect(b.input).toBeUndefined();
     expect(c.kv.map((b) => b.output)).toEqual(['present.0.key', 'present.0.value', 'present.1.key', 'present.1.value']);
-    expect(c.logits.span).toBe('all');
+    expect(c.logits?.span).toBe('all');
 
     const rank3 = readDecoderContract(decoderInfo({ token: 'input_ids', audio: t('audio_embeds', 'float16', [1, 'n', HIDDEN]), kvType: 'float16' }), 'prefill');
     expect(rank3.audio).toEqual({ name: 'audio_embeds', rank: 3, type: 'float16' });
@@ -318,7 +318,7 @@ describe('readDecoderContract', () => {
     const c = readDecoderContract(decoderInfo({ token: 'input_ids', logits: 'last' }), 'step');
     expect(c.token).toEqual({ kind: 'input_ids', name: 'input_ids' });
     expect(c.audio).toBeUndefined();
-    expect(c.logits.span).toBe('last');
+    expect(c.logits?.span).toBe('last');
   });
 
   it('rejects an input_ids prefill graph with no audio input', () => {

@@ -85,49 +85,97 @@ describe('parseAsrOutput', () => {
 });
 
 describe('mergeLanguages', () => {
-  it('keeps order, drops consecutive duplicates and blanks', () => {
-    expect(mergeLanguages(['Chinese', 'English', 'English', '', 'Chinese'])).toBe('Chinese,English,Chinese');
-    expect(mergeLanguages(['English', ' ', 'English'])).toBe('English');
-    expect(mergeLanguages([' German ', 'German'])).toBe('German');
-    expect(mergeLanguages([])).toBe('');
-    expect(mergeLanguages(['', ''])).toBe('');
+  it('lists languages in the order first heard, each once, without blanks', () => {
+    expect(mergeLanguages(['Chinese', 'English', 'English', '', 'Chinese'])).toEqual(['Chinese', 'English']);
+    expect(mergeLanguages(['English', ' ', 'English'])).toEqual(['English']);
+    expect(mergeLanguages([' German ', 'German'])).toEqual(['German']);
+    expect(mergeLanguages([])).toEqual([]);
+    expect(mergeLanguages(['', ''])).toEqual([]);
   });
 });
 
 describe('TranscriptDeltas', () => {
-  const run = (forced: boolean, pieces: string[]) => {
+  /** Deltas after each piece, then what end() adds. */
+  const run = (forced: string | undefined, pieces: string[]) => {
     const deltas = new TranscriptDeltas(forced);
-    return pieces.map((p) => deltas.push(p));
+    const streamed = pieces.map((p) => deltas.push(p));
+    return { streamed, last: deltas.end(), raw: deltas.rawText };
   };
+  const total = (r: ReturnType<typeof run>) => r.streamed.join('') + r.last;
 
   it('holds back and drops the language header in auto mode', () => {
-    expect(run(false, ['language', ' English', '<asr_text>', 'Hel', 'lo'])).toEqual(['', '', '', 'Hel', 'lo']);
+    const r = run(undefined, ['language', ' English', '<asr_text>', 'Hel', 'lo']);
+    expect(r.streamed.slice(0, 3)).toEqual(['', '', '']);
+    expect(total(r)).toBe('Hello');
+    expect(r.raw).toBe('language English<asr_text>Hello');
   });
 
-  it('finds the tag when pieces split it', () => {
-    expect(run(false, ['language English', '<asr', '_text>Hi', ' there'])).toEqual(['', '', 'Hi', ' there']);
-    expect(run(false, ['language English<', 'asr_te', 'xt', '>', 'Yes'])).toEqual(['', '', '', '', 'Yes']);
+  it('finds the tag when pieces split it, and drops white space right after it', () => {
+    expect(total(run(undefined, ['language English', '<asr', '_text>Hi', ' there']))).toBe('Hi there');
+    expect(total(run(undefined, ['language English<', 'asr_te', 'xt', '>', 'Yes']))).toBe('Yes');
+    expect(total(run(undefined, ['language English<asr_text> ', '  ', '\n Hi ', 'x']))).toBe('Hi x');
   });
 
-  it('drops white space right after the tag, keeps it later', () => {
-    expect(run(false, ['language English<asr_text>', ' Hi', ' you'])).toEqual(['', 'Hi', ' you']);
-    expect(run(false, ['language English<asr_text> ', '  ', '\n Hi ', 'x'])).toEqual(['', '', 'Hi ', 'x']);
+  it('streams a long sentence while it is decoded, holding back only a short tail', () => {
+    const words = 'The quick brown fox jumps over the lazy dog and then runs far away into the woods'.split(' ');
+    const r = run('English', words.map((w, i) => (i ? ` ${w}` : w)));
+    expect(total(r)).toBe(words.join(' '));
+    const beforeEnd = r.streamed.join('');
+    expect(beforeEnd.length).toBeGreaterThan(words.join(' ').length - 25);
   });
 
-  it('passes text through in forced mode from the first non-blank piece', () => {
-    expect(run(true, [' ', ' Hello', ' world', '  '])).toEqual(['', 'Hello', ' world', '  ']);
-    expect(run(true, ['Bonjour'])).toEqual(['Bonjour']);
+  it('never streams trailing white space the final text trims', () => {
+    const r = run('English', [' ', ' Hello', ' world', '  ']);
+    expect(r.streamed.join('')).not.toMatch(/\s$/);
+    expect(total(r)).toBe('Hello world');
   });
 
   it('yields nothing for no speech', () => {
-    expect(run(false, ['language None<asr_text>'])).toEqual(['']);
-    expect(run(false, ['language', ' None', '<asr_text>', ''])).toEqual(['', '', '', '']);
+    expect(total(run(undefined, ['language None<asr_text>']))).toBe('');
+    expect(total(run(undefined, ['language', ' None', '<asr_text>', '']))).toBe('');
   });
 
-  it('adds up to the parsed text when nothing needs repair', () => {
-    const pieces = ['language', ' English', '<asr', '_text>', ' Hello', ',', ' world', '!'];
-    const joined = run(false, pieces).join('');
-    expect(joined).toBe(parseAsrOutput(pieces.join('')).text);
-    expect(joined).toBe('Hello, world!');
+  it('streams the whole output as text when the model never writes the tag, as parsing does', () => {
+    const r = run(undefined, ['just', ' some', ' words']);
+    expect(r.streamed.join('')).toBe('');
+    expect(r.last).toBe(parseAsrOutput('just some words').text);
+  });
+
+  it('adds up to the repaired text when a repetition forms, never streaming what the repair removes', () => {
+    const cases: [string | undefined, string[]][] = [
+      ['English', ['Stop', ...Array<string>(30).fill(' again'), '.']],
+      [undefined, ['language English<asr_text>', 'Go', ...Array<string>(40).fill(' go')]],
+      ['English', ['Ha', ...Array<string>(45).fill('h'), ' done']],
+      ['Chinese', ['我们', ...Array<string>(25).fill('好的'), '再见']],
+      [undefined, ['language English<asr_text>', 'la', ...Array<string>(21).fill(' la la'), ' end']],
+    ];
+    for (const [forced, pieces] of cases) {
+      const r = run(forced, pieces);
+      const final = parseAsrOutput(pieces.join(''), forced).text;
+      expect(final.length, pieces.join('')).toBeLessThan(pieces.join('').length - 40);
+      let sent = '';
+      for (const d of r.streamed) {
+        sent += d;
+        expect(final.startsWith(sent), `${JSON.stringify(sent)} is not a prefix of ${JSON.stringify(final)}`).toBe(true);
+      }
+      expect(total(r)).toBe(final);
+    }
+  });
+
+  it('adds up to the parsed text of every prefix cut into pieces at random', () => {
+    const texts = ['language English<asr_text>a b a b a b a b a b a b a b a b a b a b a b a b a b a b end', 'language German<asr_text>Guten Tag, wie geht es Ihnen heute?'];
+    let seed = 7;
+    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    for (const text of texts) {
+      for (let trial = 0; trial < 20; trial++) {
+        const pieces: string[] = [];
+        for (let i = 0; i < text.length; ) {
+          const n = 1 + Math.floor(rand() * 4);
+          pieces.push(text.slice(i, i + n));
+          i += n;
+        }
+        expect(total(run(undefined, pieces))).toBe(parseAsrOutput(text).text);
+      }
+    }
   });
 });

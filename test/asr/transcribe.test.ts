@@ -41,7 +41,7 @@ describe('transcribe (long audio)', () => {
     expect(r.segments).toHaveLength(1);
     expect(r.segments[0]).toMatchObject({ start: 0, end: pcm.length / SR, text: r.text, language: 'English' });
     expect(r.duration).toBeCloseTo(pcm.length / SR, 9);
-    expect(r).toMatchObject({ language: 'English', truncated: false, cancelled: false });
+    expect(r).toMatchObject({ languages: ['English'], truncated: false, cancelled: false });
     expect(r.usage.generatedTokens).toBeGreaterThan(5);
   });
 
@@ -61,7 +61,7 @@ describe('transcribe (long audio)', () => {
     }
     for (const s of r.segments) if (s.text) expect(FIXTURE_SENTENCES).toContain(s.text);
     expect(r.text).toBe(r.segments.map((s) => s.text).filter(Boolean).join(' '));
-    expect(r.language).toBe('English');
+    expect(r.languages).toEqual(['English']);
   });
 
   it('streams deltas across chunks that add up to the text', async () => {
@@ -96,8 +96,8 @@ describe('transcribe (long audio)', () => {
   it('stops inside the chunk it was cancelled in and runs no later chunk', async () => {
     const { pcm } = recording(['noise', 'echo', 'mixed']);
     let checks = 0;
-    // the first check is before chunk 1; later ones are between its decode steps
-    const r = await transcribe(engine, pcm, { ...defaults, chunkSeconds: 10, shouldStop: () => ++checks > 3 });
+    // the first check is before chunk 1, the second before its prefill; later ones are between its decode steps
+    const r = await transcribe(engine, pcm, { ...defaults, chunkSeconds: 10, shouldStop: () => ++checks > 4 });
     expect(r.cancelled).toBe(true);
     expect(r.segments).toHaveLength(1);
     expect(r.usage.generatedTokens).toBe(3);
@@ -116,7 +116,7 @@ describe('transcribe with voice activity detection', () => {
     const noise = new Float32Array(5 * SR).map(symmetric(3)).map((x) => x * 0.3);
     for (const pcm of [new Float32Array(5 * SR), noise]) {
       const r = await transcribe(engine, pcm, vad);
-      expect(r).toMatchObject({ text: '', language: '', segments: [], truncated: false });
+      expect(r).toMatchObject({ text: '', languages: [], segments: [], truncated: false });
       expect(r.usage.generatedTokens).toBe(0);
       expect(r.duration).toBe(5);
     }

@@ -1,0 +1,212 @@
+import { Tensor, type InferenceSession } from 'onnxruntime-node';
+import type { CacheHandle, DecoderBackend, PrefillInput, Prefilled, StepResult, StepRow } from '../backend.js';
+import type { DecoderContract } from '../contract.js';
+import { DecoderInputs, type Feeds } from '../decoder-io.js';
+import { InferenceError } from '../errors.js';
+
+type Session = Pick<InferenceSession, 'run'>;
+type KvArray = Float32Array | Uint16Array;
+
+export interface HostBackendOptions {
+  prefill: { session: Session; contract: DecoderContract };
+  step: { session: Session; contract: DecoderContract };
+  inputs: DecoderInputs;
+  /** 1 for graphs whose batch is fixed */
+  maxBatch: number;
+}
+
+/** A sequence's cache: its own prefill output until it joins the batch, then a row of the batch's buffers. */
+class HostCache implements CacheHandle {
+  released = false;
+  constructor(
+    public length: number,
+    /** present.* of its prefill, [1, heads, length, headDim] each; dropped once copied into the batch */
+    public prefilled: Tensor[] | undefined,
+  ) {}
+}
+
+/** Grow by half again, so a cache growing one column per step reallocates O(log n) times. */
+const GROWTH = 1.5;
+
+/**
+ * Today's cache layout: the KV cache in host memory, one [B, heads, width, headDim] buffer per layer and
+ * key/value for the running batch. Rows are left-padded to the longest row (zeros, masked out by the
+ * attention mask; each row's positions count only its own tokens). Two sets of buffers, allocated with room
+ * to grow, take turns as past_key_values.* (input) and present.* (pre-allocated output the session writes
+ * into), so a step neither allocates nor copies the cache in JavaScript. Rows are rearranged only when the
+ * batch changes: a row joins (its prefill cache is copied in) or leaves (the others are compacted and
+ * columns that are padding for every row are dropped).
+ */
+export class HostBackend implements DecoderBackend {
+  readonly maxBatch: number;
+  private live = 0;
+  /** rows of the batch buffers, in order */
+  private rows: HostCache[] = [];
+  /** columns of the batch cache */
+  private width = 0;
+  private past: KvArray[] = [];
+  private next: KvArray[] = [];
+  private readonly heads: number;
+  private readonly headDim: number;
+  private readonly prefillFetches: string[];
+  private readonly stepOutputs: string[];
+
+  constructor(private readonly o: HostBackendOptions) {
+    this.maxBatch = o.maxBatch;
+    const c = o.step.contract;
+    if (!c.kvHeads || !c.headDim) throw new InferenceError(`${c.file}: the cache needs numeric head counts and head dimensions`);
+    this.heads = c.kvHeads;
+    this.headDim = c.headDim;
+    // Only what the loop reads: the greedy ids (or logits) and the cache.
+    this.prefillFetches = fetchNames(o.prefill.contract);
+    this.stepOutputs = fetchNames(o.step.contract).filter((n) => !c.kv.some((kv) => kv.output === n));
+  }
+
+  get liveHandles(): number {
+    return this.live;
+  }
+
+  async prefill(inputs: readonly PrefillInput[]): Promise<{ sequences: Prefilled[]; runMs: number }> {
+    const sequences: Prefilled[] = [];
+    let runMs = 0;
+    try {
+      for (const input of inputs) {
+        const t0 = performance.now();
+        sequences.push(await this.prefillOne(input));
+        runMs += performance.now() - t0;
+      }
+    } catch (err) {
+      for (const s of sequences) this.release(s.cache);
+      throw err;
+    }
+    return { sequences, runMs };
+  }
+
+  private async prefillOne(input: PrefillInput): Promise<Prefilled> {
+    const { session, contract: c } = this.o.prefill;
+    const n = input.ids.length;
+    const feeds: Feeds = { [c.token.name]: this.o.inputs.tokens(c, input.ids, 1, c.token.kind === 'inputs_embeds' ? input.audio : undefined) };
+    if (c.audio) feeds[c.audio.name] = this.o.inputs.audio(c, input.audio.rows);
+    if (c.attentionMask) feeds[c.attentionMask] = new Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]);
+    if (c.positionIds) feeds[c.positionIds.name] = this.o.inputs.positions(c, [0], n);
+    // A prefill graph that also takes a cache (merged decoders) gets an empty one.
+    for (const kv of c.kv) if (kv.input) feeds[kv.input] = new Tensor(c.kvType, this.array(c, 0), [1, this.heads, 0, this.headDim]);
+    const out = await session.run(feeds, this.prefillFetches);
+    const [firstId] = this.o.inputs.nextIds(c, out, 1);
+    const present = c.kv.map((kv) => out[kv.output]!);
+    const bad = present.find((t) => t.dims[0] !== 1 || t.dims[1] !== this.heads || t.dims[2] !== n || t.dims[3] !== this.headDim);
+    if (bad) {
+      throw new InferenceError(`${c.file} returned a cache of shape [${bad.dims.join(', ')}] for ${n} prompt tokens; expected [1, ${this.heads}, ${n}, ${this.headDim}]`);
+    }
+    this.live += 1;
+    return { firstId: firstId!, cache: new HostCache(n, present) };
+  }
+
+  async step(rows: readonly StepRow[]): Promise<StepResult> {
+    if (rows.length === 0 || rows.length > this.maxBatch) throw new InferenceError(`a step takes 1 to ${this.maxBatch} rows; got ${rows.length}`);
+    const caches = rows.map((r) => this.own(r.cache));
+    if (caches.length !== this.rows.length || caches.some((h, i) => h !== this.rows[i])) this.arrange(caches);
+    const { session, contract: c } = this.o.step;
+    const b = caches.length;
+    const w = this.width;
+    const feeds: Feeds = { [c.token.name]: this.o.inputs.tokens(c, rows.map((r) => r.token), b) };
+    if (c.attentionMask) feeds[c.attentionMask] = this.mask(caches, w);
+    if (c.positionIds) feeds[c.positionIds.name] = this.o.inputs.positions(c, caches.map((h) => h.length), 1);
+    const pastSize = this.elements(b, w);
+    const nextSize = this.elements(b, w + 1);
+    if (this.next[0]!.length < nextSize) this.next = this.allocate(this.elements(b, Math.ceil((w + 1) * GROWTH)));
+    const fetches: Record<string, Tensor | null> = {};
+    for (const name of this.stepOutputs) fetches[name] = null;
+    c.kv.forEach((kv, i) => {
+      feeds[kv.input!] = new Tensor(c.kvType, this.past[i]!.subarray(0, pastSize), [b, this.heads, w, this.headDim]);
+      fetches[kv.output] = new Tensor(c.kvType, this.next[i]!.subarray(0, nextSize), [b, this.heads, w + 1, this.headDim]);
+    });
+    const t0 = performance.now();
+    const out = await session.run(feeds, fetches);
+    const runMs = performance.now() - t0;
+    const ids = this.o.inputs.nextIds(c, out, b);
+    [this.past, this.next] = [this.next, this.past];
+    this.width += 1;
+    for (const h of caches) h.length += 1;
+    return { ids, runMs };
+  }
+
+  release(cache: CacheHandle): void {
+    const h = this.own(cache, true);
+    if (h.released) return;
+    h.released = true;
+    h.prefilled = undefined;
+    this.live -= 1;
+    // An idle engine holds no cache memory.
+    if (this.rows.every((r) => r.released)) {
+      this.rows = [];
+      this.width = 0;
+      this.past = [];
+      this.next = [];
+    }
+  }
+
+  private own(cache: CacheHandle, releasedOk = false): HostCache {
+    if (!(cache instanceof HostCache)) throw new InferenceError('a cache handle from another backend');
+    if (cache.released && !releasedOk) throw new InferenceError('a released cache handle was stepped');
+    return cache;
+  }
+
+  private elements(rows: number, width: number): number {
+    return rows * this.heads * width * this.headDim;
+  }
+
+  private array(c: DecoderContract, n: number): KvArray {
+    return c.kvType === 'float32' ? new Float32Array(n) : new Uint16Array(n);
+  }
+
+  private allocate(n: number): KvArray[] {
+    return this.o.step.contract.kv.map(() => this.array(this.o.step.contract, n));
+  }
+
+  /**
+   * Lays `caches` out as the new batch, left-padded to the longest: rows already in the batch and prefill
+   * caches are copied into the spare buffers, which then become the past. Rows no longer listed are dropped.
+   */
+  private arrange(caches: HostCache[]): void {
+    const width = Math.max(...caches.map((h) => h.length));
+    const need = this.elements(caches.length, width + 1);
+    const target = this.next.length && this.next[0]!.length >= need ? this.next : this.allocate(this.elements(caches.length, Math.ceil((width + 1) * GROWTH)));
+    const { heads, headDim } = this;
+    const oldWidth = this.width;
+    target.forEach((dst, i) => {
+      caches.forEach((h, row) => {
+        const fromBatch = this.rows.indexOf(h);
+        const src = fromBatch >= 0 ? this.past[i]! : (h.prefilled![i]!.data as KvArray);
+        const srcWidth = fromBatch >= 0 ? oldWidth : h.length;
+        const srcRow = fromBatch >= 0 ? fromBatch : 0;
+        const pad = width - h.length;
+        for (let head = 0; head < heads; head++) {
+          const d = (row * heads + head) * width * headDim;
+          const s = ((srcRow * heads + head) * srcWidth + srcWidth - h.length) * headDim;
+          dst.fill(0, d, d + pad * headDim);
+          dst.set(src.subarray(s, s + h.length * headDim), d + pad * headDim);
+        }
+      });
+    });
+    const spare = this.past;
+    this.past = target;
+    this.next = spare.length ? spare : this.allocate(target[0]!.length);
+    this.rows = caches;
+    this.width = width;
+    for (const h of caches) h.prefilled = undefined;
+  }
+
+  /** [B, width + 1]: 0 over each row's left padding, 1 over its tokens and the one fed now. */
+  private mask(caches: HostCache[], width: number): Tensor {
+    const columns = width + 1;
+    const data = new BigInt64Array(caches.length * columns).fill(1n);
+    caches.forEach((h, row) => data.fill(0n, row * columns, row * columns + width - h.length));
+    return new Tensor('int64', data, [caches.length, columns]);
+  }
+}
+
+/** Outputs the loop needs from a decoder: the cache and either greedy_ids or the logits. */
+function fetchNames(c: DecoderContract): string[] {
+  return [c.greedyIds?.name ?? c.logits!.name, ...c.kv.map((kv) => kv.output)];
+}

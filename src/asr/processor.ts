@@ -1,0 +1,52 @@
+import { Tensor, type InferenceSession } from 'onnxruntime-node';
+import { logMel, N_MELS } from '../audio/logMel.js';
+import type { PrefillInput } from './backend.js';
+import type { EncoderContract } from './contract.js';
+import { InferenceError } from './errors.js';
+import type { Language } from './languages.js';
+import { buildPrompt, nAudioTokens } from './prompt.js';
+import type { Tokenizer } from './tokenizer.js';
+
+export interface ProcessedAudio {
+  /** the prompt's ids and the encoder rows that replace its audio pads */
+  prompt: PrefillInput;
+  /** encoder rows in the prompt (one <|audio_pad|> each) */
+  audioTokens: number;
+  featuresMs: number;
+  encoderMs: number;
+}
+
+/**
+ * The processor stage: 16 kHz mono PCM -> log-mel features -> encoder rows -> the chat prompt around them
+ * (clips under 0.5 s are zero-padded by logMel).
+ */
+export class AsrProcessor {
+  constructor(
+    private readonly encoder: Pick<InferenceSession, 'run'>,
+    private readonly contract: EncoderContract,
+    private readonly tokenizer: Tokenizer,
+  ) {}
+
+  async process(pcm: Float32Array, o: { language?: Language; context?: string }): Promise<ProcessedAudio> {
+    const t0 = performance.now();
+    const { data, nFrames } = logMel(pcm);
+    const t1 = performance.now();
+    const c = this.contract;
+    const mel = new Tensor('float32', data, c.mel.rank === 3 ? [1, N_MELS, nFrames] : [N_MELS, nFrames]);
+    const rows = (await this.encoder.run({ [c.mel.name]: mel }))[c.output.name] as Tensor;
+    const expected = nAudioTokens(nFrames);
+    const found = rows.dims.length === 3 && rows.dims[0] !== 1 ? -1 : rows.dims[rows.dims.length - 2];
+    if (found !== expected) {
+      throw new InferenceError(
+        `${c.file} returned audio rows of shape [${rows.dims.join(', ')}] for ${nFrames} mel frames; expected nAudioTokens(${nFrames}) = ${expected} rows`,
+      );
+    }
+    const encoderMs = performance.now() - t1;
+    const prompt = buildPrompt(this.tokenizer, {
+      nAudioTokens: expected,
+      ...(o.context ? { context: o.context } : {}),
+      ...(o.language ? { language: o.language } : {}),
+    });
+    return { prompt: { ids: prompt.ids, audio: { rows, offset: prompt.audioOffset } }, audioTokens: expected, featuresMs: t1 - t0, encoderMs };
+  }
+}
