@@ -74,9 +74,31 @@ describe('authentication and metrics', () => {
     expect(sum(m.get('asr_real_time_factor_count'))).toBeGreaterThanOrEqual(2);
     expect(sum(m.get('asr_transcriptions_total'), 'outcome="completed"')).toBeGreaterThanOrEqual(2);
     expect(sum(m.get('asr_ready_workers'))).toBe(1);
+    // one worker decoding up to MAX_BATCH (default 8) sequences together
+    expect(sum(m.get('asr_capacity_sequences'))).toBe(8);
+    expect(sum(m.get('asr_running_sequences'))).toBe(0);
     for (const name of ['asr_queue_depth', 'asr_busy_workers', 'asr_workers', 'asr_rejected_requests_total', 'process_cpu_seconds_total', 'nodejs_eventloop_lag_seconds']) {
       expect(m.has(name), name).toBe(true);
     }
+  });
+
+  it('reports where each request spent its time, per stage, and the decode steps with their batch sizes', async () => {
+    const read = async () => parsePrometheus(await (await fetch(`${server.baseURL}/metrics`)).text());
+    const before = await read();
+    const ok = await upload(server.baseURL, clip('echo'), {}, { headers: { authorization: 'Bearer key-one' } });
+    expect(ok.status).toBe(200);
+    const after = await read();
+    const grew = (name: string, label = '') => sum(after.get(name), label) - sum(before.get(name), label);
+    for (const stage of ['audio_decode', 'features', 'encoder', 'prefill', 'decode_steps', 'decode_steps_host']) {
+      expect(grew('asr_stage_seconds_count', `stage="${stage}"`), stage).toBe(1);
+      expect(grew('asr_stage_seconds_sum', `stage="${stage}"`), stage).toBeGreaterThan(0);
+    }
+    // the host share is a part of the steps' time
+    expect(grew('asr_stage_seconds_sum', 'stage="decode_steps_host"')).toBeLessThan(grew('asr_stage_seconds_sum', 'stage="decode_steps"'));
+    const steps = grew('asr_decode_steps_total');
+    expect(steps).toBeGreaterThan(5);
+    // alone on the worker: one row per step
+    expect(grew('asr_decode_step_rows_total')).toBe(steps);
   });
 });
 
@@ -84,15 +106,16 @@ describe('overload, disconnects and failures', () => {
   let slow: TestServer;
   beforeAll(async () => {
     // A model that never stops: each request decodes until its token budget, so requests overlap.
-    slow = await startTestServer({ MAX_QUEUE: '1', ASR_TOKENS_PER_SECOND: '40' }, 'never-stops');
+    slow = await startTestServer({ MAX_BATCH: '2', MAX_QUEUE: '1', ASR_TOKENS_PER_SECOND: '40' }, 'never-stops');
   });
   afterAll(() => slow.stop('test done'));
 
-  it('refuses requests beyond workers + queue with 429, Retry-After and an OpenAI error, before reading them', async () => {
-    const responses = await Promise.all(Array.from({ length: 6 }, () => upload(slow.baseURL, clip('noise'))));
+  it('refuses requests beyond workers x MAX_BATCH + queue with 429, Retry-After and an OpenAI error, before reading them', async () => {
+    const responses = await Promise.all(Array.from({ length: 7 }, () => upload(slow.baseURL, clip('noise'))));
     const statuses = responses.map((r) => r.status).sort();
+    // 1 worker x 2 sequences + 1 waiting
     expect(statuses.filter((s) => s === 200).length).toBeGreaterThanOrEqual(1);
-    expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(2);
+    expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(3);
     const refused = responses.filter((r) => r.status === 429);
     expect(refused.length).toBeGreaterThanOrEqual(4);
     for (const r of refused) {

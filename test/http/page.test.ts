@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, BrowserContextOptions, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SUPPORTED_LANGUAGES } from '../../src/asr/languages.js';
+import { SUPPORTED_LANGUAGES } from '../../src/pool/result.js';
 import { launchChromium, watchContext, type PageLog } from '../support/browser.js';
 import { documentedStatuses } from '../support/openapi.js';
 import { startTestServer, type TestServer } from '../support/server.js';
