@@ -118,6 +118,20 @@ describe('npm start (dist/server.js)', () => {
     socket.destroy();
   });
 
+  it('says once, not once per worker, that graphs with a fixed batch decode one sequence at a time', async () => {
+    const { child, logs } = await start({ MODEL_DIR: fixtureModel('batch1'), WORKERS: '2', MAX_BATCH: '4' });
+    const exit = exited(child);
+    child.kill('SIGTERM');
+    expect(await exit).toBe(0);
+    const lines = logs();
+    const notices = lines.filter((l) => /one sequence at a time/.test(String(l.msg)));
+    expect(notices).toHaveLength(1);
+    expect(notices[0]!.level).toBe(30); // pino's info
+    expect(lines.filter((l) => l.msg === 'ASR worker ready').map((l) => l.maxBatch)).toEqual([1, 1]);
+    // the service's capacity: one sequence per worker
+    expect(lines.find((l) => l.msg === 'workers loaded and warm: ready')).toMatchObject({ workers: 2, sequences: 2 });
+  });
+
   it('fails at startup with a clear message when the model cannot be loaded', async () => {
     const child = spawn(process.execPath, [entry], {
       env: { ...process.env, MODEL_DIR: '/nonexistent/model', PORT: String(await freePort()), HOST: '127.0.0.1', ASR_DEVICE: 'cpu' },
