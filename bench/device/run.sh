@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Runs ON the lent GPU machine (NVIDIA H200, CUDA 13 image, Python, no Node, no network; field notes §7), from a
+# checkout that carries bench/device/dist (made by bench/device/pack.sh):
+#
+#   bash bench/device/run.sh OUT_DIR
+#
+# 1. reports the machine (nvidia-smi, Vulkan loader and NVIDIA ICD files, driver capabilities) into OUT_DIR/env.txt;
+# 2. unpacks Node, the pruned onnxruntime-node and the bundled scripts into $DEVICE_WORK (default /tmp/mega-asr-device);
+# 3. probes onnxruntime-node's WebGPU provider (over NVIDIA's Vulkan driver) with a tiny graph;
+# 4. generates the full-size stand-in there (npm run fixture-model's code, bundled);
+# 5. runs bench:step on the webgpu provider (batch 1,8,32 x context 100,600) unless the probe found no adapter,
+#    and on the cpu provider (batch 1) for comparison.
+# Each stage has a hard time limit; everything is logged to OUT_DIR/run.log, bench:step's reports to
+# OUT_DIR/step-webgpu.* and OUT_DIR/step-cpu.*, the stage outcomes to OUT_DIR/summary.txt.
+# Exit 0 when every stage ran, 3 when WebGPU had no adapter (the CPU comparison still runs), 1 otherwise.
+#
+# Overrides (environment): STANDIN_ARGS (default "--full-size --stop-after 64"), WEBGPU_BATCH (1,8,32),
+# CPU_BATCH (1), CONTEXTS (100,600), STEP_ARGS (extra bench:step flags, default "--steps 8"),
+# LIMIT_GEN / LIMIT_WEBGPU / LIMIT_CPU (seconds: 150 / 170 / 60), DEVICE_WORK.
+set -uo pipefail
+
+out=${1:?usage: bash bench/device/run.sh OUT_DIR}
+mkdir -p "$out" && out=$(cd "$out" && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+dist=$root/bench/device/dist
+work=${DEVICE_WORK:-/tmp/mega-asr-device}
+standin_args=${STANDIN_ARGS:---full-size --stop-after 64}
+step_args=${STEP_ARGS:---steps 8}
+contexts=${CONTEXTS:-100,600}
+exec > >(tee -a "$out/run.log") 2>&1
+export ORT_DISABLE_TELEMETRY=1
+
+started=$SECONDS
+summary=()
+note() { echo "== $(date -u +%H:%M:%S) [$((SECONDS - started)) s] $*"; }
+record() { summary+=("$1"); echo "$1" >>"$out/summary.txt"; }
+die() { note "STOP: $*"; record "STOP: $*"; exit 1; }
+: >"$out/summary.txt"
+# Paths of a library in the linker cache (awk reads all of ldconfig's output: no SIGPIPE under pipefail).
+ldfind() { ldconfig -p 2>/dev/null | awk -v name="$1" '$1 == name {print $NF}'; }
+
+# --- 1. the machine ------------------------------------------------------------------------------------------
+icd_candidates=(/usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json
+  /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/local/share/vulkan/icd.d/nvidia_icd.json)
+{
+  echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -srm), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "## nvidia-smi"; nvidia-smi 2>&1 || echo "(nvidia-smi failed)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,pcie.link.gen.max --format=csv 2>&1
+  echo "## CUDA / Python"; (nvcc --version 2>&1 | tail -n 2) || echo "(no nvcc)"
+  python3 -c 'import sys, onnx, onnxruntime, numpy; print(sys.version.split()[0], "onnx", onnx.__version__, "onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__)' 2>&1
+  echo "## container"
+  echo "NVIDIA_DRIVER_CAPABILITIES=${NVIDIA_DRIVER_CAPABILITIES-<unset>} NVIDIA_VISIBLE_DEVICES=${NVIDIA_VISIBLE_DEVICES-<unset>}"
+  echo "## Vulkan"
+  echo "loader: $(ldfind libvulkan.so.1 | grep . || echo 'none in ldconfig (the bundled one will be used)')"
+  for d in /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d /usr/local/share/vulkan/icd.d; do
+    [ -d "$d" ] && for f in "$d"/*.json; do [ -f "$f" ] && { echo "ICD $f:"; cat "$f"; echo; }; done
+  done
+  echo "libGLX_nvidia.so.0: $(ldfind libGLX_nvidia.so.0 | grep . || find /usr/local/nvidia /usr/lib /usr/lib64 -name 'libGLX_nvidia.so.0' 2>/dev/null | head -n3 | tr '\n' ' ')"
+  echo "libnvidia-vulkan-producer: $(ldconfig -p | awk '/libnvidia-vulkan-producer/ {print $NF}' | grep . || find /usr/local/nvidia /usr/lib /usr/lib64 -name 'libnvidia-vulkan-producer*' 2>/dev/null | head -n3 | tr '\n' ' ')"
+  echo "## bundle"; cat "$dist/MANIFEST.txt" 2>&1
+} >"$out/env.txt" 2>&1
+cat "$out/env.txt"
+
+# --- 2. unpack ------------------------------------------------------------------------------------------------
+for f in node.xz runtime.tar.xz app.tar.xz MANIFEST.txt; do
+  [ -f "$dist/$f" ] || die "$dist/$f is missing: run bench/device/pack.sh on the x86-64 dev machine and carry bench/device/dist"
+done
+(cd "$dist" && grep -E '  (node\.xz|runtime\.tar\.xz|app\.tar\.xz)  ' MANIFEST.txt | awk '{print $1"  "$2}' | sha256sum -c --quiet) ||
+  die "the bundle's files do not match MANIFEST.txt (an incomplete copy?): pack again"
+unxz_to() { # file.xz -> stdout, with xz or Python's lzma
+  if command -v xz >/dev/null; then xz -dc "$1"; else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$1"; fi
+}
+if cmp -s "$dist/MANIFEST.txt" "$work/MANIFEST.txt"; then
+  note "bundle already unpacked in $work"
+else
+  note "unpacking the bundle into $work"
+  rm -rf "$work" && mkdir -p "$work/bin" || die "cannot create $work"
+  unxz_to "$dist/node.xz" >"$work/bin/node" && chmod +x "$work/bin/node" || die "could not unpack node.xz"
+  for t in runtime app; do unxz_to "$dist/$t.tar.xz" | tar -xf - -C "$work" || die "could not unpack $t.tar.xz"; done
+  cp "$dist/MANIFEST.txt" "$work/"
+fi
+node=$work/bin/node
+export PATH="$work/bin:$PATH"
+"$node" --version >/dev/null || die "the bundled node does not start here"
+note "node $("$node" --version), scripts from commit $(cat "$work/app/COMMIT")"
+
+# --- 3. Vulkan and the WebGPU probe -----------------------------------------------------------------------------
+if [ -z "$(ldfind libvulkan.so.1)" ]; then
+  export LD_LIBRARY_PATH="$work/vk${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  note "no system Vulkan loader: using the bundled one ($(cat "$work/vk/SOURCE"))"
+else
+  note "Vulkan loader: $(ldfind libvulkan.so.1 | head -n1) (the system's)"
+fi
+case ",${NVIDIA_DRIVER_CAPABILITIES:-}," in
+  *,all,* | *,graphics,*) ;;
+  *) note "warning: NVIDIA_DRIVER_CAPABILITIES='${NVIDIA_DRIVER_CAPABILITIES:-}' lacks graphics: the container may have no Vulkan driver" ;;
+esac
+nvidia_icd=
+for f in ${VK_DRIVER_FILES:+"$VK_DRIVER_FILES"} "${icd_candidates[@]}"; do [ -f "$f" ] && { nvidia_icd=$f; break; }; done
+if [ -n "$nvidia_icd" ]; then
+  # The ICD names its driver library; when that is a bare name ldconfig does not know, point the loader at it.
+  lib=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ICD"]["library_path"])' "$nvidia_icd" 2>/dev/null)
+  if [ -n "$lib" ] && [ "${lib#/}" = "$lib" ] && [ -z "$(ldfind "$lib")" ]; then
+    for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu; do
+      [ -f "$d/$lib" ] && { export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; note "driver library $lib found in $d"; break; }
+    done
+  fi
+  note "NVIDIA Vulkan ICD: $nvidia_icd (library $lib)"
+else
+  note "no nvidia_icd.json in ${icd_candidates[*]}: the loader's own search decides"
+fi
+probe() { timeout -k 5 60 "$node" "$work/app/probe.mjs" 2>>"$work/probe.err"; }
+: >"$work/probe.err"
+webgpu=no
+if [ -n "$nvidia_icd" ] && VK_DRIVER_FILES=$nvidia_icd VK_ICD_FILENAMES=$nvidia_icd probe; then
+  export VK_DRIVER_FILES=$nvidia_icd VK_ICD_FILENAMES=$nvidia_icd
+  webgpu=yes
+elif probe; then
+  webgpu=yes # the loader's default search found a driver
+fi
+grep -v '^ *at \|^$' "$work/probe.err" | head -n 8
+if [ $webgpu = yes ]; then
+  record "webgpu probe: OK (VK_DRIVER_FILES=${VK_DRIVER_FILES:-<loader default>})"
+else
+  record "webgpu probe: NO ADAPTER or failure (see the 'webgpu:' lines above): the WebGPU measurements are skipped"
+fi
+
+# --- 4. the stand-in ------------------------------------------------------------------------------------------
+model=$work/standin
+if [ -f "$model.done" ] && [ "$(cat "$model.done")" = "$standin_args" ]; then
+  note "stand-in already generated ($standin_args)"
+else
+  rm -rf "$model" "$model.done"
+  note "generating the stand-in: fixture-model $model $standin_args (limit ${LIMIT_GEN:-150} s)"
+  t0=$SECONDS
+  # shellcheck disable=SC2086 # the args are words on purpose
+  timeout -k 10 "${LIMIT_GEN:-150}" "$node" "$work/app/fixture-model.mjs" "$model" $standin_args ||
+    die "generating the stand-in failed or ran past ${LIMIT_GEN:-150} s"
+  echo "$standin_args" >"$model.done"
+  record "stand-in: generated in $((SECONDS - t0)) s ($standin_args), $(du -sh "$model" | cut -f1)"
+fi
+
+# --- 5. decode steps ---------------------------------------------------------------------------------------------
+step() { # provider batch limit
+  local t0=$SECONDS rc
+  note "bench:step --provider $1 --batch $2 --context $contexts $step_args (limit $3 s)"
+  # shellcheck disable=SC2086
+  timeout -k 10 "$3" "$node" "$work/app/step.mjs" --model-dir "$model" --provider "$1" --batch "$2" \
+    --context "$contexts" $step_args --out "$out/step-$1.json"
+  rc=$?
+  case $rc in
+    0) record "step $1: done in $((SECONDS - t0)) s" ;;
+    124 | 137) record "step $1: STOPPED at its ${3} s limit (the lines above are what it measured)" ;;
+    *) record "step $1: FAILED with exit $rc after $((SECONDS - t0)) s" ;;
+  esac
+  return $rc
+}
+status=0
+if [ $webgpu = yes ]; then
+  step webgpu "${WEBGPU_BATCH:-1,8,32}" "${LIMIT_WEBGPU:-170}" || status=1
+else
+  status=3
+fi
+step cpu "${CPU_BATCH:-1}" "${LIMIT_CPU:-60}" || { [ $status = 0 ] && status=1; }
+
+note "done in $((SECONDS - started)) s"
+printf '%s\n' "${summary[@]}"
+exit $status
