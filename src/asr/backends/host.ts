@@ -33,9 +33,9 @@ const GROWTH = 1.5;
  * key/value for the running batch. Rows are left-padded to the longest row (zeros, masked out by the
  * attention mask; each row's positions count only its own tokens). Two sets of buffers, allocated with room
  * to grow, take turns as past_key_values.* (input) and present.* (pre-allocated output the session writes
- * into), so a step neither allocates nor copies the cache in JavaScript. Rows are rearranged only when the
- * batch changes: a row joins (its prefill cache is copied in) or leaves (the others are compacted and
- * columns that are padding for every row are dropped).
+ * into), so a step neither allocates nor copies the cache in JavaScript. Rows move only when the batch
+ * changes: a row joins (its prefill cache is copied in) or leaves (the last row takes its place; columns that
+ * are padding for every row are dropped once they are a quarter of the width).
  */
 export class HostBackend implements DecoderBackend {
   readonly maxBatch: number;
@@ -104,12 +104,15 @@ export class HostBackend implements DecoderBackend {
 
   async step(rows: readonly StepRow[]): Promise<StepResult> {
     if (rows.length === 0 || rows.length > this.maxBatch) throw new InferenceError(`a step takes 1 to ${this.maxBatch} rows; got ${rows.length}`);
-    const caches = rows.map((r) => this.own(r.cache));
-    if (caches.length !== this.rows.length || caches.some((h, i) => h !== this.rows[i])) this.arrange(caches);
+    const tokens = new Map(rows.map((r) => [this.own(r.cache), r.token]));
+    if (tokens.size !== rows.length) throw new InferenceError('a cache handle was listed twice in one step');
+    this.arrange([...tokens.keys()]);
+    // The batch keeps its own row order (rows are moved as little as possible); ids go back in the caller's.
+    const caches = this.rows;
     const { session, contract: c } = this.o.step;
     const b = caches.length;
     const w = this.width;
-    const feeds: Feeds = { [c.token.name]: this.o.inputs.tokens(c, rows.map((r) => r.token), b) };
+    const feeds: Feeds = { [c.token.name]: this.o.inputs.tokens(c, caches.map((h) => tokens.get(h)!), b) };
     if (c.attentionMask) feeds[c.attentionMask] = this.mask(caches, w);
     if (c.positionIds) feeds[c.positionIds.name] = this.o.inputs.positions(c, caches.map((h) => h.length), 1);
     const pastSize = this.elements(b, w);
@@ -128,7 +131,8 @@ export class HostBackend implements DecoderBackend {
     [this.past, this.next] = [this.next, this.past];
     this.width += 1;
     for (const h of caches) h.length += 1;
-    return { ids, runMs };
+    const byCache = new Map(caches.map((h, i) => [h, ids[i]!]));
+    return { ids: rows.map((r) => byCache.get(r.cache as HostCache)!), runMs };
   }
 
   release(cache: CacheHandle): void {
@@ -165,36 +169,73 @@ export class HostBackend implements DecoderBackend {
   }
 
   /**
-   * Lays `caches` out as the new batch, left-padded to the longest: rows already in the batch and prefill
-   * caches are copied into the spare buffers, which then become the past. Rows no longer listed are dropped.
+   * Makes the batch exactly `caches`. A row that left is replaced by the last row (one row moved), a prefilled
+   * row that fits the batch's width is written after the others; only a row longer than the batch, or padding
+   * common to every row growing past a quarter of the width, lays the whole batch out again.
    */
   private arrange(caches: HostCache[]): void {
+    const listed = new Set(caches);
+    if (caches.length === this.rows.length && this.rows.every((h) => listed.has(h))) return;
     const width = Math.max(...caches.map((h) => h.length));
+    const fits = this.rows.length > 0 && width <= this.width && this.width - width <= this.width / 4;
+    if (!fits || this.past[0]!.length < this.elements(caches.length, this.width)) {
+      this.layOut(caches, width);
+      return;
+    }
+    const rows = [...this.rows];
+    for (let i = 0; i < rows.length; ) {
+      if (listed.has(rows[i]!)) {
+        i++;
+        continue;
+      }
+      const last = rows.length - 1;
+      if (i !== last) this.past.forEach((buffer) => this.copyRow(buffer, last, this.width, buffer, i, rows[last]!.length));
+      rows[i] = rows[last]!;
+      rows.pop();
+    }
+    const inBatch = new Set(rows);
+    for (const h of caches) {
+      if (inBatch.has(h)) continue;
+      this.past.forEach((buffer, i) => this.copyRow(h.prefilled![i]!.data as KvArray, 0, h.length, buffer, rows.length, h.length));
+      h.prefilled = undefined;
+      rows.push(h);
+    }
+    this.rows = rows;
+  }
+
+  /** The batch laid out afresh in the spare buffers, left-padded to `width` (columns padded in every row dropped). */
+  private layOut(caches: HostCache[], width: number): void {
     const need = this.elements(caches.length, width + 1);
     const target = this.next.length && this.next[0]!.length >= need ? this.next : this.allocate(this.elements(caches.length, Math.ceil((width + 1) * GROWTH)));
-    const { heads, headDim } = this;
-    const oldWidth = this.width;
-    target.forEach((dst, i) => {
+    const from = new Map(this.rows.map((h, row) => [h, row]));
+    target.forEach((dst, i) =>
       caches.forEach((h, row) => {
-        const fromBatch = this.rows.indexOf(h);
-        const src = fromBatch >= 0 ? this.past[i]! : (h.prefilled![i]!.data as KvArray);
-        const srcWidth = fromBatch >= 0 ? oldWidth : h.length;
-        const srcRow = fromBatch >= 0 ? fromBatch : 0;
-        const pad = width - h.length;
-        for (let head = 0; head < heads; head++) {
-          const d = (row * heads + head) * width * headDim;
-          const s = ((srcRow * heads + head) * srcWidth + srcWidth - h.length) * headDim;
-          dst.fill(0, d, d + pad * headDim);
-          dst.set(src.subarray(s, s + h.length * headDim), d + pad * headDim);
-        }
-      });
-    });
+        const old = from.get(h);
+        if (old !== undefined) this.copyRow(this.past[i]!, old, this.width, dst, row, h.length, width);
+        else this.copyRow(h.prefilled![i]!.data as KvArray, 0, h.length, dst, row, h.length, width);
+      }),
+    );
     const spare = this.past;
     this.past = target;
     this.next = spare.length ? spare : this.allocate(target[0]!.length);
     this.rows = caches;
     this.width = width;
     for (const h of caches) h.prefilled = undefined;
+  }
+
+  /**
+   * Copies the last `length` columns of row `srcRow` of a [B, heads, srcWidth, headDim] buffer into row `dstRow`
+   * of one `dstWidth` wide, right-aligned, zeros over the left padding (masked, but never NaN).
+   */
+  private copyRow(src: KvArray, srcRow: number, srcWidth: number, dst: KvArray, dstRow: number, length: number, dstWidth = this.width): void {
+    const { heads, headDim } = this;
+    const pad = (dstWidth - length) * headDim;
+    for (let head = 0; head < heads; head++) {
+      const d = (dstRow * heads + head) * dstWidth * headDim;
+      const s = ((srcRow * heads + head) * srcWidth + srcWidth - length) * headDim;
+      dst.fill(0, d, d + pad);
+      dst.set(src.subarray(s, s + length * headDim), d + pad);
+    }
   }
 
   /** [B, width + 1]: 0 over each row's left padding, 1 over its tokens and the one fed now. */
