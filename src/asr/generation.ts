@@ -56,7 +56,7 @@ export class Sequence {
     return true;
   }
 
-  /** Cancelled before its prefill: no model run at all. */
+  /** Cancelled before its prefill (checked while it waits for a row): no model run at all. */
   cancelledWhileWaiting(): boolean {
     if (!this.criteria.shouldStop?.()) return false;
     this.end('cancel');
@@ -127,6 +127,12 @@ export class Generator {
         this.done(entry, err);
       }
     }
+    // Sequences still waiting for a row: a cancel ends them now rather than when a row frees up.
+    this.waiting = this.waiting.filter((entry) => {
+      if (!entry.sequence.cancelledWhileWaiting()) return true;
+      entry.resolve();
+      return false;
+    });
   }
 
   private async step(): Promise<void> {

@@ -186,11 +186,24 @@ describe('graphs that cannot batch decode one sequence at a time', () => {
       expect(info).toEqual([expect.stringMatching(/^decoding one sequence at a time per worker: .*fixed batch of 1/)]);
       const jobs = JOBS.slice(0, 3);
       const one = await alone(engine, jobs);
-      const together = await Promise.all(jobs.map((job) => run(engine, job)));
-      together.forEach((r, i) => {
+      const finished: number[] = [];
+      let cancel = false;
+      const together = await Promise.all(
+        [...jobs, JOBS[3]!].map((job, i) =>
+          run(engine, job, i === 3 ? { shouldStop: () => cancel } : i === 0 ? { shouldStop: () => ((cancel = true), false) } : {}).then((r) => {
+            finished.push(i);
+            return r;
+          }),
+        ),
+      );
+      together.slice(0, 3).forEach((r, i) => {
         expect(r.tokens).toEqual(one[i]!.tokens);
         expect(r.timings.stepRows).toBe(r.timings.steps);
       });
+      // Cancelled while the others held the one row: it ends at once, without a prefill.
+      expect(together[3]).toMatchObject({ cancelled: true, tokens: [] });
+      expect(together[3]!.timings.prefillMs).toBe(0);
+      expect(finished[0]).toBe(3);
       expect(engine.backend.liveHandles).toBe(0);
     } finally {
       await engine.release();

@@ -117,6 +117,22 @@ describe('engine on generated models of every contract variant', () => {
     expect(r.promptTokens).toBe(7 + 15); // the auto-language prompt around 2 pads is 17 ids (golden)
   });
 
+  it('warms up by running every session once on a few tokens, leaving no cache behind', async () => {
+    const engine = await load('default');
+    try {
+      const runs = { encoder: 0, prefill: 0, step: 0 };
+      for (const which of ['encoder', 'prefill', 'step'] as const) tamper(engine, which, (f) => ((runs[which] += 1), f));
+      await engine.warmUp();
+      expect(runs.encoder).toBe(1);
+      expect(runs.prefill).toBe(1);
+      expect(runs.step).toBeGreaterThanOrEqual(1);
+      expect(runs.step).toBeLessThanOrEqual(3);
+      expect(engine.backend.liveHandles).toBe(0);
+    } finally {
+      await engine.release();
+    }
+  });
+
   it('stops cooperatively between decode steps', async () => {
     let checks = 0;
     // the first check is before the prefill, the next ones after each token
