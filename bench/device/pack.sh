@@ -11,11 +11,14 @@
 # sha256 is unchanged (xz -9 of ~150 MB takes minutes on two cores): PACK_FRESH=1 rebuilds them too.
 # Needs: npm ci done (esbuild comes with tsx), xz, sha256sum, tar; apt-get (Debian/Ubuntu) for libvulkan1 unless
 # the machine has a libvulkan.so.1 to copy. Fails when the bundle exceeds PACK_LIMIT_MIB (default 55).
+# PACK_ONLY=app builds app.tar.xz alone (seconds; the test of the bundles uses it); PACK_DIST=DIR writes elsewhere.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
-dist=bench/device/dist
+dist=${PACK_DIST:-bench/device/dist}
+only=${PACK_ONLY:-all}
+[ "$only" = all ] || [ "$only" = app ] || { echo "pack.sh: PACK_ONLY is all or app, not '$only'" >&2; exit 2; }
 limit_mib=${PACK_LIMIT_MIB:-55}
 ort=node_modules/onnxruntime-node
 ort_bin=$ort/bin/napi-v6/linux/x64
@@ -31,15 +34,33 @@ for tool in xz tar sha256sum; do command -v "$tool" >/dev/null || die "$tool is 
 for entry in tools/fixture-model.ts bench/step.ts bench/device/probe.ts; do
   [ -f "$entry" ] || die "$entry is missing: the bundle needs it"
 done
+mkdir -p "$dist"
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+
+# --- app.tar.xz (always rebuilt from the checkout) ------------------------------------------------------------
+a="$stage/app"
+mkdir -p "$a/app"
+# ESM bundles of CommonJS dependencies call require(): give the bundle one.
+banner="import { createRequire as __bundleRequire } from 'node:module'; const require = __bundleRequire(import.meta.url);"
+for entry in tools/fixture-model.ts bench/step.ts bench/device/probe.ts; do
+  node_modules/.bin/esbuild "$entry" --bundle --platform=node --target=node20 --format=esm --log-level=error \
+    --external:onnxruntime-node "--banner:js=$banner" --outfile="$a/app/$(basename "$entry" .ts).mjs" ||
+    die "esbuild could not bundle $entry"
+done
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git status --porcelain -- tools bench src 2>/dev/null | grep -c . || true)
+[ "${dirty:-0}" = 0 ] && dirty_note= || dirty_note=" (+$dirty uncommitted files in tools/ bench/ src/)"
+echo "$commit$dirty_note" >"$a/app/COMMIT"
+tar -C "$a" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - app | xz -9 -T1 >"$dist/app.tar.xz"
+echo "app.tar.xz: fixture-model, step and probe bundled from $(cat "$a/app/COMMIT")"
+[ "$only" = all ] || exit 0
+
 node_bin=$(readlink -f "$(command -v node)") || die "node is not on PATH"
 # A distro's node links libnode/libuv/openssl as shared libraries and would not start on the other machine.
 if ldd "$node_bin" | grep -E 'libnode|libuv|libssl|libcrypto|libicu' >/dev/null; then
   die "$node_bin is linked to shared libnode/libuv/openssl/icu: use an official build from nodejs.org (linux-x64)"
 fi
-
-mkdir -p "$dist"
-stage=$(mktemp -d)
-trap 'rm -rf "$stage"' EXIT
 
 # --- node.xz ------------------------------------------------------------------------------------------------
 node_key=$(sha "$node_bin")
@@ -93,22 +114,6 @@ else
   mv "$dist/runtime.tar.xz.tmp" "$dist/runtime.tar.xz"
   echo "$runtime_key" >"$dist/.runtime.key"
 fi
-
-# --- app.tar.xz (always rebuilt from the checkout) ------------------------------------------------------------
-a="$stage/app"
-mkdir -p "$a/app"
-# ESM bundles of CommonJS dependencies call require(): give the bundle one.
-banner="import { createRequire as __bundleRequire } from 'node:module'; const require = __bundleRequire(import.meta.url);"
-for entry in tools/fixture-model.ts bench/step.ts bench/device/probe.ts; do
-  node_modules/.bin/esbuild "$entry" --bundle --platform=node --target=node20 --format=esm --log-level=error \
-    --external:onnxruntime-node "--banner:js=$banner" --outfile="$a/app/$(basename "$entry" .ts).mjs" ||
-    die "esbuild could not bundle $entry"
-done
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git status --porcelain -- tools bench src 2>/dev/null | grep -c . || true)
-[ "${dirty:-0}" = 0 ] && dirty_note= || dirty_note=" (+$dirty uncommitted files in tools/ bench/ src/)"
-echo "$commit$dirty_note" >"$a/app/COMMIT"
-tar -C "$a" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - app | xz -9 -T1 >"$dist/app.tar.xz"
 
 # --- manifest and size check ----------------------------------------------------------------------------------
 {

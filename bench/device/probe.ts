@@ -1,11 +1,12 @@
 /**
- * Does onnxruntime-node's WebGPU provider get an adapter here, and does it compute? Runs a tiny graph
- * (MatMul + Add + Relu, built in memory) on webgpu and on cpu and compares the outputs.
+ * Does onnxruntime-node's WebGPU (or CUDA) provider load here, and does it compute? Runs a tiny graph
+ * (MatMul + Add + Relu, built in memory) on that provider and on cpu and compares the outputs.
  *
- *   node probe.mjs            (bundled by bench/device/pack.sh; `node --import tsx bench/device/probe.ts` in a checkout)
+ *   node --import tsx bench/device/probe.ts [webgpu|cuda]      (bundled as probe.mjs by bench/device/pack.sh)
  *
- * Prints one line starting with `webgpu:`. Exit 0 when it works, 3 when no adapter was found, 4 for any other
- * WebGPU failure (session or run error, wrong result), so a shell script can stop early with that line.
+ * Prints one line starting with the provider's name. Exit 0 when it works, 3 when WebGPU found no adapter, 4 for
+ * any other failure (provider not loadable, session or run error, wrong result), so a shell script can stop early
+ * with that line.
  */
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 
@@ -23,7 +24,9 @@ function probeModel(): Uint8Array {
   return g.build('unused.data').model;
 }
 
-async function run(model: Uint8Array, provider: 'webgpu' | 'cpu'): Promise<Float32Array> {
+type Provider = 'webgpu' | 'cuda' | 'cpu';
+
+async function run(model: Uint8Array, provider: Provider): Promise<Float32Array> {
   const session = await InferenceSession.create(model, { executionProviders: [provider] });
   try {
     const x = new Tensor('float32', Float32Array.from({ length: N }, (_, i) => Math.sin(i)), [1, N]);
@@ -34,24 +37,29 @@ async function run(model: Uint8Array, provider: 'webgpu' | 'cpu'): Promise<Float
   }
 }
 
+const provider = process.argv[2] ?? 'webgpu';
+if (provider !== 'webgpu' && provider !== 'cuda') {
+  console.error(`usage: probe [webgpu|cuda]; got '${provider}'`);
+  process.exit(2);
+}
 const model = probeModel();
 const expected = await run(model, 'cpu');
 const started = performance.now();
 let got: Float32Array;
 try {
-  got = await run(model, 'webgpu');
+  got = await run(model, provider);
 } catch (err) {
   // Keep the reason, not onnxruntime's source location in front of it.
   const message = String((err as Error).message ?? err).split('\n')[0]!.replace(/^.* was false\. /, '');
   // onnxruntime words it "Failed to get a WebGPU adapter: No supported adapters" (Dawn found no Vulkan device).
-  const noAdapter = /adapter/i.test(message);
-  console.log(`webgpu: ${noAdapter ? 'NO ADAPTER' : 'FAILED'}: ${message}`);
+  const noAdapter = provider === 'webgpu' && /adapter/i.test(message);
+  console.log(`${provider}: ${noAdapter ? 'NO ADAPTER' : 'FAILED'}: ${message}`);
   process.exit(noAdapter ? 3 : 4);
 }
 const maxDiff = expected.reduce((m, v, i) => Math.max(m, Math.abs(v - got[i]!)), 0);
 if (!(maxDiff < 1e-3)) {
-  console.log(`webgpu: FAILED: result differs from the CPU provider's by ${maxDiff}`);
+  console.log(`${provider}: FAILED: result differs from the CPU provider's by ${maxDiff}`);
   process.exit(4);
 }
-console.log(`webgpu: OK: adapter found, a MatMul graph matches the CPU provider (max diff ${maxDiff.toExponential(1)}, ` +
+console.log(`${provider}: OK: ${provider === 'webgpu' ? 'adapter found, ' : ''}a MatMul graph matches the CPU provider (max diff ${maxDiff.toExponential(1)}, ` +
   `session + run ${(performance.now() - started).toFixed(0)} ms)`);

@@ -55,8 +55,8 @@ icd_candidates=(/usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia
   for d in /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d /usr/local/share/vulkan/icd.d; do
     [ -d "$d" ] && for f in "$d"/*.json; do [ -f "$f" ] && { echo "ICD $f:"; cat "$f"; echo; }; done
   done
-  echo "libGLX_nvidia.so.0: $(ldfind libGLX_nvidia.so.0 | grep . || find /usr/local/nvidia /usr/lib /usr/lib64 -name 'libGLX_nvidia.so.0' 2>/dev/null | head -n3 | tr '\n' ' ')"
-  echo "libnvidia-vulkan-producer: $(ldconfig -p | awk '/libnvidia-vulkan-producer/ {print $NF}' | grep . || find /usr/local/nvidia /usr/lib /usr/lib64 -name 'libnvidia-vulkan-producer*' 2>/dev/null | head -n3 | tr '\n' ' ')"
+  echo "libGLX_nvidia.so.0: $(ldfind libGLX_nvidia.so.0 | grep . || find /usr/local/nvidia /usr/lib/x86_64-linux-gnu /usr/lib64 -maxdepth 2 -name 'libGLX_nvidia.so.0' 2>/dev/null | head -n3 | tr '\n' ' ')"
+  echo "libnvidia-vulkan-producer: $(ldconfig -p | awk '/libnvidia-vulkan-producer/ {print $NF}' | grep . || find /usr/local/nvidia /usr/lib/x86_64-linux-gnu /usr/lib64 -maxdepth 2 -name 'libnvidia-vulkan-producer*' 2>/dev/null | head -n3 | tr '\n' ' ')"
   echo "## bundle"; cat "$dist/MANIFEST.txt" 2>&1
 } >"$out/env.txt" 2>&1
 cat "$out/env.txt"
@@ -134,8 +134,13 @@ else
   note "generating the stand-in: fixture-model $model $standin_args (limit ${LIMIT_GEN:-150} s)"
   t0=$SECONDS
   # shellcheck disable=SC2086 # the args are words on purpose
-  timeout -k 10 "${LIMIT_GEN:-150}" "$node" "$work/app/fixture-model.mjs" "$model" $standin_args ||
-    die "generating the stand-in failed or ran past ${LIMIT_GEN:-150} s"
+  timeout -k 10 "${LIMIT_GEN:-150}" "$node" "$work/app/fixture-model.mjs" "$model" $standin_args
+  rc=$?
+  case $rc in
+    0) ;;
+    124 | 137) die "generating the stand-in ran past its ${LIMIT_GEN:-150} s limit" ;;
+    *) die "generating the stand-in failed with exit $rc (its message is above)" ;;
+  esac
   echo "$standin_args" >"$model.done"
   record "stand-in: generated in $((SECONDS - t0)) s ($standin_args), $(du -sh "$model" | cut -f1)"
 fi
