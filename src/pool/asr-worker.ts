@@ -95,7 +95,8 @@ async function handle(engine: AsrEngine, gate: Gate, task: AsrTask): Promise<Asr
 
 async function start(): Promise<(task: AsrTask) => Promise<AsrOutcome>> {
   const engine = await load();
-  const maxBatch = Math.max(1, Math.min(engine.batching.maxBatch, data.maxBatch));
+  // data.maxBatch, or 1 when the graphs fix the batch (the engine has logged why)
+  const { maxBatch } = engine.batching;
   const gate = new Gate(maxBatch);
   post({ type: 'asr-worker-ready', threadId, maxBatch });
   return (task) => handle(engine, gate, task);
