@@ -10,13 +10,16 @@
 # 4. generates the full-size stand-in there (npm run fixture-model's code, bundled);
 # 5. runs bench:step on the webgpu provider (batch 1,8,32 x context 100,600) unless the probe found no adapter,
 #    and on the cpu provider (batch 1) for comparison.
-# Each stage has a hard time limit; everything is logged to OUT_DIR/run.log, bench:step's reports to
-# OUT_DIR/step-webgpu.* and OUT_DIR/step-cpu.*, the stage outcomes to OUT_DIR/summary.txt.
+# Each stage has a hard time limit, cut further so the whole run ends within RUN_LIMIT (440 s) with the CPU
+# comparison's CPU_RESERVE (60 s) kept for it. Everything is logged to OUT_DIR/run.log, the stage outcomes to
+# OUT_DIR/summary.txt, bench:step's reports to OUT_DIR/step-webgpu-1-8.json, step-webgpu-32.json, step-cpu-1.json
+# (at most 8 files in OUT_DIR, as the device tool returns).
 # Exit 0 when every stage ran, 3 when WebGPU had no adapter (the CPU comparison still runs), 1 otherwise.
 #
-# Overrides (environment): STANDIN_ARGS (default "--full-size --stop-after 64"), WEBGPU_BATCH (1,8,32),
-# CPU_BATCH (1), CONTEXTS (100,600), STEP_ARGS (extra bench:step flags, default "--steps 8"),
-# LIMIT_GEN / LIMIT_WEBGPU / LIMIT_CPU (seconds: 150 / 170 / 60), DEVICE_WORK.
+# Overrides (environment): STANDIN_ARGS (default "--full-size --stop-after 64"), WEBGPU_BATCHES ("1,8 32": one
+# bench:step process per group), CPU_BATCH (1), CONTEXTS (100,600), STEP_ARGS (extra bench:step flags, default
+# "--steps 8"), LIMIT_GEN / LIMIT_WEBGPU (each group) / LIMIT_CPU (seconds: 150 / 110 / 60), RUN_LIMIT,
+# CPU_RESERVE, DEVICE_WORK.
 set -uo pipefail
 
 out=${1:?usage: bash bench/device/run.sh OUT_DIR}
@@ -126,19 +129,27 @@ else
 fi
 
 # --- 4. the stand-in ------------------------------------------------------------------------------------------
+# Each stage's limit is also cut to what is left of RUN_LIMIT, keeping CPU_RESERVE seconds for the CPU comparison.
+deadline=$((started + ${RUN_LIMIT:-440}))
+cpu_reserve=${CPU_RESERVE:-60}
+limit() { # wanted reserve -> seconds this stage may take
+  local left=$((deadline - SECONDS - $2))
+  echo $(($1 < left ? $1 : left))
+}
 model=$work/standin
 if [ -f "$model.done" ] && [ "$(cat "$model.done")" = "$standin_args" ]; then
   note "stand-in already generated ($standin_args)"
 else
   rm -rf "$model" "$model.done"
-  note "generating the stand-in: fixture-model $model $standin_args (limit ${LIMIT_GEN:-150} s)"
+  gen_limit=$(limit "${LIMIT_GEN:-150}" "$cpu_reserve")
+  note "generating the stand-in: fixture-model $model $standin_args (limit $gen_limit s)"
   t0=$SECONDS
   # shellcheck disable=SC2086 # the args are words on purpose
-  timeout -k 10 "${LIMIT_GEN:-150}" "$node" "$work/app/fixture-model.mjs" "$model" $standin_args
+  timeout -k 10 "$gen_limit" "$node" "$work/app/fixture-model.mjs" "$model" $standin_args
   rc=$?
   case $rc in
     0) ;;
-    124 | 137) die "generating the stand-in ran past its ${LIMIT_GEN:-150} s limit" ;;
+    124 | 137) die "generating the stand-in ran past its $gen_limit s limit" ;;
     *) die "generating the stand-in failed with exit $rc (its message is above)" ;;
   esac
   echo "$standin_args" >"$model.done"
@@ -146,27 +157,32 @@ else
 fi
 
 # --- 5. decode steps ---------------------------------------------------------------------------------------------
-step() { # provider batch limit
-  local t0=$SECONDS rc
-  note "bench:step --provider $1 --batch $2 --context $contexts $step_args (limit $3 s)"
+step() { # provider batches wanted-limit reserve: one bench:step process, its report in step-PROVIDER-BATCHES.json
+  local t0=$SECONDS rc name="step-$1-${2//,/-}" lim
+  lim=$(limit "$3" "$4")
+  if [ "$lim" -lt 20 ]; then record "$name: SKIPPED, only $lim s left of RUN_LIMIT"; return 1; fi
+  note "bench:step --provider $1 --batch $2 --context $contexts $step_args (limit $lim s)"
   # shellcheck disable=SC2086
-  timeout -k 10 "$3" "$node" "$work/app/step.mjs" --model-dir "$model" --provider "$1" --batch "$2" \
-    --context "$contexts" $step_args --out "$out/step-$1.json"
+  timeout -k 10 "$lim" "$node" "$work/app/step.mjs" --model-dir "$model" --provider "$1" --batch "$2" \
+    --context "$contexts" $step_args --out "$out/$name.json"
   rc=$?
   case $rc in
-    0) record "step $1: done in $((SECONDS - t0)) s" ;;
-    124 | 137) record "step $1: STOPPED at its ${3} s limit (the lines above are what it measured)" ;;
-    *) record "step $1: FAILED with exit $rc after $((SECONDS - t0)) s" ;;
+    0) record "$name: done in $((SECONDS - t0)) s" ;;
+    124 | 137) record "$name: STOPPED at its $lim s limit (the rows printed above are what it measured)" ;;
+    *) record "$name: FAILED with exit $rc after $((SECONDS - t0)) s (its message is above)" ;;
   esac
   return $rc
 }
 status=0
 if [ $webgpu = yes ]; then
-  step webgpu "${WEBGPU_BATCH:-1,8,32}" "${LIMIT_WEBGPU:-170}" || status=1
+  # Separate processes, so that a failure at the widest batch (its prefill is the largest) keeps the others' report.
+  for batches in ${WEBGPU_BATCHES:-1,8 32}; do
+    step webgpu "$batches" "${LIMIT_WEBGPU:-110}" "$cpu_reserve" || status=1
+  done
 else
   status=3
 fi
-step cpu "${CPU_BATCH:-1}" "${LIMIT_CPU:-60}" || { [ $status = 0 ] && status=1; }
+step cpu "${CPU_BATCH:-1}" "${LIMIT_CPU:-60}" 0 || { [ $status = 0 ] && status=1; }
 
 note "done in $((SECONDS - started)) s"
 printf '%s\n' "${summary[@]}"
