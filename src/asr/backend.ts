@@ -45,7 +45,8 @@ export interface DecoderBackend {
   prefill(inputs: readonly PrefillInput[]): Promise<{ sequences: Prefilled[]; runMs: number }>;
   /**
    * One decode step for exactly these rows, in this order (at most maxBatch). Rows may differ from the last
-   * step's: a handle fresh from prefill joins, a handle not listed any more has left the batch.
+   * step's: a handle fresh from prefill joins, a handle not listed any more has left the batch for good (it can
+   * only be released).
    */
   step(rows: readonly StepRow[]): Promise<StepResult>;
   /** Frees the cache behind a handle (also mid-batch, on cancel or error); the handle is unusable after. */

@@ -18,6 +18,8 @@ export interface HostBackendOptions {
 /** A sequence's cache: its own prefill output until it joins the batch, then a row of the batch's buffers. */
 class HostCache implements CacheHandle {
   released = false;
+  /** left the batch without being released: its cache is gone */
+  dropped = false;
   constructor(
     public length: number,
     /** present.* of its prefill, [1, heads, length, headDim] each; dropped once copied into the batch */
@@ -153,6 +155,7 @@ export class HostBackend implements DecoderBackend {
   private own(cache: CacheHandle, releasedOk = false): HostCache {
     if (!(cache instanceof HostCache)) throw new InferenceError('a cache handle from another backend');
     if (cache.released && !releasedOk) throw new InferenceError('a released cache handle was stepped');
+    if (cache.dropped && !releasedOk) throw new InferenceError('a cache handle that left the batch was stepped again');
     return cache;
   }
 
@@ -176,6 +179,7 @@ export class HostBackend implements DecoderBackend {
   private arrange(caches: HostCache[]): void {
     const listed = new Set(caches);
     if (caches.length === this.rows.length && this.rows.every((h) => listed.has(h))) return;
+    for (const h of this.rows) if (!listed.has(h)) h.dropped = true;
     const width = Math.max(...caches.map((h) => h.length));
     const fits = this.rows.length > 0 && width <= this.width && this.width - width <= this.width / 4;
     if (!fits || this.past[0]!.length < this.elements(caches.length, this.width)) {
