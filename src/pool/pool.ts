@@ -1,5 +1,4 @@
-import { MessageChannel } from 'node:worker_threads';
-import type { Worker } from 'node:worker_threads';
+import { MessageChannel, type Worker } from 'node:worker_threads';
 import type { DeviceSetting } from '../asr/engine.js';
 import { ModelLoadError } from '../asr/errors.js';
 import { Admissions, type Admission, type AdmissionRefusal } from './admission.js';
@@ -198,24 +197,25 @@ export class AsrPool {
     if (this.closed) throw new PoolError('closed', 'the ASR pool is closed');
     admission.begin();
     const { slot } = admission;
-    this.slots.clear(slot);
-    if (this.cancelAll) this.slots.cancel(slot, 'shutdown');
-    if (call.signal?.aborted) this.slots.cancel(slot, 'client');
     // Never given to piscina: it would terminate a running worker, which aborts the process inside session.run.
     const cancel = () => this.slots.cancel(slot, 'client');
-    call.signal?.addEventListener('abort', cancel, { once: true });
-    const channel = call.onDelta ? new MessageChannel() : undefined;
-    const { view, transfer } = ownBuffer(pcm, (p) => p.slice());
-    const task: AsrTask = {
-      pcm: view,
-      slot,
-      ...(call.language ? { language: call.language } : {}),
-      ...(call.context ? { context: call.context } : {}),
-      ...(channel ? { port: channel.port2 } : {}),
-    };
     this.active.add(admission);
     try {
+      this.slots.clear(slot);
+      if (this.cancelAll) this.slots.cancel(slot, 'shutdown');
+      if (call.signal?.aborted) cancel();
+      call.signal?.addEventListener('abort', cancel, { once: true });
+      const channel = call.onDelta ? new MessageChannel() : undefined;
+      const { view, transfer } = ownBuffer(pcm, (p) => p.slice());
+      const task: AsrTask = {
+        pcm: view,
+        slot,
+        ...(call.language ? { language: call.language } : {}),
+        ...(call.context ? { context: call.context } : {}),
+        ...(channel ? { port: channel.port2 } : {}),
+      };
       const { result, ms } = await this.asr.run(task, channel ? [...transfer, channel.port2] : transfer, channel?.port1, call.onDelta);
+      // The worker stops early only when the cell holds a reason, so there is one to read.
       if (result.cancelled) return { ...result, cancelReason: this.slots.reason(slot) ?? 'client' };
       this.retry.record(ms);
       if (this.o.stages) recordTimings(this.o.stages, result.timings);
