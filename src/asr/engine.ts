@@ -41,7 +41,7 @@ export interface EngineOptions {
   logger?: Logger;
   /** most sequences decoded together in one step (default 8); 1 when the graphs' batch is fixed */
   maxBatch?: number;
-  /** default true: use LEAN's rewritten graphs when possible */
+  /** default true: load the decoders rewritten to return greedy ids instead of logits (lean-graph.ts) when possible */
   leanGraphs?: boolean;
 }
 
@@ -60,7 +60,10 @@ export interface ChunkOptions {
   context?: string;
   /** generation stops here and the result says `truncated` */
   maxNewTokens: number;
-  /** transcript text as it is decoded (never half a character, no "language X<asr_text>" header) */
+  /**
+   * transcript text as it is decoded (never half a character, no "language X<asr_text>" header); the deltas add
+   * up to the final text: what the repetition repair could still change is held back until it cannot
+   */
   onDelta?: (text: string) => void;
   /** checked between decode steps: cancellation is cooperative, a running session is never interrupted */
   shouldStop?: () => boolean;
