@@ -17,7 +17,7 @@
 # The stand-in (~2.5 GB) goes to STANDIN_DIR (default ${TMPDIR:-/tmp}/mega-asr-standin) and is reused when it was
 # generated with the same STANDIN_ARGS (default "--full-size --stop-after 64").
 # Overrides: STEP_BATCH (1,8,32,64), CONCURRENCY (1,8,32,64), BENCH_DURATION (20 s per level),
-# LIMIT_GEN / LIMIT_STEP / LIMIT_BENCH (seconds: 150 / 100 / 240).
+# LIMIT_GEN / LIMIT_STEP / LIMIT_BENCH (seconds: 150 / 150 / 240).
 # Exit 0 when every stage ran, 1 at the first missing prerequisite or failed stage (the stages after it are skipped;
 # summary.txt and run.log say which and why).
 set -uo pipefail
@@ -90,7 +90,7 @@ else
   stage stand-in "${LIMIT_GEN:-150}" npm run --silent fixture-model -- "$standin" $standin_args
   echo "$standin_args" >"$standin.done"
 fi
-stage bench:step "${LIMIT_STEP:-100}" npm run --silent bench:step -- --model-dir "$standin" --provider cuda \
+stage bench:step "${LIMIT_STEP:-150}" npm run --silent bench:step -- --model-dir "$standin" --provider cuda \
   --batch "${STEP_BATCH:-1,8,32,64}" --context 100,600 --out "$out/step-cuda.json"
 # The service's log, also when bench fails: bench prints where it is.
 keep_server_log() {

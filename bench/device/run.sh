@@ -11,14 +11,14 @@
 # 5. runs bench:step on the webgpu provider (batch 1,8,32 x context 100,600) unless the probe found no adapter,
 #    and on the cpu provider (batch 1) for comparison.
 # Each stage has a hard time limit, cut further so the whole run ends within RUN_LIMIT (440 s) with the CPU
-# comparison's CPU_RESERVE (60 s) kept for it. Everything is logged to OUT_DIR/run.log, the stage outcomes to
+# comparison's CPU_RESERVE (90 s) kept for it. Everything is logged to OUT_DIR/run.log, the stage outcomes to
 # OUT_DIR/summary.txt, bench:step's reports to OUT_DIR/step-webgpu-1-8.json, step-webgpu-32.json, step-cpu-1.json
 # (at most 8 files in OUT_DIR, as the device tool returns).
 # Exit 0 when every stage ran, 3 when WebGPU had no adapter (the CPU comparison still runs), 1 otherwise.
 #
 # Overrides (environment): STANDIN_ARGS (default "--full-size --stop-after 64"), WEBGPU_BATCHES ("1,8 32": one
 # bench:step process per group), CPU_BATCH (1), CONTEXTS (100,600), STEP_ARGS (extra bench:step flags, default
-# "--steps 8"), LIMIT_GEN / LIMIT_WEBGPU (each group) / LIMIT_CPU (seconds: 150 / 110 / 60), RUN_LIMIT,
+# "--steps 8"), LIMIT_GEN / LIMIT_WEBGPU (each group) / LIMIT_CPU (seconds: 120 / 130 / 90), RUN_LIMIT,
 # CPU_RESERVE, DEVICE_WORK.
 set -uo pipefail
 
@@ -131,7 +131,7 @@ fi
 # --- 4. the stand-in ------------------------------------------------------------------------------------------
 # Each stage's limit is also cut to what is left of RUN_LIMIT, keeping CPU_RESERVE seconds for the CPU comparison.
 deadline=$((started + ${RUN_LIMIT:-440}))
-cpu_reserve=${CPU_RESERVE:-60}
+cpu_reserve=${CPU_RESERVE:-90}
 limit() { # wanted reserve -> seconds this stage may take
   local left=$((deadline - SECONDS - $2))
   echo $(($1 < left ? $1 : left))
@@ -141,7 +141,7 @@ if [ -f "$model.done" ] && [ "$(cat "$model.done")" = "$standin_args" ]; then
   note "stand-in already generated ($standin_args)"
 else
   rm -rf "$model" "$model.done"
-  gen_limit=$(limit "${LIMIT_GEN:-150}" "$cpu_reserve")
+  gen_limit=$(limit "${LIMIT_GEN:-120}" "$cpu_reserve")
   note "generating the stand-in: fixture-model $model $standin_args (limit $gen_limit s)"
   t0=$SECONDS
   # shellcheck disable=SC2086 # the args are words on purpose
@@ -177,12 +177,12 @@ status=0
 if [ $webgpu = yes ]; then
   # Separate processes, so that a failure at the widest batch (its prefill is the largest) keeps the others' report.
   for batches in ${WEBGPU_BATCHES:-1,8 32}; do
-    step webgpu "$batches" "${LIMIT_WEBGPU:-110}" "$cpu_reserve" || status=1
+    step webgpu "$batches" "${LIMIT_WEBGPU:-130}" "$cpu_reserve" || status=1
   done
 else
   status=3
 fi
-step cpu "${CPU_BATCH:-1}" "${LIMIT_CPU:-60}" 0 || { [ $status = 0 ] && status=1; }
+step cpu "${CPU_BATCH:-1}" "${LIMIT_CPU:-90}" 0 || { [ $status = 0 ] && status=1; }
 
 note "done in $((SECONDS - started)) s"
 printf '%s\n' "${summary[@]}"
