@@ -23,6 +23,15 @@ export interface TensorValue {
   data: Float32Array | BigInt64Array | Uint16Array | Uint8Array;
 }
 
+/** Where an initializer's bytes already lie in an external data file (written by the caller). */
+export interface ExternalRef {
+  type: ElemType;
+  dims: number[];
+  location: string;
+  offset: number;
+  length: number;
+}
+
 /** Initializers up to this size stay inside the .onnx file, larger ones go to external data like real exports. */
 const INLINE_LIMIT_BYTES = 1024;
 
@@ -49,6 +58,7 @@ function valueInfo(name: string, type: ElemType, shape: Dim[]): onnxProto.onnx.I
 export class GraphBuilder {
   private readonly nodes: onnxProto.onnx.INodeProto[] = [];
   private readonly initializers: { name: string; value: TensorValue }[] = [];
+  private readonly externals: { name: string; ref: ExternalRef }[] = [];
   private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
   private readonly outputs: onnxProto.onnx.IValueInfoProto[] = [];
   private counter = 0;
@@ -70,6 +80,17 @@ export class GraphBuilder {
     const name = `${hint}_${this.counter++}`;
     this.initializers.push({ name, value });
     return name;
+  }
+
+  /** An initializer whose bytes the caller has written to an external data file (shared between graphs). */
+  external(name: string, ref: ExternalRef): string {
+    this.externals.push({ name, ref });
+    return name;
+  }
+
+  /** Points the external initializers stored in file `from` at file `to` (a link to the same bytes). */
+  moveExternals(from: string, to: string): void {
+    for (const e of this.externals) if (e.ref.location === from) e.ref = { ...e.ref, location: to };
   }
 
   f32(values: number[] | Float32Array, dims: number[] = [values.length]): string {
@@ -131,10 +152,25 @@ export class GraphBuilder {
       offset += value.data.byteLength;
       return proto;
     });
+    for (const { name, ref } of this.externals) {
+      initializer.push({
+        name,
+        dataType: ELEM[ref.type],
+        dims: ref.dims,
+        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+        externalData: [
+          { key: 'location', value: ref.location },
+          { key: 'offset', value: String(ref.offset) },
+          { key: 'length', value: String(ref.length) },
+        ],
+      });
+    }
+    // Contrib operators (MatMulNBits) need their domain imported.
+    const domains = [...new Set(this.nodes.map((n) => n.domain).filter((d): d is string => !!d))];
     const model = onnx.ModelProto.encode({
       irVersion: 8,
       producerName: 'mega-asr-server fixture generator',
-      opsetImport: [{ domain: '', version: opset }],
+      opsetImport: [{ domain: '', version: opset }, ...domains.map((domain) => ({ domain, version: 1 }))],
       graph: { name: this.graphName, node: this.nodes, initializer, input: this.inputs, output: this.outputs },
     }).finish();
     return { model, externalData: Buffer.concat(chunks) };

@@ -89,6 +89,8 @@ export interface DecodeOptions {
   steps: number;
   /** Alters a step's feeds (step index from 0, after the prefill); returns the feeds to run. */
   tamper?: (step: number, feeds: BatchFeeds) => BatchFeeds;
+  /** Sees each call's logits (-1: the prefill's). */
+  logits?: (step: number, logits: Tensor) => void;
 }
 
 const GARBAGE = mulberry32(99);
@@ -158,6 +160,7 @@ export async function decodeBatch(d: FixtureDecoder, sequences: SequenceInput[],
     }
   });
   let outputs = await d.prefill.run(typedFeeds(d.prefill, { embeds, positions, mask, past: new Map(), rows, length: width }));
+  o.logits?.(-1, outputs.logits as Tensor);
   let next = lastArgmax(outputs.logits as Tensor, rows);
   const tokens = next.map((t) => [t]);
   const masks = sequences.map((_, r) => mask.slice(r * width, (r + 1) * width));
@@ -174,6 +177,7 @@ export async function decodeBatch(d: FixtureDecoder, sequences: SequenceInput[],
     next.forEach((id, r) => feeds.embeds.set(d.embed(id), r * d.hidden));
     if (o.tamper) feeds = o.tamper(step, feeds);
     outputs = await d.step.run(typedFeeds(d.step, feeds));
+    o.logits?.(step, outputs.logits as Tensor);
     next = lastArgmax(outputs.logits as Tensor, rows);
     next.forEach((t, r) => tokens[r]!.push(t));
   }

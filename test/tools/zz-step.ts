@@ -1,0 +1,10 @@
+import { openFixtureDecoder, decodeBatch } from './decoder-rows.js';
+const dir = process.argv[2]!;
+const d = await openFixtureDecoder(dir);
+const a = await d.sequence(500, 0.3);
+const stamps: number[] = [];
+let last = performance.now();
+await decodeBatch(d, [a], { steps: 12, tamper: (_s, f) => { const now = performance.now(); stamps.push(now - last); last = now; return f; } });
+const steps = stamps.slice(2).sort((x, y) => x - y);
+console.log('prefill+first ms', stamps[0]!.toFixed(0), 'step ms min', steps[0]!.toFixed(1), 'median', steps[Math.floor(steps.length / 2)]!.toFixed(1), 'rss GB', (process.memoryUsage().rss / 2 ** 30).toFixed(2));
+await d.release();
