@@ -41,7 +41,8 @@ export type ClipResult = Omit<ClipScore, 'alignment'> & {
   subset?: string;
   reference: string;
   hypothesis: string;
-  language: string;
+  /** languages the model heard, in order */
+  languages: string[];
   audioSeconds: number;
   transcribeMs: number;
   differences: string[];
@@ -95,7 +96,7 @@ async function evaluate(o: { modelDir: string; clips: string; references: Refere
         ...(ref.subset !== undefined ? { subset: ref.subset } : {}),
         reference: ref.text,
         hypothesis: result.text,
-        language: result.language,
+        languages: result.languages,
         audioSeconds: pcm.length / SAMPLE_RATE,
         transcribeMs,
         ...score,
