@@ -73,18 +73,28 @@ done
 unxz_to() { # file.xz -> stdout, with xz or Python's lzma
   if command -v xz >/dev/null; then xz -dc "$1"; else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$1"; fi
 }
-if cmp -s "$dist/MANIFEST.txt" "$work/MANIFEST.txt"; then
-  note "bundle already unpacked in $work"
-else
-  note "unpacking the bundle into $work"
-  rm -rf "$work" && mkdir -p "$work/bin" || die "cannot create $work"
-  unxz_to "$dist/node.xz" >"$work/bin/node" && chmod +x "$work/bin/node" || die "could not unpack node.xz"
-  for t in runtime app; do unxz_to "$dist/$t.tar.xz" | tar -xf - -C "$work" || die "could not unpack $t.tar.xz"; done
-  cp "$dist/MANIFEST.txt" "$work/"
+unpack() { # dir: unpacks the bundle there unless it already holds this one; then the carried node must start
+  if cmp -s "$dist/MANIFEST.txt" "$1/MANIFEST.txt"; then
+    note "bundle already unpacked in $1"
+  else
+    note "unpacking the bundle into $1"
+    rm -rf "$1" && mkdir -p "$1/bin" || return 1
+    unxz_to "$dist/node.xz" >"$1/bin/node" && chmod +x "$1/bin/node" || return 1
+    for t in runtime app; do unxz_to "$dist/$t.tar.xz" | tar -xf - -C "$1" || return 1; done
+    cp "$dist/MANIFEST.txt" "$1/"
+  fi
+  "$1/bin/node" --version >/dev/null
+}
+# /tmp may be mounted noexec or be small: without DEVICE_WORK, fall back to a folder in the home directory.
+if ! unpack "$work"; then
+  [ -z "${DEVICE_WORK:-}" ] || die "could not unpack into $work, or the carried node does not start there"
+  note "the carried node does not start from $work (noexec?): trying $HOME/mega-asr-device"
+  work=$HOME/mega-asr-device
+  unpack "$work" || die "could not unpack into $work, or the carried node does not start there"
 fi
+df -h "$work" | tail -n 1
 node=$work/bin/node
 export PATH="$work/bin:$PATH"
-"$node" --version >/dev/null || die "the bundled node does not start here"
 note "node $("$node" --version), scripts from commit $(cat "$work/app/COMMIT")"
 
 # --- 3. Vulkan and the WebGPU probe -----------------------------------------------------------------------------
