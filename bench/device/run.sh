@@ -12,8 +12,8 @@
 #    and on the cpu provider (batch 1) for comparison.
 # Each stage has a hard time limit, cut further so the whole run ends within RUN_LIMIT (440 s) with the CPU
 # comparison's CPU_RESERVE (90 s) kept for it. Everything is logged to OUT_DIR/run.log, the stage outcomes to
-# OUT_DIR/summary.txt, bench:step's reports to OUT_DIR/step-webgpu-1-8.json, step-webgpu-32.json, step-cpu-1.json
-# (at most 8 files in OUT_DIR, as the device tool returns).
+# OUT_DIR/summary.txt, bench:step's reports to OUT_DIR/step-webgpu-1-8.json, step-webgpu-32.json, step-cpu-1.json,
+# nvidia-smi's samples during the WebGPU steps to OUT_DIR/gpu-usage.csv (at most 8 files, as the device tool returns).
 # Exit 0 when every stage ran, 3 when WebGPU had no adapter (the CPU comparison still runs), 1 otherwise.
 #
 # Overrides (environment): STANDIN_ARGS (default "--full-size --stop-after 64"), WEBGPU_BATCHES ("1,8 32": one
@@ -185,10 +185,21 @@ step() { # provider batches wanted-limit reserve: one bench:step process, its re
 }
 status=0
 if [ $webgpu = yes ]; then
+  # The GPU's own view while WebGPU runs (utilisation, memory in use): evidence that the work ran on it.
+  sampler=
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 1000 >"$out/gpu-usage.csv" 2>&1 &
+    sampler=$!
+  fi
   # Separate processes, so that a failure at the widest batch (its prefill is the largest) keeps the others' report.
   for batches in ${WEBGPU_BATCHES:-1,8 32}; do
     step webgpu "$batches" "${LIMIT_WEBGPU:-130}" "$cpu_reserve" || status=1
   done
+  if [ -n "$sampler" ]; then
+    kill "$sampler" 2>/dev/null
+    wait "$sampler" 2>/dev/null
+    record "GPU during the WebGPU steps: peak utilisation $(awk -F', ' 'NR > 1 {u = $2 + 0; if (u > m) m = u} END {print m + 0}' "$out/gpu-usage.csv") %, peak memory $(awk -F', ' 'NR > 1 {v = $3 + 0; if (v > m) m = v} END {print m + 0}' "$out/gpu-usage.csv") MiB (gpu-usage.csv)"
+  fi
 else
   status=3
 fi
