@@ -35,6 +35,9 @@ for entry in tools/fixture-model.ts bench/step.ts bench/device/probe.ts; do
   [ -f "$entry" ] || die "$entry is missing: the bundle needs it"
 done
 mkdir -p "$dist"
+# Two packs at once would interleave their archives and manifest: the second waits.
+exec 9>"$dist/.lock"
+flock 9
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
