@@ -17,7 +17,7 @@
 # The stand-in (~2.5 GB) goes to STANDIN_DIR (default ${TMPDIR:-/tmp}/mega-asr-standin) and is reused when it was
 # generated with the same STANDIN_ARGS (default "--full-size --stop-after 64").
 # Overrides: STEP_BATCH (1,8,32,64), CONCURRENCY (1,8,32,64), BENCH_DURATION (20 s per level),
-# LIMIT_GEN / LIMIT_STEP / LIMIT_BENCH (seconds: 150 / 150 / 240).
+# LIMIT_GEN / LIMIT_STEP / LIMIT_BENCH (seconds: 150 / 150 / 240), each cut to what is left of RUN_LIMIT (470 s).
 # Exit 0 when every stage ran, 1 at the first missing prerequisite or failed stage (the stages after it are skipped;
 # summary.txt and run.log say which and why).
 set -uo pipefail
@@ -67,9 +67,13 @@ ls "$clips"/*.wav >/dev/null 2>&1 || die "no .wav clips in $clips: set CLIPS_DIR
 cat "$out/env.txt"
 
 # --- stages ------------------------------------------------------------------------------------------------------
+# Each stage's limit is cut to what is left of RUN_LIMIT, so the whole script stays under 8 minutes.
+deadline=$((started + ${RUN_LIMIT:-470}))
 stage() { # name limit command...
   local name=$1 limit=$2 t0=$SECONDS rc
   shift 2
+  [ $((deadline - SECONDS)) -lt "$limit" ] && limit=$((deadline - SECONDS))
+  [ "$limit" -ge 10 ] || die "$name: only $limit s left of RUN_LIMIT (${RUN_LIMIT:-470} s)"
   note "$name: $* (limit $limit s)"
   timeout -k 10 "$limit" "$@"
   rc=$?
