@@ -118,6 +118,18 @@ describe('the full-size topology at toy widths', () => {
     await session.release();
   });
 
+  it('--kv float32 keeps the cache in float32 and decodes', async () => {
+    const f32 = await openFixtureDecoder(generate({ kv: 'float32' }).dir);
+    try {
+      expect(inputMeta(f32.step, 'past_key_values.0.key')).toMatchObject({ type: 'float32', shape: ['batch_size', 2, 'past_sequence_length', 16] });
+      const tokens = (await decodeBatch(f32, [await f32.sequence(200, 0.3)], { steps: 3 }))[0]!;
+      expect(tokens).toHaveLength(4);
+      expect(tokens.some((t) => STOPS.includes(t))).toBe(false);
+    } finally {
+      await f32.release();
+    }
+  });
+
   it('gives the contract the engine reads: inputs_embeds, mask, 2-D positions, fp16 cache, all-position logits', () => {
     const dir = dirs[0]!;
     const prefill = readDecoderContract(signature(join(dir, FIXTURE_FILES.prefill)).info, 'prefill');
