@@ -135,6 +135,13 @@ async function main(argv: string[]): Promise<number> {
     throw err;
   }
   let service: BenchService | undefined;
+  // interrupted: the loaded model must not outlive the bench
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => void (service?.stop() ?? Promise.resolve()).finally(() => process.exit(130)));
+  }
+  if (loadavg()[0]! > cpus().length) {
+    console.error(`bench: the machine is busy (load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} CPUs): every figure will be skewed`);
+  }
   try {
     const clips = loadClips(o.clipsDir);
     const logFile = join(tmpdir(), `mega-asr-bench-${process.pid}.log`);
