@@ -75,11 +75,13 @@ export function matMulNBits(g: GraphBuilder, x: string, l: QuantLinear): string 
   );
 }
 
-/** x / sqrt(mean(x^2) + eps) * weight over the last axis, in the plain ops a torch export writes. */
+/**
+ * x / sqrt(mean(x^2) + eps) * weight over the last axis, in plain ops, in the form onnxruntime's optimizer fuses
+ * into one SimplifiedLayerNormalization (Pow, ReduceMean, Add, Sqrt, Div, Mul), as it does for an optimised export.
+ */
 export function rmsNorm(g: GraphBuilder, x: string, weight: string, eps = 1e-6): string {
   const meanSquare = g.op('ReduceMean', [g.op('Pow', [x, g.f32([2], [])])], { axes: [-1], keepdims: 1 });
-  const inverse = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [meanSquare, g.f32([eps], [])])])]);
-  return g.op('Mul', [g.op('Mul', [x, inverse]), weight]);
+  return g.op('Mul', [g.op('Div', [x, g.op('Sqrt', [g.op('Add', [meanSquare, g.f32([eps], [])])])]), weight]);
 }
 
 /** Exact (erf) GELU as torch exports it before opset 20. */
