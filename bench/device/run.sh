@@ -40,7 +40,7 @@ record() { summary+=("$1"); echo "$1" >>"$out/summary.txt"; }
 die() { note "STOP: $*"; record "STOP: $*"; exit 1; }
 : >"$out/summary.txt"
 # Paths of a library in the linker cache (awk reads all of ldconfig's output: no SIGPIPE under pipefail).
-ldfind() { ldconfig -p 2>/dev/null | awk -v name="$1" '$1 == name {print $NF}'; }
+ldfind() { ldconfig -p 2>/dev/null | awk -v name="$1" '$1 == name && /x86-64/ {print $NF}'; }
 
 # --- 1. the machine ------------------------------------------------------------------------------------------
 icd_candidates=(/usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json
@@ -98,12 +98,18 @@ export PATH="$work/bin:$PATH"
 note "node $("$node" --version), scripts from commit $(cat "$work/app/COMMIT")"
 
 # --- 3. Vulkan and the WebGPU probe -----------------------------------------------------------------------------
-if [ -z "$(ldfind libvulkan.so.1)" ]; then
-  export LD_LIBRARY_PATH="$work/vk${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  note "no system Vulkan loader: using the bundled one ($(cat "$work/vk/SOURCE"))"
-else
-  note "Vulkan loader: $(ldfind libvulkan.so.1 | head -n1) (the system's)"
+# Each carried library (the Vulkan loader, and what NVIDIA's driver links to) only where the machine has none.
+rm -rf "$work/vk-used" && mkdir -p "$work/vk-used"
+used=
+for f in "$work"/vk/*.so.*; do
+  n=$(basename "$f")
+  [ -n "$(ldfind "$n")" ] || { ln -s "$f" "$work/vk-used/$n"; used="$used $n"; }
+done
+if [ -n "$used" ]; then
+  export LD_LIBRARY_PATH="$work/vk-used${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  note "carried libraries used, the machine has none:$used ($(cat "$work/vk/SOURCE"))"
 fi
+note "Vulkan loader: $(ldfind libvulkan.so.1 | head -n1 | grep . || echo "$work/vk/libvulkan.so.1 (carried)")"
 case ",${NVIDIA_DRIVER_CAPABILITIES:-}," in
   *,all,* | *,graphics,*) ;;
   *) note "warning: NVIDIA_DRIVER_CAPABILITIES='${NVIDIA_DRIVER_CAPABILITIES:-}' lacks graphics: the container may have no Vulkan driver" ;;
@@ -113,12 +119,23 @@ for f in ${VK_DRIVER_FILES:+"$VK_DRIVER_FILES"} "${icd_candidates[@]}"; do [ -f 
 if [ -n "$nvidia_icd" ]; then
   # The ICD names its driver library; when that is a bare name ldconfig does not know, point the loader at it.
   lib=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ICD"]["library_path"])' "$nvidia_icd" 2>/dev/null)
-  if [ -n "$lib" ] && [ "${lib#/}" = "$lib" ] && [ -z "$(ldfind "$lib")" ]; then
-    for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu; do
-      [ -f "$d/$lib" ] && { export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; note "driver library $lib found in $d"; break; }
-    done
+  lib_path=$lib
+  if [ -n "$lib" ] && [ "${lib#/}" = "$lib" ]; then
+    lib_path=$(ldfind "$lib" | head -n1)
+    if [ -z "$lib_path" ]; then
+      for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu; do
+        [ -f "$d/$lib" ] && { export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; lib_path=$d/$lib; note "driver library $lib found in $d"; break; }
+      done
+    fi
   fi
-  note "NVIDIA Vulkan ICD: $nvidia_icd (library $lib)"
+  note "NVIDIA Vulkan ICD: $nvidia_icd (library $lib${lib_path:+ at $lib_path})"
+  # What the driver library cannot find is why the loader would see no driver.
+  if [ -n "$lib_path" ] && [ -f "$lib_path" ]; then
+    missing=$(ldd "$lib_path" 2>&1 | awk '/not found/ {print $1}' | tr '\n' ' ')
+    [ -z "$missing" ] || note "warning: $lib_path cannot find: $missing"
+  else
+    note "warning: the ICD's library $lib is nowhere to be found"
+  fi
 else
   note "no nvidia_icd.json in ${icd_candidates[*]}: the loader's own search decides"
 fi
