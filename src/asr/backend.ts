@@ -11,6 +11,8 @@ export interface PrefillInput {
   ids: readonly number[];
   /** encoder output rows (as the encoder returned them) for positions offset .. offset + rows - 1 */
   audio: { rows: Tensor; offset: number };
+  /** the most positions the sequence can reach (prompt plus token budget): a backend may size its cache once */
+  maxLength?: number;
 }
 
 /** A sequence's cache. Opaque: only the backend that made it knows what is behind it. */

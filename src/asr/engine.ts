@@ -314,7 +314,7 @@ export class AsrEngine {
       maxNewTokens: o.maxNewTokens,
       ...(o.shouldStop ? { shouldStop: o.shouldStop } : {}),
     };
-    const sequence = new Sequence(audio.prompt, criteria, streamer);
+    const sequence = new Sequence({ ...audio.prompt, maxLength: audio.prompt.ids.length + o.maxNewTokens }, criteria, streamer);
     await this.generator.generate(sequence);
     const generated = sequence.tokens;
     const parsed = parseAsrOutput(deltas.rawText, o.language);

@@ -22,12 +22,14 @@ class HostCache implements CacheHandle {
   dropped = false;
   constructor(
     public length: number,
+    /** the most positions it will reach, when known */
+    readonly maxLength: number,
     /** present.* of its prefill, [1, heads, length, headDim] each; dropped once copied into the batch */
     public prefilled: Tensor[] | undefined,
   ) {}
 }
 
-/** Grow by half again, so a cache growing one column per step reallocates O(log n) times. */
+/** Without a known maximum length, grow by half again, so a cache growing one column per step reallocates O(log n) times. */
 const GROWTH = 1.5;
 
 /**
@@ -101,7 +103,7 @@ export class HostBackend implements DecoderBackend {
       throw new InferenceError(`${c.file} returned a cache of shape [${bad.dims.join(', ')}] for ${n} prompt tokens; expected [1, ${this.heads}, ${n}, ${this.headDim}]`);
     }
     this.live += 1;
-    return { firstId: firstId!, cache: new HostCache(n, present) };
+    return { firstId: firstId!, cache: new HostCache(n, Math.max(n, input.maxLength ?? n), present) };
   }
 
   async step(rows: readonly StepRow[]): Promise<StepResult> {
@@ -209,8 +211,9 @@ export class HostBackend implements DecoderBackend {
 
   /** The batch laid out afresh in the spare buffers, left-padded to `width` (columns padded in every row dropped). */
   private layOut(caches: HostCache[], width: number): void {
-    const need = this.elements(caches.length, width + 1);
-    const target = this.next.length && this.next[0]!.length >= need ? this.next : this.allocate(this.elements(caches.length, Math.ceil((width + 1) * GROWTH)));
+    // Room for every step these rows can still take, so the buffers are allocated once per layout.
+    const columns = width + 1 + Math.max(0, ...caches.map((h) => h.maxLength - h.length));
+    const target = this.next.length && this.next[0]!.length >= this.elements(caches.length, columns) ? this.next : this.allocate(this.elements(caches.length, columns));
     const from = new Map(this.rows.map((h, row) => [h, row]));
     target.forEach((dst, i) =>
       caches.forEach((h, row) => {
@@ -221,7 +224,7 @@ export class HostBackend implements DecoderBackend {
     );
     const spare = this.past;
     this.past = target;
-    this.next = spare.length ? spare : this.allocate(target[0]!.length);
+    this.next = spare.length && spare[0]!.length >= target[0]!.length ? spare : this.allocate(target[0]!.length);
     this.rows = caches;
     this.width = width;
     for (const h of caches) h.prefilled = undefined;
