@@ -28,6 +28,15 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 : >"$out/summary.txt"
 exec > >(tee -a "$out/run.log") 2>&1
+tee_pid=$!
+# The service's log, also when bench fails: bench prints where it is.
+keep_server_log() {
+  local log
+  log=$(sed -n 's/^bench: starting .*(log \([^)]*\)).*/\1/p' "$out/run.log" | tail -n1)
+  if [ -n "$log" ] && [ -f "$log" ]; then cp "$log" "$out/server.log"; fi
+}
+# At exit: keep the service's log, and let tee write the last lines before the script's end counts as the run's.
+trap 'keep_server_log; exec >&- 2>&-; wait "$tee_pid"' EXIT
 export ORT_DISABLE_TELEMETRY=1
 
 started=$SECONDS
@@ -96,13 +105,6 @@ else
 fi
 stage bench:step "${LIMIT_STEP:-150}" npm run --silent bench:step -- --model-dir "$standin" --provider cuda \
   --batch "${STEP_BATCH:-1,8,32,64}" --context 100,600 --out "$out/step-cuda.json"
-# The service's log, also when bench fails: bench prints where it is.
-keep_server_log() {
-  local log
-  log=$(sed -n 's/^bench: starting .*(log \([^)]*\)).*/\1/p' "$out/run.log" | tail -n1)
-  if [ -n "$log" ] && [ -f "$log" ]; then cp "$log" "$out/server.log"; fi
-}
-trap keep_server_log EXIT
 stage bench "${LIMIT_BENCH:-240}" npm run --silent bench -- --model-dir "$standin" --concurrency "${CONCURRENCY:-1,8,32,64}" \
   --duration "${BENCH_DURATION:-20}" --clips "$clips" --env ASR_DEVICE=cuda --env MAX_BATCH=64 --out "$out/bench"
 note "done in $((SECONDS - started)) s; results in $out"

@@ -31,6 +31,9 @@ standin_args=${STANDIN_ARGS:---full-size --stop-after 64}
 step_args=${STEP_ARGS:---steps 8}
 contexts=${CONTEXTS:-100,600}
 exec > >(tee -a "$out/run.log") 2>&1
+# At exit, let tee write the last lines before the script's end is taken as the run's end.
+tee_pid=$!
+trap 'exec >&- 2>&-; wait "$tee_pid"' EXIT
 export ORT_DISABLE_TELEMETRY=1
 
 started=$SECONDS
