@@ -1,8 +1,9 @@
 /**
  * One decode step, measured through the engine's decoder backend, next to its floor on the same machine: the step
- * graph's weight matmuls alone (bench/floor.ts) run at the same batch size. For each batch size x context length:
- * ms per step (median, p90), host ms per step (outside session.run), floor ms, step/floor and tokens/s; with the
- * lean graphs (greedy ids in the graph, src/asr/lean-graph.ts), the original ones, or both.
+ * graph's weight matmuls alone (bench/floor.ts) run at the same batch size, one floor run before each measured
+ * step so both see the same machine (a shared one included). For each batch size x context length: ms per step
+ * (median, p90), host ms per step (outside session.run), floor ms, step/floor and tokens/s; with the lean graphs
+ * (greedy ids in the graph, src/asr/lean-graph.ts), the original ones, or both.
  *
  *   npm run bench:step -- --model-dir DIR [--batch 1,2,4,8] [--context 100,300,600] [--steps N]
  *                         [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--out FILE]
@@ -96,12 +97,14 @@ function parseSettings(argv: string[]): Settings {
 interface Spread {
   median: number;
   p90: number;
+  /** the least: on a busy machine, the closest to the cost itself */
+  min: number;
 }
 
 function spread(xs: number[]): Spread {
   const sorted = [...xs].sort((a, b) => a - b);
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
-  return { median: round(at(0.5)), p90: round(at(0.9)) };
+  return { median: round(at(0.5)), p90: round(at(0.9)), min: round(sorted[0]!) };
 }
 
 const round = (x: number, digits = 2) => Number(x.toFixed(digits));
@@ -123,38 +126,40 @@ function sessionInfo(session: InferenceSession, file: string): SessionInfo {
   return { file, inputs: tensors(session.inputMetadata), outputs: tensors(session.outputMetadata) };
 }
 
-async function timeRuns(run: () => Promise<unknown>, warmup: number, runs: number): Promise<number[]> {
-  for (let i = 0; i < warmup; i++) await run();
-  const ms: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const t0 = performance.now();
-    await run();
-    ms.push(performance.now() - t0);
-  }
-  return ms;
-}
-
-interface FloorResult {
+interface Floor {
   matmuls: number;
   quantized: boolean;
   weightMB: number;
-  rows: { batch: number; ms: Spread }[];
+  /** one run at this batch size: its wall time */
+  run(batch: number): Promise<number>;
+  /** every run so far, per batch size */
+  runs: Map<number, number[]>;
+  release(): Promise<void>;
 }
 
-/** The weights-only floor at every batch size, measured before the decoder loads so both never sit in memory. */
-async function measureFloor(s: Settings, stepFile: string): Promise<FloorResult> {
-  const floor = floorGraph(readFileSync(stepFile), stepFile);
-  const session = await InferenceSession.create(floor.model, { ...sessionOptions(s), ...floor.sessionOptions });
-  try {
-    const rows = [];
-    for (const batch of s.batches) {
-      const feeds = floorFeeds(floor, batch);
-      rows.push({ batch, ms: spread(await timeRuns(() => session.run(feeds), WARMUP_STEPS, s.steps)) });
-    }
-    return { matmuls: floor.matmuls, quantized: floor.quantized, weightMB: round(floor.weightBytes / 2 ** 20, 1), rows };
-  } finally {
-    await session.release();
-  }
+/** The weights-only floor, open for the whole bench (its weights once more in memory: about the step's size). */
+async function openFloor(s: Settings, stepFile: string): Promise<Floor> {
+  const graph = floorGraph(readFileSync(stepFile), stepFile);
+  const session = await InferenceSession.create(graph.model, { ...sessionOptions(s), ...graph.sessionOptions });
+  const feeds = new Map(s.batches.map((b) => [b, floorFeeds(graph, b)]));
+  const runs = new Map<number, number[]>(s.batches.map((b) => [b, []]));
+  const floor: Floor = {
+    matmuls: graph.matmuls,
+    quantized: graph.quantized,
+    weightMB: round(graph.weightBytes / 2 ** 20, 1),
+    runs,
+    async run(batch) {
+      const t0 = performance.now();
+      await session.run(feeds.get(batch)!);
+      const ms = performance.now() - t0;
+      runs.get(batch)!.push(ms);
+      return ms;
+    },
+    release: () => session.release(),
+  };
+  // Warm-up, not counted.
+  for (const b of s.batches) await session.run(feeds.get(b)!);
+  return floor;
 }
 
 interface Decoder {
@@ -215,7 +220,7 @@ interface Row {
   tokensPerSecond: number;
 }
 
-async function measureDecoder(s: Settings, lean: boolean, tokenizer: Tokenizer, embeddings: EmbeddingLookup | undefined, floor: FloorResult) {
+async function measureDecoder(s: Settings, lean: boolean, tokenizer: Tokenizer, embeddings: EmbeddingLookup | undefined, floor: Floor) {
   const decoder = await openDecoder(s, lean, embeddings);
   const rows: Row[] = [];
   const skipped: { lean: boolean; batch: number; reason: string }[] = [];
@@ -247,9 +252,13 @@ async function measureDecoder(s: Settings, lean: boolean, tokenizer: Tokenizer, 
           for (let i = 0; i < WARMUP_STEPS; i++) await step();
           const startLength = active[0]!.length;
           const measured = [];
-          for (let i = 0; i < s.steps; i++) measured.push(await step());
+          const floorRuns = [];
+          for (let i = 0; i < s.steps; i++) {
+            floorRuns.push(await floor.run(batch));
+            measured.push(await step());
+          }
           const stepMs = spread(measured.map((m) => m.ms));
-          const floorMs = floor.rows.find((r) => r.batch === batch)!.ms.median;
+          const floorMs = spread(floorRuns).median;
           rows.push({
             lean,
             batch,
@@ -275,7 +284,7 @@ async function measureDecoder(s: Settings, lean: boolean, tokenizer: Tokenizer, 
   }
 }
 
-const COLUMNS = ['graphs', 'batch', 'context', 'step ms p50', 'p90', 'host ms', 'run ms', 'floor ms', 'step/floor', 'tokens/s', 'prefill ms/token'];
+const COLUMNS = ['graphs', 'batch', 'context', 'step ms p50', 'p90', 'host ms', 'host min', 'run ms', 'floor ms', 'step/floor', 'tokens/s', 'prefill ms/token'];
 const WIDTHS = COLUMNS.map((c) => Math.max(c.length, 8));
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS[i]!) : c.padStart(WIDTHS[i]!))).join('  ');
 
@@ -288,6 +297,7 @@ function printRow(r: Row): void {
       r.stepMs.median.toFixed(1),
       r.stepMs.p90.toFixed(1),
       r.hostMs.median.toFixed(2),
+      r.hostMs.min.toFixed(2),
       r.runMs.median.toFixed(1),
       r.floorMs.toFixed(1),
       r.stepOverFloor.toFixed(2),
@@ -310,16 +320,17 @@ async function main(): Promise<void> {
   }
   const startedAt = new Date().toISOString();
   console.log(`bench:step ${s.modelDir} on ${s.provider}${s.threads ? ` with ${s.threads} threads` : ''}: ${s.steps} steps after ${WARMUP_STEPS} warm-up per row`);
-  const floor = await measureFloor(s, files.step);
-  console.log(
-    `floor: ${floor.matmuls} ${floor.quantized ? 'MatMulNBits' : 'MatMul'} nodes, ${floor.weightMB} MiB of weights; ` +
-      floor.rows.map((r) => `batch ${r.batch} ${r.ms.median.toFixed(1)} ms`).join(', '),
-  );
+  const floor = await openFloor(s, files.step);
+  console.log(`floor: ${floor.matmuls} ${floor.quantized ? 'MatMulNBits' : 'MatMul'} nodes, ${floor.weightMB} MiB of weights`);
   const embeddingFile = findEmbeddingFiles(s.modelDir)[0];
   const embeddings = embeddingFile ? new EmbeddingLookup(loadEmbeddingTableOnce(embeddingFile)) : undefined;
   console.log(line(COLUMNS));
   const runs = [];
-  for (const lean of s.lean) runs.push(await measureDecoder(s, lean, tokenizer, embeddings, floor));
+  try {
+    for (const lean of s.lean) runs.push(await measureDecoder(s, lean, tokenizer, embeddings, floor));
+  } finally {
+    await floor.release();
+  }
   for (const run of runs) {
     for (const [role, g] of Object.entries(run.graphs)) if (!g.rewritten && g.reason !== 'not asked for') console.log(`${role} graph not rewritten: ${g.reason}`);
     for (const k of run.skipped) console.log(`batch ${k.batch} skipped: ${k.reason}`);
@@ -333,7 +344,12 @@ async function main(): Promise<void> {
     steps: s.steps,
     warmupSteps: WARMUP_STEPS,
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: round(totalmem() / 2 ** 30, 1), node: process.version },
-    floor,
+    floor: {
+      matmuls: floor.matmuls,
+      quantized: floor.quantized,
+      weightMB: floor.weightMB,
+      rows: [...floor.runs].filter(([, ms]) => ms.length > 0).map(([batch, ms]) => ({ batch, ms: spread(ms) })),
+    },
     graphs: runs.map((r) => ({ lean: r.lean, maxBatch: r.maxBatch, ...r.graphs })),
     rows: runs.flatMap((r) => r.rows),
     skipped: runs.flatMap((r) => r.skipped),
