@@ -64,7 +64,7 @@ describe('docker-compose.yml', () => {
 
   it('passes the model, hub and server settings through from the shell, without defaults that shadow the image', () => {
     const env = services['mega-asr']!.environment!;
-    for (const key of ['MODEL', 'MODEL_REVISION', 'HF_TOKEN', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'WORKERS', 'MAX_QUEUE', 'API_KEYS', 'LOG_LEVEL']) {
+    for (const key of ['MODEL', 'MODEL_REVISION', 'HF_TOKEN', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'WORKERS', 'MAX_BATCH', 'MAX_QUEUE', 'API_KEYS', 'LOG_LEVEL']) {
       expect(env, key).toHaveProperty(key, null);
     }
     expect(env).not.toHaveProperty('MODEL_DIR'); // the model comes from the hub into /data
@@ -204,6 +204,8 @@ describe('the Grafana dashboard JSON', () => {
       'asr_queue_depth',
       'asr_rejected_requests_total',
       'asr_busy_workers',
+      'asr_running_sequences',
+      'asr_capacity_sequences',
       'asr_ready_workers',
       'asr_transcriptions_total',
       'asr_decoded_tokens_total',

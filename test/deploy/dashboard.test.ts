@@ -140,7 +140,7 @@ describe('Prometheus scraping the service, and the dashboard queries', () => {
     joined.set(pcm[1]!, pcm[0]!.length);
     long = encodeWav({ channels: [joined], sampleRate: 16000, format: 'float32' });
     // One worker and no queue, so a held upload fills the service; no VAD, so the long clip reaches the encoder whole.
-    server = await startTestServer({ MAX_QUEUE: '0', ASR_VAD: 'false' }, 'fails-long');
+    server = await startTestServer({ MAX_BATCH: '1', MAX_QUEUE: '0', ASR_VAD: 'false' }, 'fails-long');
     other = await startOtherApp();
     prometheus = await startPrometheus(derivedConfig([new URL(server.baseURL).host, other.host]));
     // A first scrape of both before any traffic, so every counter's first increase falls inside the rate windows.

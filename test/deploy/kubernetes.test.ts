@@ -250,10 +250,10 @@ describe('deploy/kubernetes manifests fit together', () => {
     expect(deployment.spec!.replicas).toBeUndefined();
     const trigger = spec.triggers[0]!;
     expect(trigger.type).toBe('prometheus');
-    expect(Number(trigger.metadata.threshold)).toBe(Number(configMap.data!.WORKERS));
+    expect(Number(trigger.metadata.threshold)).toBe(Number(configMap.data!.WORKERS) * Number(configMap.data!.MAX_BATCH));
     const metricsSource = readFileSync(join(repoRoot, 'src', 'metrics.ts'), 'utf8');
     const used = [...new Set(trigger.metadata.query!.match(/\b(?:asr|http)_[a-z_]+\b/g))];
-    expect(used.sort()).toEqual(['asr_busy_workers', 'asr_queue_depth']);
+    expect(used.sort()).toEqual(['asr_queue_depth', 'asr_running_sequences']);
     for (const name of used) expect(metricsSource).toContain(`'${name}'`);
   });
 });
