@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { mkdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
@@ -21,7 +22,7 @@ import {
   valueInfo,
   writeModel,
 } from './onnx-model.js';
-import { bytesField, type Field } from './onnx-proto.js';
+import { bytesField, concat, first, parseMessage, sub, text, type Field } from './onnx-proto.js';
 
 export interface LeanGraph {
   file: string;
@@ -57,22 +58,28 @@ const original = (file: string, reason: string): LeanGraph => ({ file, rewritten
  * with the reason it was kept. The model directory is never written to.
  */
 export async function leanDecoderGraph(file: string, role: 'prefill' | 'step', o: LeanOptions = {}): Promise<LeanGraph> {
+  const source = resolve(file);
   let bytes: Uint8Array;
-  let key: string;
+  let info: Stats;
   try {
-    const source = resolve(file);
-    const info = await stat(source);
-    key = createHash('sha256').update(JSON.stringify([source, info.size, info.mtimeMs, role, REWRITE_VERSION])).digest('hex').slice(0, 16);
+    info = await stat(source);
     bytes = await readFile(source);
   } catch (err) {
     return original(file, `cannot read it: ${(err as Error).message}`);
   }
   let lean: Uint8Array;
+  let data: ExternalDataHome;
   try {
     lean = rewriteToGreedy(bytes, file, role);
+    data = await externalDataHome(source, bytes);
+    lean = relocateExternalData(lean, data.renamed);
   } catch (err) {
     return original(file, (err as Error).message);
   }
+  const key = createHash('sha256')
+    .update(JSON.stringify([source, info.size, info.mtimeMs, role, REWRITE_VERSION, data.folder, [...data.renamed].sort()]))
+    .digest('hex')
+    .slice(0, 16);
   const dir = o.cacheDir ?? defaultGraphCacheDir();
   const target = join(dir, `${basename(file, '.onnx')}.${key}.lean.onnx`);
   try {
@@ -83,8 +90,60 @@ export async function leanDecoderGraph(file: string, role: 'prefill' | 'step', o
   return {
     file: target,
     rewritten: true,
-    sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: dirname(resolve(file)) } } },
+    sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: data.folder } } },
   };
+}
+
+interface ExternalDataHome {
+  /** the one folder that really holds the graph's external data files */
+  folder: string;
+  /** location as written in the graph -> its file name in `folder`, where they differ */
+  renamed: Map<string, string>;
+}
+
+/**
+ * Where the graph's external data really is. onnxruntime follows links in a data path and refuses one that lands
+ * outside the folder it is given; the Hugging Face cache links snapshot files to content-named blobs, so the
+ * rewritten graph names the blobs themselves.
+ */
+async function externalDataHome(source: string, bytes: Uint8Array): Promise<ExternalDataHome> {
+  const dir = dirname(source);
+  const locations = [
+    ...new Set(
+      readModel(bytes)
+        .graph.filter((f) => f.n === GRAPH_INITIALIZER)
+        .map((f) => initializerInfo(f).location)
+        .filter((l): l is string => l !== undefined),
+    ),
+  ];
+  const real = await Promise.all(
+    locations.map((l) => realpath(join(dir, l)).catch((err: Error) => Promise.reject(new Error(`its external data ${l} cannot be found: ${err.message}`)))),
+  );
+  const folders = [...new Set(real.map((r) => dirname(r)))];
+  if (folders.length > 1) throw new Error(`its external data files lie in ${folders.join(' and ')}; onnxruntime takes one folder`);
+  const renamed = new Map<string, string>();
+  locations.forEach((l, i) => {
+    if (l !== basename(real[i]!)) renamed.set(l, basename(real[i]!));
+  });
+  return { folder: folders[0] ?? dir, renamed };
+}
+
+/** The graph with each external data location renamed as the map says (everything else byte for byte). */
+export function relocateExternalData(bytes: Uint8Array, renamed: ReadonlyMap<string, string>): Uint8Array {
+  if (renamed.size === 0) return bytes;
+  const model = readModel(bytes);
+  const graph = model.graph.map((f) => {
+    if (f.n !== GRAPH_INITIALIZER) return f.raw;
+    const location = initializerInfo(f).location;
+    const to = location === undefined ? undefined : renamed.get(location);
+    if (to === undefined) return f.raw;
+    // TensorProto.external_data (13): one key/value entry per field; only the location entry is rewritten.
+    const tensor = parseMessage(f.bytes).map((t) =>
+      t.n === 13 && text(first(sub(t), 1)) === 'location' ? bytesField(13, concat([bytesField(1, 'location'), bytesField(2, to)])) : t.raw,
+    );
+    return bytesField(GRAPH_INITIALIZER, concat(tensor));
+  });
+  return writeModel(model, graph);
 }
 
 /** Writes the graph unless it is there; a temporary name and a rename keep concurrent writers from tearing it. */

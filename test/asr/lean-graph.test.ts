@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
@@ -178,6 +178,24 @@ describe('lean decoder graphs', () => {
       expect(snapshot(model)).toBe(before);
     },
   );
+
+  it('load from a Hugging Face cache snapshot, whose files are links to content-named blobs', async () => {
+    // onnxruntime follows the data file's link and refuses a path that leaves the folder it is given.
+    const hub = mkdtempSync(join(scratch, 'hub-'));
+    const source = join(fixtureModel('default'), 'onnx');
+    mkdirSync(join(hub, 'blobs'));
+    mkdirSync(join(hub, 'snapshots', 'rev', 'onnx'), { recursive: true });
+    readdirSync(source).forEach((name, i) => {
+      copyFileSync(join(source, name), join(hub, 'blobs', `blob${i}`));
+      symlinkSync(join('..', '..', '..', 'blobs', `blob${i}`), join(hub, 'snapshots', 'rev', 'onnx', name));
+    });
+    const before = snapshot(hub);
+    for (const role of ['prefill', 'step'] as const) {
+      const results = await compare(join(hub, 'snapshots', 'rev', 'onnx', `decoder_${role}_int4.onnx`), role, 2, freshDir());
+      for (const { expected, got } of results) expect(got).toEqual(expected);
+    }
+    expect(snapshot(hub)).toBe(before);
+  });
 
   it('keeps the original, with the reason, when a graph cannot be rewritten', async () => {
     const dir = mkdtempSync(join(scratch, 'bad-'));
