@@ -8,8 +8,10 @@ import { MULTIPART_TYPE, type BenchClip } from './bench-clips.js';
  * One concurrency level: N streams of back-to-back POST /v1/audio/transcriptions with the clips in rotation.
  * N-1 streams are autocannon connections; one is an SSE probe (stream=true) that times the first delta under
  * the same load and whose transcriptions count like the others. The streams run through a warm-up (at least
- * `warmupS` and until N requests have finished, so every stream is past its first), then a measured window of
- * `durationS`: what finishes inside the window is counted, which in steady state is unbiased at both ends.
+ * `warmupS` and until N requests have finished, so every stream is past its first); the measured window opens at
+ * a request's end and closes at another's once `durationS` has passed and the requests finished in it are a
+ * multiple of N: whole rounds of the N streams. Batched streams finish in step, in bursts, so a window cut at an
+ * arbitrary time would count 0 or N of a round; from end to end over whole rounds the count is exact.
  */
 export interface LevelOptions {
   url: string;
@@ -83,12 +85,19 @@ async function probeLoop(url: URL, next: () => number, clips: BenchClip[], recor
 export async function driveLevel(o: LevelOptions): Promise<LevelRun> {
   const url = new URL('/v1/audio/transcriptions', o.url);
   const records: RequestRecord[] = [];
+  let notify = () => {};
+  /** resolves at the next finished request */
+  const finished = () => new Promise<void>((resolve) => (notify = resolve));
+  const record = (r: RequestRecord) => {
+    records.push(r);
+    notify();
+  };
   let rotation = 0;
   const next = () => rotation++ % o.clips.length;
   const stop = new AbortController();
   let probeErrors = 0;
 
-  const probe = probeLoop(url, next, o.clips, (r) => records.push(r), stop.signal, () => probeErrors++);
+  const probe = probeLoop(url, next, o.clips, record, stop.signal, () => probeErrors++);
 
   type Context = { clip?: number; startedAt?: number };
   let cannon: Promise<autocannon.Result> | undefined;
@@ -111,7 +120,7 @@ export async function driveLevel(o: LevelOptions): Promise<LevelRun> {
               },
               onResponse: (status, _body, context: Context) => {
                 const ok = status >= 200 && status < 300;
-                records.push({ clip: context.clip!, startedAt: context.startedAt!, endedAt: performance.now(), status, ok, streamed: false });
+                record({ clip: context.clip!, startedAt: context.startedAt!, endedAt: performance.now(), status, ok, streamed: false });
               },
             },
           ],
@@ -122,12 +131,28 @@ export async function driveLevel(o: LevelOptions): Promise<LevelRun> {
   }
 
   const t0 = performance.now();
-  while (performance.now() - t0 < o.warmupS * 1000 || records.length < o.concurrency) await sleep(20);
-  const windowStart = performance.now();
+  while (performance.now() - t0 < o.warmupS * 1000 || records.length < o.concurrency) await finished();
+  const windowStart = records.at(-1)!.endedAt;
+  const opened = records.length;
   await o.onWindowStart();
   const due = windowStart + o.durationS * 1000;
-  while (performance.now() < due) await sleep(due - performance.now()); // timers may fire a little early
-  const windowEnd = performance.now();
+  // a service that stops finishing work must not hold the bench forever: then the window ends at the cap
+  const capTimer = new AbortController();
+  const capped = sleep(o.durationS * 4000, true, { signal: capTimer.signal }).catch(() => false);
+  let windowEnd: number;
+  while (true) {
+    const n = records.length - opened;
+    const last = records.at(-1)!.endedAt;
+    if (last >= due && n >= o.concurrency && n % o.concurrency === 0) {
+      windowEnd = last;
+      break;
+    }
+    if (await Promise.race([finished().then(() => false), capped])) {
+      windowEnd = performance.now();
+      break;
+    }
+  }
+  capTimer.abort();
   await o.onWindowEnd();
 
   instance?.stop();

@@ -114,7 +114,7 @@ export function renderMarkdown(r: BenchReport): string {
     `- server: ${r.server.dir} at ${commit}; env: ${env}`,
     `- model: ${r.modelDir}`,
     `- clips: ${r.clips.length} (${r.clips.map((c) => `${c.name} ${c.seconds.toFixed(1)} s`).join(', ')}), in rotation`,
-    `- each level: warm-up ≥ ${r.warmupS} s and until every stream has finished a request, then ${r.durationS} s measured; one stream is an SSE probe (first delta)`,
+    `- each level: warm-up ≥ ${r.warmupS} s and until every stream has finished a request; then a window of ≥ ${r.durationS} s from a request's end to another's, over whole rounds of the streams (completions a multiple of the streams); one stream is an SSE probe (first delta)`,
     `- peak RSS of the service over the run (VmHWM): ${fixed(r.peakRssMiB, 0)} MiB`,
     '',
     '| streams | done | req/s | audio s/s | RTF (wall/audio) | p50 | p95 | p99 | first delta p50 (n) | 429 / 503 | other non-2xx | errors | peak RSS MiB | load avg |',
