@@ -20,6 +20,7 @@ import { checkPreprocessorConfig, findModelFiles, type ModelFiles } from './mode
 import { TranscriptDeltas, parseAsrOutput } from './postprocess.js';
 import { AsrProcessor } from './processor.js';
 import { SPECIAL } from './prompt.js';
+import { StageLock } from './stage-lock.js';
 import { Tokenizer } from './tokenizer.js';
 
 export type DeviceSetting = 'auto' | 'cuda' | 'cpu';
@@ -227,14 +228,16 @@ export class AsrEngine {
     readonly embeddings: EmbeddingLookup | undefined,
     readonly batching: Batching,
   ) {
-    this.processor = new AsrProcessor(sessions.encoder, encoderContract, tokenizer);
+    // One model stage at a time, so each stage's timing is its own (stage-lock.ts).
+    const lock = new StageLock();
+    this.processor = new AsrProcessor(sessions.encoder, encoderContract, tokenizer, lock);
     this.backend = new HostBackend({
       prefill: { session: sessions.prefill, contract: prefillContract },
       step: { session: sessions.step, contract: stepContract },
       inputs: new DecoderInputs(embeddings, encoderContract.output.type),
       maxBatch: batching.maxBatch,
     });
-    this.generator = new Generator(this.backend, batching.maxBatch);
+    this.generator = new Generator(this.backend, batching.maxBatch, lock);
     this.defaultStopIds = new Set([tokenizer.tokenId(SPECIAL.imEnd), tokenizer.tokenId(SPECIAL.endOfText)]);
   }
 

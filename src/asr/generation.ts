@@ -1,10 +1,12 @@
 import type { CacheHandle, DecoderBackend, PrefillInput } from './backend.js';
+import type { StageLock } from './stage-lock.js';
 
 /*
  * Greedy generation with continuous batching (transformers.js's generate(): a streamer and stopping criteria,
  * here for many sequences at once). One Generator per engine drives its backend: a sequence waits, is prefilled,
  * joins the running batch at the next step, and leaves it the moment it stops; new sequences join between steps
- * because every session run is awaited.
+ * because every session run is awaited. Each prefill and each step is one stage under the engine's lock, timed
+ * from when it holds it, so a step's time is its own and not the encoder's of a request that arrived meanwhile.
  */
 
 /** When a sequence stops: a stop id, the token budget, or the caller's cancel check (read between steps). */
@@ -85,6 +87,8 @@ export class Generator {
     private readonly backend: DecoderBackend,
     /** rows per step, at most the backend's */
     readonly maxBatch: number,
+    /** the engine's; the loop holds it only inside one prefill or step, never while waiting for work */
+    private readonly lock: StageLock,
   ) {}
 
   /** Decodes `sequence` to its end, together with whatever else is decoding; its cache is released either way. */
@@ -116,11 +120,14 @@ export class Generator {
         entry.resolve();
         continue;
       }
-      const t0 = performance.now();
       try {
-        const { sequences } = await this.backend.prefill([s.prompt]);
+        const { sequences, prefillMs } = await this.lock.run(async () => {
+          const t0 = performance.now();
+          const out = await this.backend.prefill([s.prompt]);
+          return { ...out, prefillMs: performance.now() - t0 };
+        });
         s.cache = sequences[0]!.cache;
-        s.timings.prefillMs = performance.now() - t0;
+        s.timings.prefillMs = prefillMs;
         if (s.accept(sequences[0]!.firstId)) this.running.push(entry);
         else this.done(entry);
       } catch (err) {
@@ -135,7 +142,11 @@ export class Generator {
     });
   }
 
-  private async step(): Promise<void> {
+  private step(): Promise<void> {
+    return this.lock.run(() => this.stepAlone());
+  }
+
+  private async stepAlone(): Promise<void> {
     const batch = this.running;
     const t0 = performance.now();
     let result;

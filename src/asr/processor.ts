@@ -5,6 +5,7 @@ import type { EncoderContract } from './contract.js';
 import { InferenceError } from './errors.js';
 import type { Language } from './languages.js';
 import { buildPrompt, nAudioTokens } from './prompt.js';
+import type { StageLock } from './stage-lock.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export interface ProcessedAudio {
@@ -25,9 +26,22 @@ export class AsrProcessor {
     private readonly encoder: Pick<InferenceSession, 'run'>,
     private readonly contract: EncoderContract,
     private readonly tokenizer: Tokenizer,
+    /** the engine's: features and encoder run as one stage, timed alone */
+    private readonly lock: StageLock,
   ) {}
 
   async process(pcm: Float32Array, o: { language?: Language; context?: string }): Promise<ProcessedAudio> {
+    const { rows, nFrames, featuresMs, encoderMs } = await this.lock.run(() => this.encode(pcm));
+    const expected = nAudioTokens(nFrames);
+    const prompt = buildPrompt(this.tokenizer, {
+      nAudioTokens: expected,
+      ...(o.context ? { context: o.context } : {}),
+      ...(o.language ? { language: o.language } : {}),
+    });
+    return { prompt: { ids: prompt.ids, audio: { rows, offset: prompt.audioOffset } }, audioTokens: expected, featuresMs, encoderMs };
+  }
+
+  private async encode(pcm: Float32Array): Promise<{ rows: Tensor; nFrames: number; featuresMs: number; encoderMs: number }> {
     const t0 = performance.now();
     const { data, nFrames } = logMel(pcm);
     const t1 = performance.now();
@@ -41,12 +55,6 @@ export class AsrProcessor {
         `${c.file} returned audio rows of shape [${rows.dims.join(', ')}] for ${nFrames} mel frames; expected nAudioTokens(${nFrames}) = ${expected} rows`,
       );
     }
-    const encoderMs = performance.now() - t1;
-    const prompt = buildPrompt(this.tokenizer, {
-      nAudioTokens: expected,
-      ...(o.context ? { context: o.context } : {}),
-      ...(o.language ? { language: o.language } : {}),
-    });
-    return { prompt: { ids: prompt.ids, audio: { rows, offset: prompt.audioOffset } }, audioTokens: expected, featuresMs: t1 - t0, encoderMs };
+    return { rows, nFrames, featuresMs: t1 - t0, encoderMs: performance.now() - t1 };
   }
 }

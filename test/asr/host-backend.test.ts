@@ -4,6 +4,7 @@ import { decodeWavToPcm } from '../../src/audio/pcm.js';
 import type { PrefillInput } from '../../src/asr/backend.js';
 import { AsrEngine } from '../../src/asr/engine.js';
 import { AsrProcessor } from '../../src/asr/processor.js';
+import { StageLock } from '../../src/asr/stage-lock.js';
 import { fixtureModel } from '../support/fixture-models.js';
 import { sharedPath } from '../support/shared.js';
 
@@ -16,7 +17,7 @@ describe('host backend', () => {
 
   beforeAll(async () => {
     engine = await AsrEngine.load({ modelDir: fixtureModel('default'), device: 'cpu', logger: { warn: () => {} }, maxBatch: 3 });
-    const processor = new AsrProcessor(engine.sessions.encoder, engine.encoderContract, engine.tokenizer);
+    const processor = new AsrProcessor(engine.sessions.encoder, engine.encoderContract, engine.tokenizer, new StageLock());
     prompts = await Promise.all(['noise', 'echo', 'mixed'].map(async (name) => (await processor.process(clip(name), {})).prompt));
   });
   afterAll(() => engine.release());
