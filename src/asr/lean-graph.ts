@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { mkdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
@@ -146,9 +146,25 @@ export function relocateExternalData(bytes: Uint8Array, renamed: ReadonlyMap<str
   return writeModel(model, graph);
 }
 
+/**
+ * Throws unless `dir` is a directory (not a link) of this user that no one else may enter: a graph found there is
+ * loaded as is, and the default one lies in the shared tmpdir under a name any local user can create first.
+ */
+async function assertPrivate(dir: string): Promise<void> {
+  const info = await lstat(dir);
+  if (info.isSymbolicLink()) throw new Error('it is a symbolic link');
+  if (!info.isDirectory()) throw new Error('it is not a directory');
+  const uid = process.getuid?.();
+  if (uid !== undefined && info.uid !== uid) throw new Error(`it belongs to uid ${info.uid}, not to this user (uid ${uid})`);
+  const mode = info.mode & 0o777;
+  if ((mode & 0o077) !== 0) throw new Error(`its mode is ${mode.toString(8).padStart(4, '0')}: other users could place a graph there (chmod 700 it, or remove it)`);
+}
+
 /** Writes the graph unless it is there; a temporary name and a rename keep concurrent writers from tearing it. */
 async function writeOnce(dir: string, target: string, bytes: Uint8Array): Promise<void> {
+  // mkdir leaves an existing directory as it is, whoever made it
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  await assertPrivate(dir);
   // Same key, same bytes: a graph already there was written by an earlier load.
   if (await stat(target).then(() => true, () => false)) return;
   const temporary = `${target}.tmp-${process.pid}-${threadId}-${randomBytes(4).toString('hex')}`;

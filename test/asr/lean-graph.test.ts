@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
@@ -219,6 +219,44 @@ describe('lean decoder graphs', () => {
     expect(blocked).toMatchObject({ file: join(dir, 'real_step.onnx'), rewritten: false });
     expect(blocked.reason).toMatch(/cache directory .* is not usable/);
     expect(readdirSync(cacheDir).filter((n) => !n.endsWith('.lean.onnx'))).toEqual([]);
+  });
+
+  it('keeps the original when the cache directory is not private: open to others, or a link', async () => {
+    const file = writeRealLogitsDecoder(mkdtempSync(join(scratch, 'private-')), 'step');
+    // The default directory in the shared tmpdir, created first by someone else with mode 0777.
+    const env = { TMPDIR: process.env.TMPDIR, XDG_CACHE_HOME: process.env.XDG_CACHE_HOME };
+    const sharedTmp = mkdtempSync(join(scratch, 'tmp-'));
+    process.env.TMPDIR = sharedTmp;
+    delete process.env.XDG_CACHE_HOME;
+    try {
+      const planted = join(sharedTmp, `mega-asr-graphs-${process.getuid!()}`);
+      mkdirSync(planted);
+      chmodSync(planted, 0o777);
+      const kept = await leanDecoderGraph(file, 'step');
+      expect(kept).toMatchObject({ file, rewritten: false, sessionOptions: {} });
+      expect(kept.reason).toBe(`cache directory ${planted} is not usable: its mode is 0777: other users could place a graph there (chmod 700 it, or remove it)`);
+      expect(readdirSync(planted)).toEqual([]);
+      // group access is refused too; the owner alone is fine
+      chmodSync(planted, 0o750);
+      expect((await leanDecoderGraph(file, 'step')).reason).toMatch(/its mode is 0750/);
+      chmodSync(planted, 0o700);
+      const lean = await leanDecoderGraph(file, 'step');
+      expect(lean).toMatchObject({ rewritten: true });
+      expect(lean.file.startsWith(`${planted}/`)).toBe(true);
+    } finally {
+      for (const [name, value] of Object.entries(env)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+
+    const target = mkdtempSync(join(scratch, 'target-'));
+    const link = join(scratch, `link-${dirs++}`);
+    symlinkSync(target, link);
+    const linked = await leanDecoderGraph(file, 'step', { cacheDir: link });
+    expect(linked).toMatchObject({ file, rewritten: false });
+    expect(linked.reason).toMatch(/is not usable: it is a symbolic link/);
+    expect(readdirSync(target)).toEqual([]);
   });
 
   it('concurrent calls leave one complete graph that is then reused', async () => {
