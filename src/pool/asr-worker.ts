@@ -4,42 +4,17 @@ import { transcribe } from '../asr/transcribe.js';
 import { errorToData, type AsrOutcome, type AsrTask, type AsrWorkerData, type AsrWorkerMessage } from './protocol.js';
 
 /**
- * Piscina worker: one warm engine per thread, running up to its batch of transcriptions at once (piscina hands
- * it up to MAX_BATCH tasks; the engine decodes their sequences together). The default export is a Promise of
- * the handler, which piscina awaits before the first task. No top-level await: under tsx (tests), worker
- * threads on Node 20 get only tsx's require hook, and piscina require()s the module first.
+ * Piscina worker: one warm engine per thread, running up to its batch of transcriptions at once (the pool's
+ * balancer hands it no more than the maxBatch it reports ready with; the engine decodes their sequences
+ * together). The default export is a Promise of the handler, which piscina awaits before the first task.
+ * No top-level await: under tsx (tests), worker threads on Node 20 get only tsx's require hook, and piscina
+ * require()s the module first.
  */
 
 const data = workerData as AsrWorkerData;
 const cancelFlags = new Int32Array(data.cells.cancel);
 const runningOn = new Int32Array(data.cells.running);
 const post = (m: AsrWorkerMessage) => parentPort!.postMessage(m);
-
-/**
- * Lets `size` tasks into the engine at once; the rest wait their turn here, not marked running, so the
- * pool counts them as queued (an engine whose graphs fix the batch at 1 decodes one sequence at a time).
- */
-class Gate {
-  private inside = 0;
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(private readonly size: number) {}
-
-  async enter(): Promise<void> {
-    if (this.inside < this.size) {
-      this.inside++;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
-  }
-
-  /** hands the place straight to the next waiter, if any */
-  leave(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.inside--;
-  }
-}
 
 async function load(): Promise<AsrEngine> {
   try {
@@ -64,42 +39,37 @@ async function load(): Promise<AsrEngine> {
   }
 }
 
-async function handle(engine: AsrEngine, gate: Gate, task: AsrTask): Promise<AsrOutcome> {
+async function handle(engine: AsrEngine, task: AsrTask): Promise<AsrOutcome> {
   const { pcm, slot, port } = task;
   try {
-    await gate.enter();
-    try {
-      Atomics.store(runningOn, slot, threadId);
-      const t0 = performance.now();
-      const result = await transcribe(engine, pcm, {
-        chunkSeconds: data.chunkSeconds,
-        tokensPerSecond: data.tokensPerSecond,
-        tokenBudgetBase: data.tokenBudgetBase,
-        ...(data.vad ? { vad: data.vad } : {}),
-        ...(task.language ? { language: task.language } : {}),
-        ...(task.context ? { context: task.context } : {}),
-        ...(port ? { onDelta: (d: string) => port.postMessage(d) } : {}),
-        shouldStop: () => Atomics.load(cancelFlags, slot) !== 0,
-      });
-      return { ok: true, result, ms: performance.now() - t0 };
-    } finally {
-      Atomics.store(runningOn, slot, 0);
-      gate.leave();
-    }
+    Atomics.store(runningOn, slot, threadId);
+    const t0 = performance.now();
+    const result = await transcribe(engine, pcm, {
+      chunkSeconds: data.chunkSeconds,
+      tokensPerSecond: data.tokensPerSecond,
+      tokenBudgetBase: data.tokenBudgetBase,
+      ...(data.vad ? { vad: data.vad } : {}),
+      ...(task.language ? { language: task.language } : {}),
+      ...(task.context ? { context: task.context } : {}),
+      ...(port ? { onDelta: (d: string) => port.postMessage(d) } : {}),
+      shouldStop: () => Atomics.load(cancelFlags, slot) !== 0,
+    });
+    return { ok: true, result, ms: performance.now() - t0 };
   } catch (err) {
     return { ok: false, error: errorToData(err) };
   } finally {
+    Atomics.store(runningOn, slot, 0);
     port?.close();
   }
 }
 
 async function start(): Promise<(task: AsrTask) => Promise<AsrOutcome>> {
   const engine = await load();
-  // data.maxBatch, or 1 when the graphs fix the batch (the engine has logged why)
+  // data.maxBatch, or 1 when the graphs fix the batch (the engine has logged why). Posted before the handler
+  // resolves, so it reaches the pool before piscina's own ready message and the balancer's first offer.
   const { maxBatch } = engine.batching;
-  const gate = new Gate(maxBatch);
   post({ type: 'asr-worker-ready', threadId, maxBatch });
-  return (task) => handle(engine, gate, task);
+  return (task) => handle(engine, task);
 }
 
 export default start();

@@ -9,7 +9,7 @@ import { DecodeThreads } from './decode-threads.js';
 import { PoolError } from './errors.js';
 import { LogOnce, type PoolLogger } from './log-once.js';
 import type { AsrTask } from './protocol.js';
-import { Readiness } from './readiness.js';
+import type { Readiness } from './readiness.js';
 import type { Language, Transcription } from './result.js';
 import { RetryEstimate } from './retry-after.js';
 import { sharedEmbeddings } from './shared-embeddings.js';
@@ -58,14 +58,17 @@ export interface TranscribeCall {
 export interface AsrPoolStats {
   workers: number;
   readyWorkers: number;
-  /** workers running at least one sequence */
+  /** workers running at least one transcription */
   busyWorkers: number;
-  /** sequences being decoded */
+  /**
+   * transcriptions a worker has taken, at any stage (features, encoder, decoding, between chunks); each worker
+   * takes no more than its batch
+   */
   runningSequences: number;
   /** sequences the ready workers decode at once */
   capacity: number;
   admitted: number;
-  /** admitted requests not running on a worker */
+  /** admitted requests not taken by a worker (decoding their upload, or waiting for a place in a batch) */
   queued: number;
   draining: boolean;
 }
@@ -76,7 +79,6 @@ export interface AsrPoolStats {
  * admission's cancel slot, which the worker checks between decode steps.
  */
 export class AsrPool {
-  private readonly changes = new Changes();
   private readonly retry = new RetryEstimate();
   private readonly admissions: Admissions;
   private readonly readiness: Readiness;
@@ -90,11 +92,12 @@ export class AsrPool {
 
   private constructor(
     private readonly o: AsrPoolOptions,
+    private readonly changes: Changes,
     private readonly slots: CancelSlots,
     private readonly asr: AsrThreads,
     private readonly decoder: DecodeThreads,
   ) {
-    this.readiness = new Readiness(asr.piscina, { workers: o.workers, logger: o.logger, logOnce: new LogOnce(o.logger), changes: this.changes });
+    this.readiness = asr.readiness;
     this.admissions = new Admissions({
       maxQueue: o.maxQueue,
       capacity: () => this.readiness.capacity,
@@ -108,6 +111,7 @@ export class AsrPool {
     const embeddings = sharedEmbeddings(o.modelDir);
     // Admissions never exceed capacity + queue; a released admission keeps its slot while its task finishes.
     const slots = new CancelSlots(2 * o.workers * o.maxBatch + o.maxQueue);
+    const changes = new Changes();
     const asr = new AsrThreads(
       {
         modelDir: o.modelDir,
@@ -123,8 +127,7 @@ export class AsrPool {
         ...(o.vad ? { vad: o.vad } : {}),
         cells: slots.cells,
       },
-      o.workers,
-      o.logger,
+      { workers: o.workers, logger: o.logger, logOnce: new LogOnce(o.logger), changes },
     );
     const decoder = new DecodeThreads({
       threads: o.decodeWorkers,
@@ -132,7 +135,7 @@ export class AsrPool {
       ...(o.decodeTimeoutSeconds !== undefined ? { decodeTimeoutSeconds: o.decodeTimeoutSeconds } : {}),
       logger: o.logger,
     });
-    return new AsrPool(o, slots, asr, decoder);
+    return new AsrPool(o, changes, slots, asr, decoder);
   }
 
   /** The ASR threads (operations and tests; terminating one is safe only while it is idle). */

@@ -51,6 +51,11 @@ export class Readiness {
     return this.live().reduce((sum, id) => sum + this.readyThreads.get(id)!, 0);
   }
 
+  /** Sequences worker `threadId` decodes at once; 0 until its engine is warm (or once it has exited). */
+  batchOf(threadId: number): number {
+    return this.readyThreads.get(threadId) ?? 0;
+  }
+
   get allReady(): boolean {
     return this.readyWorkers === this.o.workers;
   }

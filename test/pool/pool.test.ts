@@ -357,6 +357,37 @@ describe('AsrPool on graphs whose batch is fixed at 1 (2 workers, MAX_BATCH 3, q
   });
 });
 
+describe('AsrPool on graphs whose batch is fixed at 1 (2 workers, MAX_BATCH 8, queue 4)', () => {
+  it('hands a waiting task to whichever worker frees first, never parking it behind a long one', async () => {
+    const pool = await AsrPool.start(options({ modelDir: fixtureModel('batch1'), workers: 2, maxBatch: 8, maxQueue: 4 }));
+    try {
+      await pool.waitUntilReady(60_000);
+      expect(pool.stats).toMatchObject({ readyWorkers: 2, capacity: 2 });
+      // A keeps one worker for a long time, B the other for much less; C, D and E must then follow B on its
+      // worker, in the order they came.
+      const seconds = { A: 240, B: 20, C: 1, D: 1, E: 1 };
+      const pcms = await Promise.all(Object.values(seconds).map((s) => clipOf(pool, s)));
+      const doneAt: Record<string, number> = {};
+      const tasks = Object.keys(seconds).map((name, i) => {
+        const a = admitted(pool);
+        return pool.transcribe(a, pcms[i]!).finally(() => {
+          a.release();
+          doneAt[name] = performance.now();
+        });
+      });
+      // one sequence per worker: C, D and E wait in the pool, counted as queued
+      await waitFor(() => pool.stats.runningSequences === 2, 30_000);
+      expect(pool.stats).toMatchObject({ busyWorkers: 2, runningSequences: 2, admitted: 5, queued: 3 });
+      const results = await Promise.all(tasks);
+      for (const r of results) expect(r.cancelled).toBe(false);
+      const order = Object.keys(doneAt).sort((x, y) => doneAt[x]! - doneAt[y]!);
+      expect(order).toEqual(['B', 'C', 'D', 'E', 'A']);
+    } finally {
+      await pool.drain(1000);
+    }
+  });
+});
+
 describe('AsrPool drain with a generous grace', () => {
   it('refuses new requests and lets admitted ones finish', async () => {
     const pool = await AsrPool.start(options({}));
