@@ -54,7 +54,11 @@ export interface Batching {
   reason?: string;
 }
 
-export const DEFAULT_MAX_BATCH = 8;
+/**
+ * For callers that load an engine themselves (tests, bench:step, eval); the service always passes MAX_BATCH from
+ * config.ts, whose default is the documented one. src/asr may not import the service's config.
+ */
+const DEFAULT_MAX_BATCH = 8;
 
 export interface ChunkOptions {
   language?: Language;
@@ -300,31 +304,22 @@ export class AsrEngine {
   /** One chunk, decoded together with whatever else this engine is decoding. */
   async transcribeChunk(pcm: Float32Array, o: ChunkOptions): Promise<ChunkResult> {
     const audio = await this.processor.process(pcm, o);
-    const deltas = new TranscriptDeltas(o.language);
-    const stream = this.tokenizer.createStreamDecoder();
-    const emit = (text: string) => {
-      if (text) o.onDelta?.(text);
-    };
-    const streamer: Streamer = {
-      put: (id) => emit(deltas.push(stream.push(id))),
-      end: () => {
-        emit(deltas.push(stream.flush()));
-        emit(deltas.end());
-      },
-    };
+    const streaming = o.onDelta ? this.streamer(o.onDelta, o.language) : undefined;
     const criteria = {
       stopIds: o.stopTokenIds ? new Set(o.stopTokenIds) : this.defaultStopIds,
       maxNewTokens: o.maxNewTokens,
       ...(o.shouldStop ? { shouldStop: o.shouldStop } : {}),
     };
-    const sequence = new Sequence({ ...audio.prompt, maxLength: audio.prompt.ids.length + o.maxNewTokens }, criteria, streamer);
+    const sequence = new Sequence({ ...audio.prompt, maxLength: audio.prompt.ids.length + o.maxNewTokens }, criteria, streaming?.streamer);
     await this.generator.generate(sequence);
+    // Without a listener the ids are decoded and parsed once, here, not at every step.
+    const rawText = streaming ? streaming.deltas.rawText : this.tokenizer.decode(sequence.tokens);
     const generated = sequence.tokens;
-    const parsed = parseAsrOutput(deltas.rawText, o.language);
+    const parsed = parseAsrOutput(rawText, o.language);
     return {
       text: parsed.text,
       language: parsed.language,
-      rawText: deltas.rawText,
+      rawText,
       tokens: generated,
       textTokens: o.language ? generated : generated.slice(generated.indexOf(this.tokenizer.tokenId(SPECIAL.asrText)) + 1),
       promptTokens: audio.prompt.ids.length,
@@ -333,5 +328,22 @@ export class AsrEngine {
       cancelled: sequence.finish === 'cancel',
       timings: { featuresMs: audio.featuresMs, encoderMs: audio.encoderMs, ...sequence.timings },
     };
+  }
+
+  /** Streams each id's text to `onDelta` as transcript deltas that add up to the final text. */
+  private streamer(onDelta: (text: string) => void, language?: Language): { streamer: Streamer; deltas: TranscriptDeltas } {
+    const deltas = new TranscriptDeltas(language);
+    const stream = this.tokenizer.createStreamDecoder();
+    const emit = (text: string) => {
+      if (text) onDelta(text);
+    };
+    const streamer: Streamer = {
+      put: (id) => emit(deltas.push(stream.push(id))),
+      end: () => {
+        emit(deltas.push(stream.flush()));
+        emit(deltas.end());
+      },
+    };
+    return { streamer, deltas };
   }
 }

@@ -8,54 +8,105 @@ import { normalizeLanguageName } from './languages.js';
 const REPEAT_THRESHOLD = 20;
 const MAX_PATTERN_LENGTH = 20;
 
-function fixCharRepeats(s: string[], threshold: number): string[] {
+/** Runs of one code point longer than `threshold` kept once; `from[i]` is where out[i] was in `s`. */
+function fixCharRepeats(s: readonly string[], threshold: number): { out: string[]; from: number[]; lastRun: number } {
   const out: string[] = [];
+  const from: number[] = [];
+  let lastRun = 0;
   for (let i = 0; i < s.length; ) {
     let count = 1;
     while (i + count < s.length && s[i + count] === s[i]) count++;
-    if (count > threshold) out.push(s[i]!);
-    else for (let k = 0; k < count; k++) out.push(s[i + k]!);
+    lastRun = out.length;
+    for (let k = 0; k < (count > threshold ? 1 : count); k++) {
+      out.push(s[i + k]!);
+      from.push(i + k);
+    }
     i += count;
   }
-  return out;
+  return { out, from, lastRun };
 }
 
-function sameRun(s: string[], a: number, b: number, length: number): boolean {
+function sameRun(s: readonly string[], a: number, b: number, length: number): boolean {
   if (b + length > s.length) return false;
   for (let k = 0; k < length; k++) if (s[a + k] !== s[b + k]) return false;
   return true;
 }
 
-/** The first pattern of 1..20 code points repeated >= threshold times in a row is kept once; then recurse. */
-function fixPatternRepeats(s: string[], threshold: number): string[] {
-  const n = s.length;
-  const minRepeatChars = threshold * 2;
-  if (n < minRepeatChars) return s;
-  const out: string[] = [];
-  let i = 0;
-  let found = false;
-  while (i <= n - minRepeatChars) {
-    for (let k = 1; k <= MAX_PATTERN_LENGTH; k++) {
-      if (i + k * threshold > n) break;
-      let valid = true;
-      for (let rep = 1; rep < threshold && valid; rep++) valid = sameRun(s, i, i + rep * k, k);
-      if (!valid) continue;
-      let end = i + threshold * k;
-      while (end + k <= n && sameRun(s, i, end, k)) end += k;
-      out.push(...s.slice(i, i + k), ...fixPatternRepeats(s.slice(end), threshold));
-      found = true;
-      break;
-    }
-    if (found) break;
-    out.push(s[i]!);
-    i++;
+/**
+ * The shortest pattern of 1..20 code points repeated >= threshold times in a row from `i` (0 if none), and how far
+ * the answer read: Infinity when more text could still change it (a window not yet whole that repeats so far).
+ */
+function patternAt(s: readonly string[], i: number, threshold: number): { k: number; reach: number } {
+  let reach = i + 1;
+  for (let k = 1; k <= MAX_PATTERN_LENGTH; k++) {
+    // s[i, i + k * threshold) repeats with period k when each code point equals the one k before it.
+    const need = i + k * threshold;
+    const limit = Math.min(need, s.length);
+    let j = i + k;
+    while (j < limit && s[j] === s[j - k]) j++;
+    if (j < limit) reach = Math.max(reach, j + 1);
+    else if (need <= s.length) return { k, reach: need };
+    else return { k: 0, reach: Infinity };
   }
-  if (!found) out.push(...s.slice(i));
-  return out;
+  return { k: 0, reach };
+}
+
+interface Repair {
+  /** the repaired code points */
+  out: string[];
+  /** code points of the input whose repair no continuation can change, ending where repair can restart */
+  settledInput: number;
+  /** out's code points that come from them */
+  settledOutput: number;
+  /** out's leading code points that no continuation of the input changes (at least settledOutput) */
+  finalOutput: number;
+}
+
+/**
+ * The Python scan, left to right: a pattern repeated >= threshold times is kept once and the scan goes on after
+ * its last repeat (its recursion), else the code point is kept. The decision at a position is final once what it
+ * read is settled (everything before the last run of one code point, which may still grow); the scan notes the last such position that is also a boundary between runs of different, non-blank code
+ * points: the repair of the input before it is final and the rest repairs on its own (TranscriptDeltas).
+ */
+function repair(input: readonly string[], threshold: number): Repair {
+  const { out: s, from, lastRun } = fixCharRepeats(input, threshold);
+  const n = s.length;
+  const out: string[] = [];
+  let settled = { settledInput: 0, settledOutput: 0 };
+  let final = true;
+  let finalOutput = 0;
+  let i = 0;
+  while (i <= n - threshold * 2) {
+    if (final && i > 0 && s[i - 1] !== s[i] && !/\s/u.test(s[i - 1]!)) settled = { settledInput: from[i]!, settledOutput: out.length };
+    const { k, reach } = patternAt(s, i, threshold);
+    final &&= reach <= lastRun;
+    if (!k) {
+      out.push(s[i]!);
+      i++;
+      if (final) finalOutput = out.length;
+      continue;
+    }
+    let end = i + threshold * k;
+    while (end + k <= n && sameRun(s, i, end, k)) end += k;
+    final &&= end + k <= lastRun;
+    out.push(...s.slice(i, i + k));
+    i = end;
+    if (final) finalOutput = out.length;
+  }
+  // The scan has not reached the last 2 x threshold code points yet: kept as they are, each final only once no
+  // continuation can make a pattern start there.
+  for (; i < n; i++) {
+    out.push(s[i]!);
+    if (!final) continue;
+    const { k, reach } = patternAt(s, i, threshold);
+    final = !k && reach <= lastRun;
+    if (final) finalOutput = out.length;
+  }
+  return { out, ...settled, finalOutput };
 }
 
 export function detectAndFixRepetitions(text: string, threshold = REPEAT_THRESHOLD): string {
-  return fixPatternRepeats(fixCharRepeats(Array.from(text), threshold), threshold).join('');
+  return repair(Array.from(text), threshold).out.join('');
 }
 
 export interface ParsedOutput {
@@ -103,29 +154,21 @@ export function mergeLanguages(languages: readonly string[]): string[] {
 }
 
 /**
- * How many leading code points of a transcript no continuation can change: the tail that could still
- * grow into a repeated pattern (a suffix that repeats with some period up to MAX_PATTERN_LENGTH, which
- * includes the last MAX_PATTERN_LENGTH code points) or be trimmed (trailing white space) is held back.
- */
-function stableLength(cps: readonly string[]): number {
-  const n = cps.length;
-  let stable = n;
-  while (stable > 0 && /\s/u.test(cps[stable - 1]!)) stable--;
-  for (let k = 1; k <= MAX_PATTERN_LENGTH; k++) {
-    let p = n - k;
-    while (p > 0 && cps[p - 1] === cps[p - 1 + k]) p--;
-    stable = Math.min(stable, Math.max(0, p));
-  }
-  return stable;
-}
-
-/**
  * Turns decoded pieces into transcript deltas for streaming that add up to exactly the final text
  * (parseAsrOutput of the whole output): the "language X<asr_text>" header is dropped, and text that the
  * repetition repair or the final trim could still change is held back until it cannot, or until end().
+ * The repair is decided left to right (repair()): what it has decided for good is streamed, and each piece
+ * repairs only the tail after the last settled point, so the cost of a piece does not grow with the transcript.
  */
 export class TranscriptDeltas {
   private raw = '';
+  private tagSeen = false;
+  /** raw's unsettled part (after leading white space), once raw has more than white space */
+  private tail?: string;
+  /** the repair of raw's settled part: what the final repaired output starts with */
+  private settled = '';
+  /** where the transcript starts in the repaired output (after the header's tag), once the tag is settled */
+  private textStart = -1;
   private sent = '';
 
   constructor(private readonly forcedLanguage?: string) {}
@@ -137,16 +180,40 @@ export class TranscriptDeltas {
 
   push(piece: string): string {
     if (!piece) return '';
+    const before = this.raw.length;
     this.raw += piece;
     // Before the header's end the text is unknown (a missing tag makes the whole output the text).
-    if (!this.forcedLanguage && !this.raw.includes(ASR_TEXT_TAG)) return '';
-    const cps = Array.from(parseAsrOutput(this.raw, this.forcedLanguage).text);
-    return this.advance(cps.slice(0, stableLength(cps)).join(''));
+    this.tagSeen ||= !!this.forcedLanguage || this.raw.includes(ASR_TEXT_TAG, Math.max(0, before - ASR_TEXT_TAG.length));
+    if (!this.tagSeen) return '';
+    if (this.tail === undefined) {
+      const text = this.raw.trimStart();
+      if (!text) return '';
+      this.tail = text;
+    } else this.tail += piece;
+    const tail = Array.from(this.tail.trimEnd());
+    const r = repair(tail, REPEAT_THRESHOLD);
+    if (r.settledInput > 0) {
+      this.tail = this.tail.slice(tail.slice(0, r.settledInput).join('').length);
+      this.settled += r.out.slice(0, r.settledOutput).join('');
+    }
+    // The final repaired output starts with this; its trailing white space may yet be trimmed.
+    const decided = this.settled + r.out.slice(r.settledOutput, r.finalOutput).join('');
+    const text = this.forcedLanguage ? decided.trimEnd() : this.transcriptOf(decided);
+    return text === undefined ? '' : this.advance(text);
   }
 
   /** The rest of the final text. */
   end(): string {
     return this.advance(parseAsrOutput(this.raw, this.forcedLanguage).text);
+  }
+
+  /** parseAsrOutput's text of the start of a repaired output, once it holds the tag. */
+  private transcriptOf(repaired: string): string | undefined {
+    if (this.textStart >= 0) return repaired.slice(this.textStart).trim();
+    const tag = repaired.indexOf(ASR_TEXT_TAG);
+    if (tag < 0) return undefined;
+    if (tag + ASR_TEXT_TAG.length <= this.settled.length) this.textStart = tag + ASR_TEXT_TAG.length;
+    return repaired.slice(tag + ASR_TEXT_TAG.length).trim();
   }
 
   private advance(text: string): string {

@@ -178,4 +178,39 @@ describe('TranscriptDeltas', () => {
       }
     }
   });
+
+  it('adds up to the parsed text of long outputs that mix words, repeats, runs, blanks and emoji (settled repair)', () => {
+    let seed = 11;
+    const rand = (n: number) => Math.floor(((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) * n);
+    const words = ['the', 'fox', 'a', 'la', '好的', '😀', 'go go', 'ab'];
+    const segment = (): string => {
+      const w = words[rand(words.length)]!;
+      switch (rand(5)) {
+        case 0:
+          return ` ${w}`.repeat(15 + rand(15));
+        case 1:
+          return w.slice(0, 1).repeat(15 + rand(15));
+        case 2:
+          return ' '.repeat(1 + rand(3)) + '\n'.repeat(rand(2));
+        default:
+          return ` ${w}${rand(3) ? '' : '.'}`;
+      }
+    };
+    for (let trial = 0; trial < 40; trial++) {
+      let text = '';
+      while (text.length < 300 + rand(1200)) text += segment();
+      const forced = rand(2) ? 'English' : undefined;
+      const raw = forced ? text : `language English<asr_text>${text}`;
+      const pieces: string[] = [];
+      const cps = Array.from(raw);
+      for (let i = 0; i < cps.length; ) {
+        const n = 1 + rand(5);
+        pieces.push(cps.slice(i, i + n).join(''));
+        i += n;
+      }
+      const r = run(forced, pieces);
+      expect(r.raw).toBe(raw);
+      expect(total(r), JSON.stringify(raw)).toBe(parseAsrOutput(raw, forced).text);
+    }
+  });
 });
