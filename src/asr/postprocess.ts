@@ -65,8 +65,9 @@ interface Repair {
 /**
  * The Python scan, left to right: a pattern repeated >= threshold times is kept once and the scan goes on after
  * its last repeat (its recursion), else the code point is kept. The decision at a position is final once what it
- * read is settled (everything before the last run of one code point, which may still grow); the scan notes the last such position that is also a boundary between runs of different, non-blank code
- * points: the repair of the input before it is final and the rest repairs on its own (TranscriptDeltas).
+ * read is settled (everything before the last run of one code point, which may still grow); the scan notes the
+ * last such position that is also a boundary between runs of different, non-blank code points: the repair of the
+ * input before it is final and the rest repairs on its own (TranscriptDeltas).
  */
 function repair(input: readonly string[], threshold: number): Repair {
   const { out: s, from, lastRun } = fixCharRepeats(input, threshold);

@@ -30,7 +30,8 @@ describe('stage timings under concurrency', () => {
   const short = decodeWavToPcm(readFileSync(sharedPath('fixtures', 'voices-in-the-wild', 'noise.wav')));
 
   beforeAll(async () => {
-    engine = await AsrEngine.load({ modelDir: fixtureModel('never-stops'), device: 'cpu', logger: { warn: () => {}, info: () => {} }, maxBatch: 4 });
+    const logger = { warn: () => {}, info: () => {} };
+    engine = await AsrEngine.load({ modelDir: fixtureModel('never-stops'), device: 'cpu', logger, maxBatch: 4 });
     await engine.warmUp();
   });
   afterAll(() => engine.release());
