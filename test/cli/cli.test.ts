@@ -28,8 +28,8 @@ describe('mega-asr transcribe', () => {
       ASR_DEVICE: 'cpu',
     });
     expect(r.code).toBe(0);
-    const result = JSON.parse(r.stdout) as { text: string; language: string; provider: string; segments: { start: number; end: number }[] };
-    expect(result).toMatchObject({ language: 'English', provider: 'cpu' });
+    const result = JSON.parse(r.stdout) as { text: string; languages: string[]; provider: string; segments: { start: number; end: number }[] };
+    expect(result).toMatchObject({ languages: ['English'], provider: 'cpu' });
     expect(FIXTURE_SENTENCES).toContain(result.text);
     expect(result.segments.length).toBeGreaterThanOrEqual(1);
     expect(result.segments[0]!.start).toBeLessThan(1); // where the speech starts
