@@ -94,7 +94,7 @@ function parseSettings(argv: string[]): Settings {
   };
 }
 
-interface Spread {
+export interface Spread {
   median: number;
   p90: number;
   /** the least: on a busy machine, the closest to the cost itself */
@@ -205,7 +205,8 @@ function promptOf(tokenizer: Tokenizer, context: number, hidden: number, seed: n
   return { ids: prompt.ids, audio: { rows: new Tensor('float32', rows, [1, prompt.nAudioTokens, hidden]), offset: prompt.audioOffset } };
 }
 
-interface Row {
+/** One measured batch x context, as the JSON report lists it. */
+export interface StepBenchRow {
   lean: boolean;
   batch: number;
   context: number;
@@ -222,7 +223,7 @@ interface Row {
 
 async function measureDecoder(s: Settings, lean: boolean, tokenizer: Tokenizer, embeddings: EmbeddingLookup | undefined, floor: Floor) {
   const decoder = await openDecoder(s, lean, embeddings);
-  const rows: Row[] = [];
+  const rows: StepBenchRow[] = [];
   const skipped: { lean: boolean; batch: number; reason: string }[] = [];
   const batches = s.batches.filter((b) => {
     if (b <= decoder.maxBatch) return true;
@@ -288,7 +289,7 @@ const COLUMNS = ['graphs', 'batch', 'context', 'step ms p50', 'p90', 'host ms', 
 const WIDTHS = COLUMNS.map((c) => Math.max(c.length, 8));
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS[i]!) : c.padStart(WIDTHS[i]!))).join('  ');
 
-function printRow(r: Row): void {
+function printRow(r: StepBenchRow): void {
   console.log(
     line([
       r.lean ? 'lean' : 'original',

@@ -43,9 +43,9 @@ export interface LeanOptions {
 
 /** Changes whenever the rewrite does, so an old cached graph is never reused. */
 const REWRITE_VERSION = 2;
-export const GREEDY_IDS = 'greedy_ids';
+const GREEDY_IDS = 'greedy_ids';
 
-export function defaultGraphCacheDir(): string {
+function defaultGraphCacheDir(): string {
   const xdg = process.env.XDG_CACHE_HOME;
   return xdg ? join(xdg, 'mega-asr', 'graphs') : join(tmpdir(), `mega-asr-graphs-${process.getuid?.() ?? 'user'}`);
 }
@@ -129,7 +129,7 @@ async function externalDataHome(source: string, bytes: Uint8Array): Promise<Exte
 }
 
 /** The graph with each external data location renamed as the map says (everything else byte for byte). */
-export function relocateExternalData(bytes: Uint8Array, renamed: ReadonlyMap<string, string>): Uint8Array {
+function relocateExternalData(bytes: Uint8Array, renamed: ReadonlyMap<string, string>): Uint8Array {
   if (renamed.size === 0) return bytes;
   const model = readModel(bytes);
   const graph = model.graph.map((f) => {
@@ -182,7 +182,7 @@ async function writeOnce(dir: string, target: string, bytes: Uint8Array): Promis
  * the last position is taken from the lm_head's input instead, so a prefill computes the vocabulary projection
  * for one position rather than all of them. Throws with the reason when the graph is not one this can rewrite.
  */
-export function rewriteToGreedy(bytes: Uint8Array, file: string, role: 'prefill' | 'step'): Uint8Array {
+function rewriteToGreedy(bytes: Uint8Array, file: string, role: 'prefill' | 'step'): Uint8Array {
   let model;
   try {
     model = readModel(bytes);

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fixtureModel } from '../support/fixture-models.js';
 import { repoRoot } from '../support/shared.js';
+import type { StepBenchRow as StepRow } from '../../bench/step.js';
 
 const run = promisify(execFile);
 const scratch = mkdtempSync(join(tmpdir(), 'bench-step-test-'));
@@ -24,25 +25,6 @@ async function benchStep(args: string[]) {
     const e = err as { code: number; stdout: string; stderr: string };
     return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
-}
-
-interface Spread {
-  median: number;
-  p90: number;
-  min: number;
-}
-
-interface StepRow {
-  lean: boolean;
-  batch: number;
-  context: number;
-  contextMeasured: number;
-  stepMs: Spread;
-  hostMs: Spread;
-  runMs: Spread;
-  floorMs: number;
-  stepOverFloor: number;
-  tokensPerSecond: number;
 }
 
 describe('npm run bench:step', () => {
