@@ -1,6 +1,7 @@
 /* global document, window, localStorage, navigator, fetch, FormData, Blob, URL, MediaRecorder,
    TextDecoderStream, AbortController, DOMException, setInterval, clearInterval, setTimeout, performance */
 // The transcription page: plain browser JavaScript, no build step, talking only to this origin's /v1 API.
+import { LiveFailure, LiveSession, liveSupported } from './live.js';
 
 /** The model's 30 languages (src/asr/languages.ts; the page test checks the two agree). */
 const LANGUAGES = [
@@ -15,9 +16,10 @@ const KEY_STORAGE = 'mega-asr.api-key';
 const $ = (id) => document.getElementById(id);
 const ui = {
   dropzone: $('dropzone'), file: $('file'), record: $('record'), recordLabel: $('record-label'), recordNote: $('record-note'),
+  live: $('live'), liveLabel: $('live-label'),
   source: $('source'), sourceName: $('source-name'), sourceSize: $('source-size'), sourceLength: $('source-length'),
   player: $('player'),
-  language: $('language'), format: $('format'), keyDetails: $('key-details'), apiKey: $('api-key'),
+  language: $('language'), format: $('format'), prompt: $('prompt'), keyDetails: $('key-details'), apiKey: $('api-key'),
   transcribe: $('transcribe'), cancel: $('cancel'),
   status: $('status'), statusText: $('status-text'), elapsed: $('elapsed'),
   error: $('error'), errorMessage: $('error-message'), errorDetail: $('error-detail'),
@@ -54,6 +56,10 @@ const state = {
   recorder: null,
   /** getUserMedia has not answered yet (a permission prompt can stay open a long time) */
   askingMicrophone: false,
+  /** the LiveSession from the press of "Transcribe live" until it has ended (connecting and stopping included) */
+  live: null,
+  /** a live session's transcript is on screen (Copy applies to it; the downloads, which need a source, do not) */
+  liveTranscribed: false,
 };
 
 // ---------- small view helpers ----------
@@ -93,6 +99,10 @@ function showError(err) {
     ui.errorDetail.textContent = [err.code && `code ${err.code}`, err.param && `param ${err.param}`, where].filter(Boolean).join(' · ');
     // A refused key: open the key field so the fix is one step away.
     if (err.status === 401) ui.keyDetails.open = true;
+  } else if (err instanceof LiveFailure) {
+    ui.errorMessage.textContent = err.message;
+    const where = err.closeCode !== null ? `close code ${err.closeCode}` : 'sent as an error event';
+    ui.errorDetail.textContent = [err.code && `code ${err.code}`, err.param && `param ${err.param}`, where].filter(Boolean).join(' · ');
   } else {
     ui.errorMessage.textContent = err instanceof TypeError ? `Could not reach the server: ${err.message}` : String(err.message ?? err);
     ui.errorDetail.textContent = '';
@@ -119,8 +129,11 @@ function showFacts(facts) {
 }
 
 const recording = () => state.recorder !== null || state.askingMicrophone;
-/** A request may start only when none runs and no recording is under way (its end replaces the source). */
-const canStartRequest = () => state.inFlight === null && !recording();
+/**
+ * A request may start only when none runs, no recording is under way (its end replaces the source) and no
+ * live session holds the microphone and the transcript.
+ */
+const canStartRequest = () => state.inFlight === null && !recording() && state.live === null;
 
 /**
  * The controls follow from the state, never from who calls: a recording that stops by itself while a request
@@ -134,14 +147,19 @@ function syncControls() {
   ui.cancel.hidden = !busy;
   // Record stays enabled while the microphone is asked for (toggleRecording ignores a second press): disabling
   // the button under a keyboard user's focus would drop that focus to <body>.
-  ui.record.disabled = busy && !recording();
-  ui.file.disabled = busy || recording();
-  ui.language.disabled = busy;
+  const live = state.live !== null;
+  ui.record.disabled = (busy && !recording()) || live;
+  // The same for the live button, which is its own Stop.
+  ui.live.disabled = busy || recording();
+  ui.file.disabled = busy || recording() || live;
+  // A live session's settings are sent once, as it starts.
+  ui.language.disabled = busy || live;
+  ui.prompt.disabled = busy || live;
   ui.format.disabled = busy;
   ui.transcript.setAttribute('aria-busy', String(busy));
   // A failed or cancelled subtitle request leaves the transcript, and what can be done with it, in place.
-  const ready = !busy && state.transcribed;
-  ui.copy.disabled = !ready;
+  const ready = !busy && !live && state.transcribed;
+  ui.copy.disabled = !(ready || (!live && state.liveTranscribed));
   ui.downloadSrt.disabled = !ready || recording();
   ui.downloadVtt.disabled = !ready || recording();
 }
@@ -223,11 +241,11 @@ async function modelId(key, signal) {
  * not under whatever the form says when the answer arrives.
  */
 function askFor(format) {
-  return { format, language: ui.language.value, key: ui.apiKey.value.trim() };
+  return { format, language: ui.language.value, prompt: ui.prompt.value.trim(), key: ui.apiKey.value.trim() };
 }
 
 /** The key under which an answer is kept for the current source. */
-const answerKey = (asked) => `${asked.format}|${asked.language}`;
+const answerKey = (asked) => `${asked.format}|${asked.language}|${asked.prompt}`;
 
 async function postTranscription(asked, stream, signal) {
   const form = new FormData();
@@ -235,6 +253,7 @@ async function postTranscription(asked, stream, signal) {
   form.append('model', await modelId(asked.key, signal));
   form.append('response_format', asked.format);
   if (asked.language) form.append('language', asked.language);
+  if (asked.prompt) form.append('prompt', asked.prompt);
   if (stream) form.append('stream', 'true');
   const res = await fetch('v1/audio/transcriptions', { method: 'POST', headers: authHeaders(asked.key), body: form, signal });
   if (!res.ok) throw await failure(res);
@@ -273,6 +292,7 @@ async function transcribe() {
   const asked = askFor(ui.format.value);
   const stream = STREAMED_FORMATS.has(asked.format);
   state.transcribed = false;
+  state.liveTranscribed = false;
   ui.downloadNote.hidden = true;
   ui.transcript.textContent = '';
   ui.transcript.classList.toggle('mono', !stream);
@@ -507,6 +527,133 @@ async function toggleRecording() {
   setState('recording', 'Recording…');
 }
 
+// ---------- live transcription ----------
+
+function liveNote(text) {
+  recordingNote(text);
+}
+
+function showLiveButton(on) {
+  ui.live.setAttribute('aria-pressed', String(on));
+  ui.live.classList.toggle('recording', on);
+  ui.liveLabel.textContent = on ? 'Stop live transcription' : 'Transcribe live';
+}
+
+/**
+ * The transcript as turns: one paragraph per turn, placed after the turn the server says came before it
+ * (turns may finish out of order), its text growing by the deltas and replaced by the final transcript.
+ */
+function liveView(counts) {
+  const turns = new Map();
+  const turn = (id, previousId) => {
+    let t = turns.get(id);
+    if (!t) {
+      const p = document.createElement('p');
+      p.className = 'turn';
+      p.dataset.state = 'partial';
+      p.dataset.itemId = id;
+      const text = document.createTextNode('');
+      p.append(text);
+      t = { p, text };
+      turns.set(id, t);
+      ui.transcript.append(p);
+    }
+    const previous = previousId ? turns.get(previousId) : undefined;
+    if (previous && previous.p.nextSibling !== t.p) previous.p.after(t.p);
+    return t;
+  };
+  return {
+    item: (id, previousId) => void turn(id, previousId),
+    delta: (id, text) => {
+      turn(id, null).text.appendData(text);
+      counts.deltas += 1;
+    },
+    completed: (id, transcript) => {
+      const t = turn(id, null);
+      // The final text equals the deltas joined; should it not, the server's final word is what stays.
+      if (t.text.data !== transcript) t.text.data = transcript;
+      t.p.dataset.state = 'final';
+      counts.turns += 1;
+    },
+    failed: (id, message) => {
+      const t = turn(id, null);
+      t.p.dataset.state = 'failed';
+      t.text.data = `${t.text.data}${t.text.data ? ' ' : ''}[not transcribed: ${message}]`;
+    },
+    error: (failure) => showError(failure),
+    turns,
+  };
+}
+
+async function toggleLive() {
+  if (state.live) {
+    // A second press while connecting starts nothing more; once streaming, it is Stop.
+    if (state.live.started && !state.live.stopping) {
+      setState('transcribing', 'Finishing the last turn…');
+      await state.live.stop();
+    }
+    return;
+  }
+  if (!canStartRequest()) return;
+  if (!liveSupported()) {
+    liveNote('Live transcription needs a microphone and AudioWorklet, which browsers allow only on HTTPS (or localhost).');
+    return;
+  }
+  const asked = askFor('live');
+  const counts = { deltas: 0, turns: 0 };
+  const view = liveView(counts);
+  let stopClock = () => 0;
+  const session = new LiveSession({
+    ...view,
+    ended: (failure) => {
+      const seconds = stopClock();
+      state.live = null;
+      const focusWasOnLive = document.activeElement === ui.live;
+      showLiveButton(false);
+      state.liveTranscribed = view.turns.size > 0;
+      if (failure) {
+        setState('error', 'Live transcription stopped');
+        showError(failure);
+      } else {
+        setState('done', 'Done');
+      }
+      showFacts([
+        ['Live for', formatSeconds(seconds)],
+        ['Audio sent', formatSeconds(session.seconds)],
+        ['Turns', String(counts.turns)],
+        ['Streamed', `${counts.deltas} text ${counts.deltas === 1 ? 'delta' : 'deltas'}`],
+      ]);
+      syncControls();
+      if (focusWasOnLive) ui.live.focus();
+    },
+  });
+  state.live = session;
+  state.transcribed = false;
+  state.liveTranscribed = false;
+  liveNote('');
+  clearError();
+  ui.transcript.replaceChildren();
+  ui.transcript.classList.remove('mono');
+  showFacts([]);
+  showLiveButton(true);
+  setState('uploading', 'Connecting…');
+  syncControls();
+  try {
+    // Asking for the model id first also checks the key, with the API's own words when it is refused.
+    const model = await modelId(asked.key);
+    await session.start({ key: asked.key, model, language: asked.language, prompt: asked.prompt });
+  } catch (err) {
+    state.live = null;
+    showLiveButton(false);
+    setState('error', 'Live transcription failed');
+    showError(err);
+    syncControls();
+    return;
+  }
+  stopClock = startClock();
+  setState('live', 'Listening: text appears as you speak');
+}
+
 // ---------- wiring ----------
 
 for (const name of LANGUAGES) ui.language.add(new window.Option(name, name));
@@ -517,6 +664,7 @@ ui.apiKey.addEventListener('input', () => {
   else localStorage.removeItem(KEY_STORAGE);
 });
 ui.record.addEventListener('click', () => void toggleRecording());
+ui.live.addEventListener('click', () => void toggleLive());
 ui.transcribe.addEventListener('click', () => void transcribe());
 ui.cancel.addEventListener('click', () => state.inFlight?.abort());
 ui.copy.addEventListener('click', () => void copyTranscript());
