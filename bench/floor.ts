@@ -57,9 +57,10 @@ function weightMatmul(n: OnnxNode, initializers: Map<string, Field>): { k: numbe
 
 /**
  * The floor graph of a step graph: its MatMulNBits nodes (or, in a graph without them, its MatMul nodes with
- * initializer weights) with the original weights and attributes.
+ * initializer weights) with the original weights and attributes (so a graph whose matmuls take int8 activations
+ * has an int8 floor). `dataFolder`: where its external data is (a rewritten graph's lives in the model directory).
  */
-export function floorGraph(stepBytes: Uint8Array, stepFile: string): FloorGraph {
+export function floorGraph(stepBytes: Uint8Array, stepFile: string, dataFolder = dirname(resolve(stepFile))): FloorGraph {
   const model = readModel(stepBytes);
   const initializers = new Map<string, Field>();
   for (const f of model.graph) if (f.n === GRAPH_INITIALIZER) initializers.set(initializerInfo(f).name, f);
@@ -90,7 +91,7 @@ export function floorGraph(stepBytes: Uint8Array, stepFile: string): FloorGraph 
   if (inputs.length === 0) throw new Error(`${stepFile}: no matmul with weights among its nodes, so no weights-only floor`);
   return {
     model: writeModel(model, graph),
-    sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: dirname(resolve(stepFile)) } } },
+    sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: dataFolder } } },
     inputs,
     matmuls: inputs.length,
     weightBytes,

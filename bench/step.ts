@@ -3,10 +3,12 @@
  * graph's weight matmuls alone (bench/floor.ts) run at the same batch size, one floor run before each measured
  * step so both see the same machine (a shared one included). For each batch size x context length: ms per step
  * (median, p90), host ms per step (outside session.run), floor ms, step/floor and tokens/s; with the lean graphs
- * (greedy ids in the graph, src/asr/lean-graph.ts), the original ones, or both.
+ * (greedy ids in the graph, src/asr/lean-graph.ts), the original ones, or both; with 4-bit matmuls taking int8
+ * activations (the engine's CPU default), fp32 ones, or both. Each variant's floor is read from its own step graph.
  *
  *   npm run bench:step -- --model-dir DIR [--batch 1,2,4,8] [--context 100,300,600] [--steps N]
- *                         [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--out FILE]
+ *                         [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean]
+ *                         [--int8 on|off|both] [--out FILE]
  */
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 
@@ -19,7 +21,7 @@ import { HostBackend } from '../src/asr/backends/host.js';
 import { checkDecoderPair, readDecoderContract, type DecoderContract, type SessionInfo } from '../src/asr/contract.js';
 import { DecoderInputs } from '../src/asr/decoder-io.js';
 import { EmbeddingLookup, findEmbeddingFiles, loadEmbeddingTableOnce } from '../src/asr/embeddings.js';
-import { leanDecoderGraph } from '../src/asr/lean-graph.js';
+import { rewriteGraph, type GraphRewrite } from '../src/asr/lean-graph.js';
 import { findModelFiles } from '../src/asr/model-dir.js';
 import { buildPrompt } from '../src/asr/prompt.js';
 import { Tokenizer } from '../src/asr/tokenizer.js';
@@ -35,8 +37,14 @@ interface Settings {
   steps: number;
   provider: Provider;
   threads?: number;
-  lean: boolean[];
+  variants: Variant[];
   out?: string;
+}
+
+/** Which graph rewrites a measured decoder has. */
+interface Variant {
+  lean: boolean;
+  int8: boolean;
 }
 
 const WARMUP_STEPS = 2;
@@ -44,7 +52,7 @@ const WARMUP_STEPS = 2;
 function usage(message: string): never {
   console.error(`bench:step: ${message}`);
   console.error(
-    'usage: npm run bench:step -- --model-dir DIR [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--out FILE]',
+    'usage: npm run bench:step -- --model-dir DIR [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--int8 on|off|both] [--out FILE]',
   );
   process.exit(2);
 }
@@ -69,6 +77,7 @@ function parseSettings(argv: string[]): Settings {
         threads: { type: 'string' },
         lean: { type: 'string', default: 'on' },
         'no-lean': { type: 'boolean', default: false },
+        int8: { type: 'string' },
         out: { type: 'string' },
       },
     }));
@@ -80,6 +89,10 @@ function parseSettings(argv: string[]): Settings {
   if (provider !== 'cpu' && provider !== 'cuda' && provider !== 'webgpu') usage(`--provider is cpu, cuda or webgpu; got '${provider}'`);
   const lean = values['no-lean'] ? 'off' : values.lean;
   if (lean !== 'on' && lean !== 'off' && lean !== 'both') usage(`--lean is on, off or both; got '${lean}'`);
+  // As the engine: int8 activations on the CPU only, unless asked.
+  const int8 = values.int8 ?? (provider === 'cpu' ? 'on' : 'off');
+  if (int8 !== 'on' && int8 !== 'off' && int8 !== 'both') usage(`--int8 is on, off or both; got '${int8}'`);
+  const choices = (v: string) => (v === 'both' ? [false, true] : [v === 'on']);
   const [steps] = positiveList(values.steps, 'steps');
   const threads = values.threads === undefined ? undefined : positiveList(values.threads, 'threads')[0];
   return {
@@ -89,7 +102,7 @@ function parseSettings(argv: string[]): Settings {
     steps: steps!,
     provider,
     ...(threads ? { threads } : {}),
-    lean: lean === 'both' ? [false, true] : [lean === 'on'],
+    variants: choices(int8).flatMap((i) => choices(lean).map((l) => ({ lean: l, int8: i }))),
     ...(values.out ? { out: values.out } : {}),
   };
 }
@@ -137,9 +150,9 @@ interface Floor {
   release(): Promise<void>;
 }
 
-/** The weights-only floor, open for the whole bench (its weights once more in memory: about the step's size). */
-async function openFloor(s: Settings, stepFile: string): Promise<Floor> {
-  const graph = floorGraph(readFileSync(stepFile), stepFile);
+/** The weights-only floor of a step graph, open while its decoder is measured (its weights once more in memory). */
+async function openFloor(s: Settings, stepFile: string, dataFolder: string | undefined): Promise<Floor> {
+  const graph = floorGraph(readFileSync(stepFile), stepFile, dataFolder);
   const session = await InferenceSession.create(graph.model, { ...sessionOptions(s), ...graph.sessionOptions });
   const feeds = new Map(s.batches.map((b) => [b, floorFeeds(graph, b)]));
   const runs = new Map<number, number[]>(s.batches.map((b) => [b, []]));
@@ -165,20 +178,32 @@ async function openFloor(s: Settings, stepFile: string): Promise<Floor> {
 interface Decoder {
   backend: DecoderBackend;
   prefill: DecoderContract;
-  graphs: Record<Role, { file: string; rewritten: boolean; reason?: string }>;
+  graphs: Record<Role, { file: string; greedy: boolean; int8Matmuls: number; reason?: string }>;
   sessions: InferenceSession[];
   maxBatch: number;
+  /** the step graph's floor, read from the graph as loaded */
+  floor: Floor;
 }
 
-/** The engine's host backend over the model's decoders, lean or not, on the chosen provider. */
-async function openDecoder(s: Settings, lean: boolean, embeddings: EmbeddingLookup | undefined): Promise<Decoder> {
+/** The engine's host backend over the model's decoders, with the variant's rewrites, on the chosen provider. */
+async function openDecoder(s: Settings, variant: Variant, embeddings: EmbeddingLookup | undefined): Promise<Decoder> {
   const files = findModelFiles(s.modelDir);
   const sessions: InferenceSession[] = [];
   const graphs = {} as Decoder['graphs'];
+  let stepGraph = { file: files.step, dataFolder: undefined as string | undefined };
   const open = async (role: Role) => {
     const source = role === 'prefill' ? files.prefill : files.step;
-    const graph = lean ? await leanDecoderGraph(source, role) : { file: source, rewritten: false, reason: 'not asked for', sessionOptions: {} };
-    graphs[role] = { file: graph.file, rewritten: graph.rewritten, ...(graph.reason ? { reason: graph.reason } : {}) };
+    const want: GraphRewrite = { ...(variant.lean ? { greedy: role } : {}), int8Matmuls: variant.int8 };
+    const graph =
+      variant.lean || variant.int8
+        ? await rewriteGraph(source, want)
+        : { file: source, greedy: false, int8Matmuls: 0, reason: undefined, sessionOptions: {} as InferenceSession.SessionOptions };
+    graphs[role] = { file: graph.file, greedy: graph.greedy, int8Matmuls: graph.int8Matmuls, ...(graph.reason ? { reason: graph.reason } : {}) };
+    if (role === 'step') {
+      const extra = graph.sessionOptions.extra as { session?: { model_external_initializers_file_folder_path?: string } } | undefined;
+      const folder = extra?.session?.model_external_initializers_file_folder_path;
+      stepGraph = { file: graph.file, dataFolder: typeof folder === 'string' ? folder : undefined };
+    }
     const session = await InferenceSession.create(graph.file, { ...sessionOptions(s), ...graph.sessionOptions });
     sessions.push(session);
     return { session, contract: readDecoderContract(sessionInfo(session, graph.file), role) };
@@ -189,7 +214,8 @@ async function openDecoder(s: Settings, lean: boolean, embeddings: EmbeddingLook
   const batchDim = sessionInfo(step.session, files.step).inputs.find((t) => t.name === step.contract.token.name)!.shape[0];
   const maxBatch = typeof batchDim === 'number' ? batchDim : Math.max(...s.batches);
   const backend = new HostBackend({ prefill, step, inputs: new DecoderInputs(embeddings, 'float32'), maxBatch });
-  return { backend, prefill: prefill.contract, graphs, sessions, maxBatch };
+  const floor = await openFloor(s, stepGraph.file, stepGraph.dataFolder);
+  return { backend, prefill: prefill.contract, graphs, sessions, maxBatch, floor };
 }
 
 /** Prompts of exactly `context` tokens: the ASR chat template around audio pads, with random audio rows. */
@@ -208,6 +234,8 @@ function promptOf(tokenizer: Tokenizer, context: number, hidden: number, seed: n
 /** One measured batch x context, as the JSON report lists it. */
 export interface StepBenchRow {
   lean: boolean;
+  /** 4-bit matmuls took int8 activations (in the step and in its floor) */
+  int8: boolean;
   batch: number;
   context: number;
   /** mean cache length over the measured steps (the context grows by one per step) */
@@ -221,13 +249,14 @@ export interface StepBenchRow {
   tokensPerSecond: number;
 }
 
-async function measureDecoder(s: Settings, lean: boolean, tokenizer: Tokenizer, embeddings: EmbeddingLookup | undefined, floor: Floor) {
-  const decoder = await openDecoder(s, lean, embeddings);
+async function measureDecoder(s: Settings, variant: Variant, tokenizer: Tokenizer, embeddings: EmbeddingLookup | undefined) {
+  const decoder = await openDecoder(s, variant, embeddings);
+  const { floor } = decoder;
   const rows: StepBenchRow[] = [];
-  const skipped: { lean: boolean; batch: number; reason: string }[] = [];
+  const skipped: { lean: boolean; int8: boolean; batch: number; reason: string }[] = [];
   const batches = s.batches.filter((b) => {
     if (b <= decoder.maxBatch) return true;
-    skipped.push({ lean, batch: b, reason: `the step graph's batch is fixed at ${decoder.maxBatch}` });
+    skipped.push({ ...variant, batch: b, reason: `the step graph's batch is fixed at ${decoder.maxBatch}` });
     return false;
   });
   const hidden = embeddings?.hiddenSize ?? Number(decoder.prefill.hiddenSize ?? 0);
@@ -261,7 +290,7 @@ async function measureDecoder(s: Settings, lean: boolean, tokenizer: Tokenizer, 
           const stepMs = spread(measured.map((m) => m.ms));
           const floorMs = spread(floorRuns).median;
           rows.push({
-            lean,
+            ...variant,
             batch,
             context,
             contextMeasured: round(startLength + (s.steps - 1) / 2, 1),
@@ -279,9 +308,10 @@ async function measureDecoder(s: Settings, lean: boolean, tokenizer: Tokenizer, 
         for (const cache of caches) decoder.backend.release(cache);
       }
     }
-    return { lean, rows, skipped, graphs: decoder.graphs, maxBatch: decoder.maxBatch };
+    const floorRows = [...floor.runs].filter(([, ms]) => ms.length > 0).map(([batch, ms]) => ({ batch, ms: spread(ms) }));
+    return { ...variant, rows, skipped, graphs: decoder.graphs, maxBatch: decoder.maxBatch, floor: { matmuls: floor.matmuls, quantized: floor.quantized, weightMB: floor.weightMB, rows: floorRows } };
   } finally {
-    await Promise.all(decoder.sessions.map((session) => session.release()));
+    await Promise.all([...decoder.sessions.map((session) => session.release()), floor.release()]);
   }
 }
 
@@ -292,7 +322,7 @@ const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS
 function printRow(r: StepBenchRow): void {
   console.log(
     line([
-      r.lean ? 'lean' : 'original',
+      `${r.lean ? 'lean' : 'original'}${r.int8 ? '+int8' : ''}`,
       String(r.batch),
       String(r.context),
       r.stepMs.median.toFixed(1),
@@ -311,30 +341,26 @@ function printRow(r: StepBenchRow): void {
 async function main(): Promise<void> {
   const s = parseSettings(process.argv.slice(2));
   env.logLevel = 'error';
-  let files;
   let tokenizer;
   try {
-    files = findModelFiles(s.modelDir);
+    findModelFiles(s.modelDir);
     tokenizer = Tokenizer.fromModelDir(s.modelDir);
   } catch (err) {
     usage((err as Error).message);
   }
   const startedAt = new Date().toISOString();
   console.log(`bench:step ${s.modelDir} on ${s.provider}${s.threads ? ` with ${s.threads} threads` : ''}: ${s.steps} steps after ${WARMUP_STEPS} warm-up per row`);
-  const floor = await openFloor(s, files.step);
-  console.log(`floor: ${floor.matmuls} ${floor.quantized ? 'MatMulNBits' : 'MatMul'} nodes, ${floor.weightMB} MiB of weights`);
   const embeddingFile = findEmbeddingFiles(s.modelDir)[0];
   const embeddings = embeddingFile ? new EmbeddingLookup(loadEmbeddingTableOnce(embeddingFile)) : undefined;
   console.log(line(COLUMNS));
   const runs = [];
-  try {
-    for (const lean of s.lean) runs.push(await measureDecoder(s, lean, tokenizer, embeddings, floor));
-  } finally {
-    await floor.release();
-  }
+  for (const variant of s.variants) runs.push(await measureDecoder(s, variant, tokenizer, embeddings));
   for (const run of runs) {
-    for (const [role, g] of Object.entries(run.graphs)) if (!g.rewritten && g.reason !== 'not asked for') console.log(`${role} graph not rewritten: ${g.reason}`);
-    for (const k of run.skipped) console.log(`batch ${k.batch} skipped: ${k.reason}`);
+    const name = `${run.lean ? 'lean' : 'original'}${run.int8 ? '+int8' : ''}`;
+    const f = run.floor;
+    console.log(`${name} floor: ${f.matmuls} ${f.quantized ? 'MatMulNBits' : 'MatMul'} nodes, ${f.weightMB} MiB of weights`);
+    for (const [role, g] of Object.entries(run.graphs)) if (g.reason) console.log(`${name} ${role} graph: ${g.reason}`);
+    for (const k of run.skipped) console.log(`${name} batch ${k.batch} skipped: ${k.reason}`);
   }
   const report = {
     bench: 'step',
@@ -345,13 +371,7 @@ async function main(): Promise<void> {
     steps: s.steps,
     warmupSteps: WARMUP_STEPS,
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: round(totalmem() / 2 ** 30, 1), node: process.version },
-    floor: {
-      matmuls: floor.matmuls,
-      quantized: floor.quantized,
-      weightMB: floor.weightMB,
-      rows: [...floor.runs].filter(([, ms]) => ms.length > 0).map(([batch, ms]) => ({ batch, ms: spread(ms) })),
-    },
-    graphs: runs.map((r) => ({ lean: r.lean, maxBatch: r.maxBatch, ...r.graphs })),
+    variants: runs.map((r) => ({ lean: r.lean, int8: r.int8, maxBatch: r.maxBatch, graphs: r.graphs, floor: r.floor })),
     rows: runs.flatMap((r) => r.rows),
     skipped: runs.flatMap((r) => r.skipped),
   };

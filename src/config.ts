@@ -71,6 +71,8 @@ export const configSchema = z.object({
   ASR_INTRA_OP_THREADS: z.coerce.number().int().min(0).default(0),
   /** the decoders' graphs rewritten at load to return token ids instead of logits (false: as exported) */
   LEAN_GRAPHS: flag.default(true),
+  /** on the CPU provider, 4-bit matmuls with int8 activations (false: fp32 activations, as exported) */
+  CPU_INT8_MATMULS: flag.default(true),
   /** Audio longer than this is split at the quietest point near each limit (contract section 4). */
   ASR_CHUNK_SECONDS: positiveNumber.max(1200).default(30),
   /** Token budget per chunk = ASR_TOKEN_BUDGET_BASE + ceil(ASR_TOKENS_PER_SECOND * seconds). */
@@ -97,6 +99,7 @@ export function engineSettings(config: Config) {
     intraOpThreads: config.ASR_INTRA_OP_THREADS,
     maxBatch: config.MAX_BATCH,
     leanGraphs: config.LEAN_GRAPHS,
+    cpuInt8Matmuls: config.CPU_INT8_MATMULS,
   };
 }
 

@@ -28,6 +28,7 @@ describe('config', () => {
       ASR_CUDA_DEVICE_ID: 0,
       ASR_INTRA_OP_THREADS: 0,
       LEAN_GRAPHS: true,
+      CPU_INT8_MATMULS: true,
       ASR_CHUNK_SECONDS: 30,
       ASR_TOKENS_PER_SECOND: 8,
       ASR_TOKEN_BUDGET_BASE: 32,
@@ -55,18 +56,20 @@ describe('config', () => {
     expect(() => loadConfig({ HF_HUB_OFFLINE: 'maybe' })).toThrow(/HF_HUB_OFFLINE/);
   });
 
-  it('passes the batch size and the lean-graph switch to the engine', () => {
-    expect(engineSettings(loadConfig({}))).toMatchObject({ maxBatch: 8, leanGraphs: true });
-    expect(engineSettings(loadConfig({ MAX_BATCH: '32', LEAN_GRAPHS: 'false', ASR_DEVICE: 'cpu' }))).toEqual({
+  it('passes the batch size and the graph rewrite switches to the engine', () => {
+    expect(engineSettings(loadConfig({}))).toMatchObject({ maxBatch: 8, leanGraphs: true, cpuInt8Matmuls: true });
+    expect(engineSettings(loadConfig({ MAX_BATCH: '32', LEAN_GRAPHS: 'false', CPU_INT8_MATMULS: 'false', ASR_DEVICE: 'cpu' }))).toEqual({
       device: 'cpu',
       cudaDeviceId: 0,
       intraOpThreads: 0,
       maxBatch: 32,
       leanGraphs: false,
+      cpuInt8Matmuls: false,
     });
     expect(() => loadConfig({ MAX_BATCH: '0' })).toThrow(/MAX_BATCH/);
     expect(() => loadConfig({ MAX_BATCH: '2.5' })).toThrow(/MAX_BATCH/);
     expect(() => loadConfig({ LEAN_GRAPHS: 'sometimes' })).toThrow(/LEAN_GRAPHS/);
+    expect(() => loadConfig({ CPU_INT8_MATMULS: 'fast' })).toThrow(/CPU_INT8_MATMULS/);
   });
 
   it('names the bad variable', () => {

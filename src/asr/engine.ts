@@ -11,7 +11,7 @@ import {
   type SessionInfo,
 } from './contract.js';
 import { DecoderInputs } from './decoder-io.js';
-import { leanDecoderGraph } from './lean-graph.js';
+import { rewriteGraph } from './lean-graph.js';
 import { EmbeddingLookup, findEmbeddingFiles, loadEmbeddingTableOnce, type SharedEmbeddingTable } from './embeddings.js';
 import { ModelLoadError } from './errors.js';
 import { Generator, Sequence, type SequenceTimings, type Streamer } from './generation.js';
@@ -44,6 +44,8 @@ export interface EngineOptions {
   maxBatch?: number;
   /** default true: load the decoders rewritten to return greedy ids instead of logits (lean-graph.ts) when possible */
   leanGraphs?: boolean;
+  /** default true: on the CPU provider, 4-bit matmuls take int8 activations (lean-graph.ts GraphRewrite) */
+  cpuInt8Matmuls?: boolean;
 }
 
 /** Whether concurrent sequences decode together, read from the step graph at load. */
@@ -131,16 +133,24 @@ interface Graphs {
   step: GraphChoice;
 }
 
-/** Lean decoders (greedy ids instead of logits) unless turned off; a graph kept as it is says why. */
-async function chooseGraphs(files: ModelFiles, o: EngineOptions): Promise<Graphs> {
-  const own = (file: string): GraphChoice => ({ file, options: {} });
-  const lean = async (file: string, role: 'prefill' | 'step'): Promise<GraphChoice> => {
-    if (o.leanGraphs === false) return own(file);
-    const g = await leanDecoderGraph(file, role);
-    if (!g.rewritten) o.logger?.warn(`${file}: kept with its logits (lean graph not possible: ${g.reason})`);
+/**
+ * The graphs for a provider: lean decoders (greedy ids instead of logits) unless turned off, and on the CPU 4-bit
+ * matmuls with int8 activations unless turned off; a decoder kept with its logits says why.
+ */
+async function chooseGraphs(files: ModelFiles, provider: Provider, o: EngineOptions): Promise<Graphs> {
+  const int8Matmuls = provider === 'cpu' && o.cpuInt8Matmuls !== false;
+  const choose = async (file: string, greedy?: 'prefill' | 'step'): Promise<GraphChoice> => {
+    if (!greedy && !int8Matmuls) return { file, options: {} };
+    const g = await rewriteGraph(file, { ...(greedy ? { greedy } : {}), int8Matmuls });
+    if (greedy && !g.greedy) o.logger?.warn(`${file}: kept with its logits (lean graph not possible: ${g.reason})`);
     return { file: g.file, options: g.sessionOptions };
   };
-  return { encoder: own(files.encoder), prefill: await lean(files.prefill, 'prefill'), step: await lean(files.step, 'step') };
+  const greedy = (role: 'prefill' | 'step') => (o.leanGraphs === false ? undefined : role);
+  return {
+    encoder: await choose(files.encoder),
+    prefill: await choose(files.prefill, greedy('prefill')),
+    step: await choose(files.step, greedy('step')),
+  };
 }
 
 async function openSessions(graphs: Graphs, provider: Provider, o: EngineOptions): Promise<EngineSessions> {
@@ -167,14 +177,14 @@ async function openSessions(graphs: Graphs, provider: Provider, o: EngineOptions
 }
 
 /** auto: CUDA, else CPU with one warning; cuda: CUDA or a startup error; cpu: CPU. */
-async function openOnDevice(files: Graphs, o: EngineOptions): Promise<{ provider: Provider; sessions: EngineSessions }> {
+async function openOnDevice(files: ModelFiles, o: EngineOptions): Promise<{ provider: Provider; sessions: EngineSessions }> {
   // Every onnxruntime failure reaches us as an exception that we report with context; its own logger
   // would add multi-line native dumps (e.g. for the CUDA probe in auto mode). Read at first init.
   env.logLevel = 'fatal';
   const device = o.device ?? 'auto';
   if (device !== 'cpu') {
     try {
-      return { provider: 'cuda', sessions: await openSessions(files, 'cuda', o) };
+      return { provider: 'cuda', sessions: await openSessions(await chooseGraphs(files, 'cuda', o), 'cuda', o) };
     } catch (err) {
       if (device === 'cuda') {
         throw new ModelLoadError(`ASR_DEVICE=cuda, but the CUDA execution provider could not start: ${firstLine(err)}`);
@@ -182,7 +192,7 @@ async function openOnDevice(files: Graphs, o: EngineOptions): Promise<{ provider
       o.logger?.warn(`ASR_DEVICE=auto: CUDA execution provider unavailable (${firstLine(err)}); running on CPU`);
     }
   }
-  return { provider: 'cpu', sessions: await openSessions(files, 'cpu', o) };
+  return { provider: 'cpu', sessions: await openSessions(await chooseGraphs(files, 'cpu', o), 'cpu', o) };
 }
 
 /** The step graph decodes several sequences at once only with a free batch dimension, a mask and positions. */
@@ -251,7 +261,7 @@ export class AsrEngine {
     checkPreprocessorConfig(o.modelDir);
     const files = findModelFiles(o.modelDir);
     const tokenizer = Tokenizer.fromModelDir(o.modelDir);
-    const { provider, sessions } = await openOnDevice(await chooseGraphs(files, o), o);
+    const { provider, sessions } = await openOnDevice(files, o);
     try {
       const encoder = readEncoderContract(sessionInfo(sessions.encoder, files.encoder));
       const prefill = readDecoderContract(sessionInfo(sessions.prefill, files.prefill), 'prefill');

@@ -27,6 +27,11 @@ import { bytesField, concat, first, parseMessage, sub, text, type Field } from '
 export interface LeanGraph {
   file: string;
   rewritten: boolean;
+  /** the graph returns greedy ids instead of logits */
+  greedy: boolean;
+  /** MatMulNBits nodes switched to int8 activations */
+  int8Matmuls: number;
+  /** why a rewrite asked for was not made */
   reason?: string;
   /**
    * Spread into InferenceSession.create's options (last). A rewritten graph lives in the cache while its weights
@@ -36,13 +41,28 @@ export interface LeanGraph {
   sessionOptions: InferenceSession.SessionOptions;
 }
 
+/** What to change in a graph before loading it. */
+export interface GraphRewrite {
+  /** a decoder graph in this role returns greedy ids instead of its logits */
+  greedy?: 'prefill' | 'step';
+  /**
+   * 4-bit MatMulNBits nodes take int8 activations (onnxruntime's accuracy_level 4, the level onnxruntime-genai's
+   * builder picks for CPU): the CPU kernels for fp32 activations dequantise the weights for every row batch, so
+   * they are slow and do not scale with rows; the int8 ones are faster for one row and scale. CPU only: other
+   * providers read the attribute differently.
+   */
+  int8Matmuls?: boolean;
+}
+
 export interface LeanOptions {
   /** where rewritten graphs are kept; default $XDG_CACHE_HOME/mega-asr/graphs, else <tmpdir>/mega-asr-graphs-<uid> */
   cacheDir?: string;
 }
 
 /** Changes whenever the rewrite does, so an old cached graph is never reused. */
-const REWRITE_VERSION = 2;
+const REWRITE_VERSION = 3;
+/** MatMulNBits accuracy_level: int8 activations */
+const INT8_ACTIVATIONS = 4;
 const GREEDY_IDS = 'greedy_ids';
 
 function defaultGraphCacheDir(): string {
@@ -50,14 +70,15 @@ function defaultGraphCacheDir(): string {
   return xdg ? join(xdg, 'mega-asr', 'graphs') : join(tmpdir(), `mega-asr-graphs-${process.getuid?.() ?? 'user'}`);
 }
 
-const original = (file: string, reason: string): LeanGraph => ({ file, rewritten: false, reason, sessionOptions: {} });
+const original = (file: string, reason: string): LeanGraph => ({ file, rewritten: false, greedy: false, int8Matmuls: 0, reason, sessionOptions: {} });
 
 /**
- * Returns a graph file to load instead of `file`: a copy in a private cache directory that returns `greedy_ids`
- * int64 [batch] (the argmax over the vocabulary of each row's last position) instead of the logits, or the original
- * with the reason it was kept. The model directory is never written to.
+ * Returns a graph file to load instead of `file`: a copy in a private cache directory with the rewrites asked for
+ * (greedy ids int64 [batch], the argmax over the vocabulary of each row's last position, instead of the logits;
+ * int8 activations for 4-bit matmuls), or the original with the reason it was kept. A rewrite that is not possible
+ * is left out and said in `reason`; the others are still made. The model directory is never written to.
  */
-export async function leanDecoderGraph(file: string, role: 'prefill' | 'step', o: LeanOptions = {}): Promise<LeanGraph> {
+export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOptions = {}): Promise<LeanGraph> {
   const source = resolve(file);
   let bytes: Uint8Array;
   let info: Stats;
@@ -67,17 +88,29 @@ export async function leanDecoderGraph(file: string, role: 'prefill' | 'step', o
   } catch (err) {
     return original(file, `cannot read it: ${(err as Error).message}`);
   }
-  let lean: Uint8Array;
+  let lean = bytes;
+  let greedy = false;
+  let int8Matmuls = 0;
+  const reasons: string[] = [];
   let data: ExternalDataHome;
   try {
-    lean = rewriteToGreedy(bytes, file, role);
+    if (want.greedy) {
+      try {
+        lean = rewriteToGreedy(lean, file, want.greedy);
+        greedy = true;
+      } catch (err) {
+        reasons.push((err as Error).message);
+      }
+    }
+    if (want.int8Matmuls) ({ bytes: lean, count: int8Matmuls } = withInt8Matmuls(lean, file));
+    if (!greedy && int8Matmuls === 0) return original(file, reasons[0] ?? 'no 4-bit matmul to switch to int8 activations');
     data = await externalDataHome(source, bytes);
     lean = relocateExternalData(lean, data.renamed);
   } catch (err) {
     return original(file, (err as Error).message);
   }
   const key = createHash('sha256')
-    .update(JSON.stringify([source, info.size, info.mtimeMs, role, REWRITE_VERSION, data.folder, [...data.renamed].sort()]))
+    .update(JSON.stringify([source, info.size, info.mtimeMs, want.greedy ?? null, !!want.int8Matmuls, REWRITE_VERSION, data.folder, [...data.renamed].sort()]))
     .digest('hex')
     .slice(0, 16);
   const dir = o.cacheDir ?? defaultGraphCacheDir();
@@ -90,8 +123,16 @@ export async function leanDecoderGraph(file: string, role: 'prefill' | 'step', o
   return {
     file: target,
     rewritten: true,
+    greedy,
+    int8Matmuls,
+    ...(reasons.length ? { reason: reasons.join('; ') } : {}),
     sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: data.folder } } },
   };
+}
+
+/** The decoder graph returning greedy ids (see rewriteGraph). */
+export function leanDecoderGraph(file: string, role: 'prefill' | 'step', o: LeanOptions = {}): Promise<LeanGraph> {
+  return rewriteGraph(file, { greedy: role }, o);
 }
 
 interface ExternalDataHome {
@@ -174,6 +215,35 @@ async function writeOnce(dir: string, target: string, bytes: Uint8Array): Promis
   } finally {
     await rm(temporary, { force: true });
   }
+}
+
+/**
+ * The graph with every 4-bit MatMulNBits below accuracy_level 4 set to it (int8 activations), and how many changed.
+ * Nodes carrying attributes other than integers are left alone (they could not be written again).
+ */
+function withInt8Matmuls(bytes: Uint8Array, file: string): { bytes: Uint8Array; count: number } {
+  let model;
+  try {
+    model = readModel(bytes);
+  } catch (err) {
+    throw new Error(`${file}: not an ONNX model (${(err as Error).message})`);
+  }
+  let count = 0;
+  const graph = model.graph.map((f) => {
+    if (f.n !== GRAPH_NODE) return f.raw;
+    const n = readNode(f);
+    const candidate =
+      n.opType === 'MatMulNBits' &&
+      n.domain === 'com.microsoft' &&
+      n.intAttributes.get('bits') === 4 &&
+      n.attributeCount === n.intAttributes.size &&
+      (n.intAttributes.get('accuracy_level') ?? 0) < INT8_ACTIVATIONS;
+    if (!candidate) return f.raw;
+    count++;
+    const attributes = new Map([...n.intAttributes, ['accuracy_level', INT8_ACTIVATIONS]]);
+    return bytesField(GRAPH_NODE, node(n.opType, n.name, n.inputs, n.outputs, attributes, n.domain));
+  });
+  return { bytes: count ? writeModel(model, graph) : bytes, count };
 }
 
 /**

@@ -25,6 +25,7 @@ async function load(): Promise<AsrEngine> {
       intraOpThreads: data.intraOpThreads,
       maxBatch: data.maxBatch,
       leanGraphs: data.leanGraphs,
+      cpuInt8Matmuls: data.cpuInt8Matmuls,
       ...(data.embeddings ? { embeddings: data.embeddings } : {}),
       logger: {
         info: (message) => post({ type: 'asr-worker-log', threadId, level: 'info', message }),

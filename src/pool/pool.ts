@@ -28,6 +28,8 @@ export interface AsrPoolOptions {
   maxBatch: number;
   /** load the decoders' rewritten lean graphs where possible */
   leanGraphs: boolean;
+  /** on the CPU, 4-bit matmuls with int8 activations */
+  cpuInt8Matmuls: boolean;
   /** ASR worker threads, each with its own warm engine */
   workers: number;
   decodeWorkers: number;
@@ -120,6 +122,7 @@ export class AsrPool {
         intraOpThreads: o.intraOpThreads,
         maxBatch: o.maxBatch,
         leanGraphs: o.leanGraphs,
+        cpuInt8Matmuls: o.cpuInt8Matmuls,
         ...(embeddings ? { embeddings } : {}),
         chunkSeconds: o.chunkSeconds,
         tokensPerSecond: o.tokensPerSecond,

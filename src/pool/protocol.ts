@@ -17,6 +17,7 @@ export interface AsrWorkerData {
   /** sequences one engine may decode together (the engine may allow fewer: it reports how many when ready) */
   maxBatch: number;
   leanGraphs: boolean;
+  cpuInt8Matmuls: boolean;
   /** shared with every worker, never copied */
   embeddings?: SharedEmbeddingTable;
   chunkSeconds: number;

@@ -6,8 +6,11 @@ import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readDecoderContract } from '../../src/asr/contract.js';
 import { float16Table } from '../../src/asr/half.js';
-import { leanDecoderGraph, type LeanGraph } from '../../src/asr/lean-graph.js';
+import { AsrEngine } from '../../src/asr/engine.js';
+import { leanDecoderGraph, rewriteGraph, type LeanGraph } from '../../src/asr/lean-graph.js';
 import { GRAPH_NODE, readModel, readNode } from '../../src/asr/onnx-model.js';
+import { FIXTURE_FILES } from '../../tools/fixture/model-dir.js';
+import { TOY_DIMS, writeFullSizeModel } from '../../tools/full-size/model-dir.js';
 import { GraphBuilder } from '../../tools/onnx-graph.js';
 import { symmetric } from '../../tools/random.js';
 import { fixtureModel } from '../support/fixture-models.js';
@@ -272,5 +275,101 @@ describe('lean decoder graphs', () => {
     const session = await open(again);
     expect(session.outputNames).toContain('greedy_ids');
     await session.release();
+  });
+});
+
+/** sqrt(mean((a - b)^2)) / sqrt(mean(b^2)) */
+function relativeRms(a: Float32Array, b: Float32Array): number {
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff += (a[i]! - b[i]!) ** 2;
+    norm += b[i]! ** 2;
+  }
+  return Math.sqrt(diff / norm);
+}
+
+const asFloat32 = (t: Tensor) => (t.type === 'float16' ? Float32Array.from(t.data as Uint16Array, (h) => float16Table()[h]!) : (t.data as Float32Array));
+
+describe('int8 activations for 4-bit matmuls', () => {
+  // The full-size stand-in's topology at toy widths: every Linear a 4-bit MatMulNBits, as in the real export.
+  const model = mkdtempSync(join(scratch, 'toy-full-size-'));
+  writeFullSizeModel(model, { batch: 'dynamic', kv: 'float16', seed: 11, dims: TOY_DIMS });
+  const file = (role: keyof typeof FIXTURE_FILES) => join(model, FIXTURE_FILES[role]);
+  const levels = (graph: string) =>
+    readModel(readFileSync(graph))
+      .graph.filter((f) => f.n === GRAPH_NODE)
+      .map(readNode)
+      .filter((n) => n.opType === 'MatMulNBits')
+      .map((n) => n.intAttributes.get('accuracy_level') ?? 0);
+
+  it('sets accuracy_level 4 on every 4-bit MatMulNBits, alone or with the greedy rewrite, leaving the model dir untouched', async () => {
+    const before = snapshot(model);
+    const exported = levels(file('step'));
+    // 2 layers x 7 Linears and the lm_head, none with int8 activations as written
+    expect(exported).toEqual(Array.from({ length: 15 }, () => 0));
+    const int8 = await rewriteGraph(file('step'), { int8Matmuls: true }, { cacheDir: freshDir() });
+    expect(int8).toMatchObject({ rewritten: true, greedy: false, int8Matmuls: 15 });
+    expect(levels(int8.file)).toEqual(Array.from({ length: 15 }, () => 4));
+    // The greedy prefill re-creates the lm_head for the last position: that copy takes int8 activations too.
+    const both = await rewriteGraph(file('prefill'), { greedy: 'prefill', int8Matmuls: true }, { cacheDir: freshDir() });
+    expect(both).toMatchObject({ rewritten: true, greedy: true, int8Matmuls: 15 });
+    expect(levels(both.file)).toEqual(Array.from({ length: 15 }, () => 4));
+    const encoder = await rewriteGraph(file('encoder'), { int8Matmuls: true }, { cacheDir: freshDir() });
+    // 2 layers x 6 Linears, conv_out and the two-layer projection
+    expect(encoder.int8Matmuls).toBe(2 * 6 + 3);
+    // Already int8: nothing left to do, so the graph is kept as it is.
+    const again = await rewriteGraph(int8.file, { int8Matmuls: true }, { cacheDir: freshDir() });
+    expect(again).toMatchObject({ file: int8.file, rewritten: false, int8Matmuls: 0 });
+    expect(again.reason).toMatch(/no 4-bit matmul/);
+    // A graph of plain MatMuls (the small fixture) has none either.
+    const plain = await rewriteGraph(join(fixtureModel('default'), FIXTURE_FILES.step), { int8Matmuls: true }, { cacheDir: freshDir() });
+    expect(plain.rewritten).toBe(false);
+    expect(snapshot(model)).toBe(before);
+  });
+
+  it('computes what the fp32-activation graph computes, within int8 rounding: encoder rows and decoder logits', async () => {
+    for (const role of ['encoder', 'prefill'] as const) {
+      const int8 = await rewriteGraph(file(role), { int8Matmuls: true }, { cacheDir: freshDir() });
+      const [exact, fast] = await Promise.all([InferenceSession.create(file(role), { logSeverityLevel: 3 }), open(int8)]);
+      try {
+        const feeds =
+          role === 'encoder'
+            ? { [exact.inputNames[0]!]: new Tensor('float32', Float32Array.from({ length: 128 * 200 }, (_, i) => Math.sin(i / 7)), [1, 128, 200]) }
+            : feedsFor(exact, 2, 6, 0, 5);
+        const output = exact.outputNames[0]!;
+        const [a, b] = [asFloat32((await fast.run(feeds))[output] as Tensor), asFloat32((await exact.run(feeds))[output] as Tensor)];
+        expect(a.length).toBe(b.length);
+        const error = relativeRms(a, b);
+        // int8 activations with a scale per block of 32 round each input by at most 1/254 of its block's range
+        expect(error).toBeGreaterThan(0);
+        expect(error).toBeLessThan(0.05);
+      } finally {
+        await Promise.all([exact.release(), fast.release()]);
+      }
+    }
+  });
+
+  it('the engine loads them on the CPU by default (all three graphs), and the exported ones when told not to', async () => {
+    const saved = process.env.XDG_CACHE_HOME;
+    const cache = mkdtempSync(join(scratch, 'xdg-'));
+    process.env.XDG_CACHE_HOME = cache;
+    const graphs = join(cache, 'mega-asr', 'graphs');
+    try {
+      const engine = await AsrEngine.load({ modelDir: model, device: 'cpu', intraOpThreads: 1 });
+      await engine.warmUp();
+      await engine.release();
+      const written = readdirSync(graphs).sort();
+      expect(written.map((f) => f.split('.')[0])).toEqual(['audio_encoder_int4', 'decoder_prefill_int4', 'decoder_step_int4']);
+      for (const f of written) expect(new Set(levels(join(graphs, f)))).toEqual(new Set([4]));
+      rmSync(graphs, { recursive: true });
+      const exported = await AsrEngine.load({ modelDir: model, device: 'cpu', intraOpThreads: 1, cpuInt8Matmuls: false, leanGraphs: false });
+      await exported.warmUp();
+      await exported.release();
+      expect(() => readdirSync(graphs)).toThrow(/ENOENT/);
+    } finally {
+      if (saved === undefined) delete process.env.XDG_CACHE_HOME;
+      else process.env.XDG_CACHE_HOME = saved;
+    }
   });
 });

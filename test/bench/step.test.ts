@@ -30,21 +30,23 @@ async function benchStep(args: string[]) {
 describe('npm run bench:step', () => {
   it('measures every batch x context with and without lean graphs, next to a weights-only floor', async () => {
     const out = join(scratch, 'step.json');
-    const result = await benchStep(['--model-dir', fixtureModel('default'), '--batch', '2,1', '--context', '40,70', '--steps', '3', '--lean', 'both', '--out', out]);
+    const result = await benchStep(['--model-dir', fixtureModel('default'), '--batch', '2,1', '--context', '40,70', '--steps', '3', '--lean', 'both', '--int8', 'off', '--out', out]);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     const report = JSON.parse(readFileSync(out, 'utf8'));
     expect(report).toMatchObject({ bench: 'step', provider: 'cpu', steps: 3, skipped: [] });
 
-    expect(report.floor.matmuls).toBeGreaterThan(0);
-    expect(report.floor.rows.map((r: { batch: number }) => r.batch)).toEqual([1, 2]);
-    for (const r of report.floor.rows) expect(r.ms.median).toBeGreaterThan(0);
-
-    expect(report.graphs).toHaveLength(2);
-    const [original, lean] = report.graphs;
-    expect(original).toMatchObject({ lean: false, prefill: { rewritten: false }, step: { rewritten: false } });
-    expect(lean).toMatchObject({ lean: true, prefill: { rewritten: true }, step: { rewritten: true } });
-    expect(lean.step.file).toContain(join(scratch, 'cache', 'mega-asr', 'graphs'));
+    expect(report.variants).toHaveLength(2);
+    const [original, lean] = report.variants;
+    for (const v of report.variants) {
+      // each variant's floor is read from its own step graph
+      expect(v.floor.matmuls).toBeGreaterThan(0);
+      expect(v.floor.rows.map((r: { batch: number }) => r.batch)).toEqual([1, 2]);
+      for (const r of v.floor.rows) expect(r.ms.median).toBeGreaterThan(0);
+    }
+    expect(original).toMatchObject({ lean: false, int8: false, graphs: { prefill: { greedy: false }, step: { greedy: false } } });
+    expect(lean).toMatchObject({ lean: true, int8: false, graphs: { prefill: { greedy: true, int8Matmuls: 0 }, step: { greedy: true } } });
+    expect(lean.graphs.step.file).toContain(join(scratch, 'cache', 'mega-asr', 'graphs'));
 
     const rows = report.rows as StepRow[];
     expect(rows.map((r) => `${r.lean}/${r.context}/${r.batch}`)).toEqual(
@@ -66,7 +68,7 @@ describe('npm run bench:step', () => {
       expect(r.contextMeasured).toBeGreaterThan(r.context);
       expect(r.contextMeasured).toBeLessThan(r.context + 20);
     }
-    expect(result.stdout).toMatch(/floor: \d+ MatMul nodes/);
+    expect(result.stdout).toMatch(/^lean floor: \d+ MatMul nodes/m);
     expect(result.stdout).toMatch(/^lean\s+2\s+70\s/m);
   });
 

@@ -36,6 +36,7 @@ function options(o: Partial<AsrPoolOptions>): AsrPoolOptions {
     intraOpThreads: 1,
     maxBatch: 8,
     leanGraphs: true,
+    cpuInt8Matmuls: true,
     workers: 1,
     decodeWorkers: 1,
     maxQueue: 4,

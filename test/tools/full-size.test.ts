@@ -9,16 +9,12 @@ import { nAudioTokens } from '../../src/asr/prompt.js';
 import { decoderEmbeddingInput } from '../../src/hub/graph-signature.js';
 import { FIXTURE_FILES } from '../../tools/fixture/model-dir.js';
 import { STOP_IDS } from '../../tools/full-size/decoder.js';
-import { EMBEDDING_FILE, FULL_SIZE_DIMS, writeFullSizeModel, type FullSizeDims, type FullSizeOptions } from '../../tools/full-size/model-dir.js';
+import { EMBEDDING_FILE, FULL_SIZE_DIMS, TOY_DIMS, writeFullSizeModel, type FullSizeDims, type FullSizeOptions } from '../../tools/full-size/model-dir.js';
 import { decodeBatch, inputMeta, openFixtureDecoder, type FixtureDecoder } from './decoder-rows.js';
 
 const { onnx } = onnxProto;
 
-/** The full-size topology at toy widths: same builder, same ops, a few MB. */
-const SMALL: FullSizeDims = {
-  decoder: { layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 16, ffn: 128, vocab: 151936 },
-  encoder: { layers: 2, width: 64, heads: 4, ffn: 128, convChannels: 8, output: 64 },
-};
+const SMALL = TOY_DIMS;
 const STOPS: number[] = [STOP_IDS.endOfText, STOP_IDS.imEnd];
 
 const dirs: string[] = [];

@@ -18,6 +18,12 @@ export const FULL_SIZE_DIMS: FullSizeDims = {
   encoder: { layers: 24, width: 1024, heads: 16, ffn: 4096, convChannels: 480, output: 2048 },
 };
 
+/** The same topology at toy widths: the same builder and ops in a few MB (tests). */
+export const TOY_DIMS: FullSizeDims = {
+  decoder: { layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 16, ffn: 128, vocab: 151936 },
+  encoder: { layers: 2, width: 64, heads: 4, ffn: 128, convChannels: 8, output: 64 },
+};
+
 export interface FullSizeOptions {
   batch: 'dynamic' | 1;
   kv: 'float16' | 'float32';
