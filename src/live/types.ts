@@ -71,8 +71,11 @@ export type LiveEvent =
   /** the turn's audio is final; its transcription follows */
   | { type: 'committed'; itemId: string; previousItemId: string | null; reason: CommitReason }
   /**
-   * Newly stable text of the turn, appended to what came before (never retracted). latencyMs: see
-   * LiveStats.partialLatencyMs; absent on the final tail (its latency is `completed.finalLatencyMs`).
+   * Newly stable text of the turn, appended to what came before (never retracted).
+   * latencyMs (partial latency): text becomes stable when two consecutive partials agree on it; this is the time
+   * from the arrival (append) of the last audio sample covered by the earlier of the two, which first proposed
+   * the text, to this delta's emission: the cadence, plus the later partial's wait and run time. Absent on the
+   * final tail, whose latency is `completed.finalLatencyMs`.
    */
   | { type: 'delta'; itemId: string; text: string; latencyMs?: number }
   | {
@@ -84,7 +87,7 @@ export type LiveEvent =
       language?: string;
       audioSeconds: number;
       usage: TurnUsage;
-      /** from the arrival of the turn's last audio sample (or its commit) to this event */
+      /** from the end of the turn (arrival of the audio that ended it, or the client's commit) to this event */
       finalLatencyMs: number;
     }
   /** the turn's final transcription could not run (e.g. the service is shutting down) */
@@ -100,7 +103,9 @@ export type LiveErrorCode =
   /** the session is closed */
   | 'closed'
   /** server turn detection asked for but this session has no voice activity detector */
-  | 'turn_detection_unavailable';
+  | 'turn_detection_unavailable'
+  /** a configuration value out of range (turn detection parameters, partialSeconds) */
+  | 'invalid_config';
 
 /** A request the session refuses; the protocol reports it to its client. */
 export class LiveError extends Error {
@@ -122,13 +127,7 @@ export interface LiveStats {
   partials: number;
   /** partials the pool refused (skipped) */
   partialsRefused: number;
-  /**
-   * Latency of each delta emitted from partials, in ms: from the arrival (append) of the last audio sample that
-   * the partial which first proposed the delta's text covered, to the delta's emission. Text becomes stable when
-   * two consecutive partials agree on it, so this is the later partial's wait and run time plus the cadence.
-   */
-  partialLatencyMs: number[];
-  /** input audio dropped, in seconds of 16 kHz audio: appended while closing or beyond the backlog limit */
+  /** input audio dropped, in seconds of 16 kHz audio: appended after close or beyond the backlog limit */
   droppedSeconds: number;
 }
 
