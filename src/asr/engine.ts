@@ -17,9 +17,9 @@ import { ModelLoadError } from './errors.js';
 import { Generator, Sequence, type SequenceTimings, type Streamer } from './generation.js';
 import type { Language } from './languages.js';
 import { checkPreprocessorConfig, findModelFiles, type ModelFiles } from './model-dir.js';
-import { TranscriptDeltas, parseAsrOutput } from './postprocess.js';
+import { TranscriptDeltas, keepsLeadingSpace, parseAsrOutput } from './postprocess.js';
 import { AsrProcessor } from './processor.js';
-import { SPECIAL } from './prompt.js';
+import { SPECIAL, headerLanguage, type TranscriptPrefix } from './prompt.js';
 import { StageLock } from './stage-lock.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -76,16 +76,23 @@ export interface ChunkOptions {
   shouldStop?: () => boolean;
   /** defaults to <|im_end|> and <|endoftext|> */
   stopTokenIds?: readonly number[];
+  /**
+   * forced start of the answer, prefilled with the prompt: decoding continues after `language X<asr_text>text`.
+   * The result's text is `text` and then what was generated (repaired on its own; its leading white space kept only
+   * after a word: postprocess.ts keepsLeadingSpace); deltas carry only the generated part; maxNewTokens counts it alone
+   */
+  prefix?: TranscriptPrefix;
 }
 
 export interface ChunkResult {
   text: string;
-  /** canonical language name; '' when the model heard no speech */
+  /** canonical language name; '' when the model heard no speech; a prefix's always */
   language: string;
+  /** what the model generated (after a prefix: only what follows it) */
   rawText: string;
   /** every generated token id (stop token excluded) */
   tokens: number[];
-  /** the ids of the transcript text: after the "language X<asr_text>" header in auto-language mode */
+  /** the ids of the transcript text: after the "language X<asr_text>" header in auto-language mode, a prefix's text first */
   textTokens: number[];
   promptTokens: number;
   /** encoder rows in the prompt (one <|audio_pad|> each) */
@@ -313,8 +320,12 @@ export class AsrEngine {
 
   /** One chunk, decoded together with whatever else this engine is decoding. */
   async transcribeChunk(pcm: Float32Array, o: ChunkOptions): Promise<ChunkResult> {
+    // A header in the prompt (forced language or prefix): the model writes only text, after the prefix's if any.
+    const forced = headerLanguage(o);
+    const forcedText = o.prefix?.text ?? '';
+    const keepLead = keepsLeadingSpace(forcedText);
     const audio = await this.processor.process(pcm, o);
-    const streaming = o.onDelta ? this.streamer(o.onDelta, o.language) : undefined;
+    const streaming = o.onDelta ? this.streamer(o.onDelta, forced, keepLead) : undefined;
     const criteria = {
       stopIds: o.stopTokenIds ? new Set(o.stopTokenIds) : this.defaultStopIds,
       maxNewTokens: o.maxNewTokens,
@@ -325,13 +336,16 @@ export class AsrEngine {
     // Without a listener the ids are decoded and parsed once, here, not at every step.
     const rawText = streaming ? streaming.deltas.rawText : this.tokenizer.decode(sequence.tokens);
     const generated = sequence.tokens;
-    const parsed = parseAsrOutput(rawText, o.language);
+    const parsed = parseAsrOutput(rawText, forced, keepLead);
+    const { ids } = audio.prompt;
     return {
-      text: parsed.text,
-      language: parsed.language,
+      text: forcedText + parsed.text,
+      language: o.prefix ? forced! : parsed.language,
       rawText,
       tokens: generated,
-      textTokens: o.language ? generated : generated.slice(generated.indexOf(this.tokenizer.tokenId(SPECIAL.asrText)) + 1),
+      textTokens: forced
+        ? [...ids.slice(ids.length - audio.prefixTextTokens), ...generated]
+        : generated.slice(generated.indexOf(this.tokenizer.tokenId(SPECIAL.asrText)) + 1),
       promptTokens: audio.prompt.ids.length,
       audioTokens: audio.audioTokens,
       truncated: sequence.finish === 'budget',
@@ -341,8 +355,8 @@ export class AsrEngine {
   }
 
   /** Streams each id's text to `onDelta` as transcript deltas that add up to the final text. */
-  private streamer(onDelta: (text: string) => void, language?: Language): { streamer: Streamer; deltas: TranscriptDeltas } {
-    const deltas = new TranscriptDeltas(language);
+  private streamer(onDelta: (text: string) => void, language: string | undefined, keepLead: boolean): { streamer: Streamer; deltas: TranscriptDeltas } {
+    const deltas = new TranscriptDeltas(language, keepLead);
     const stream = this.tokenizer.createStreamDecoder();
     const emit = (text: string) => {
       if (text) onDelta(text);

@@ -123,11 +123,20 @@ const LANGUAGE_PREFIX = 'language ';
 const PYTHON_LINE_BREAKS = /\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]/;
 
 /**
- * `language English<asr_text>text` (auto) or plain text (forced language) -> language and text;
- * `language None<asr_text>` means no speech.
+ * Whether output that continues a forced `text` keeps its leading white space: after a word it separates that
+ * word from the next one; after no text, or text that ends in white space, it would be stray or doubled.
  */
-export function parseAsrOutput(raw: string, forcedLanguage?: string): ParsedOutput {
-  let s = raw.trim();
+export function keepsLeadingSpace(text: string): boolean {
+  return text !== '' && !/\s$/u.test(text);
+}
+
+/**
+ * `language English<asr_text>text` (auto) or plain text (forced language) -> language and text;
+ * `language None<asr_text>` means no speech. `keepLeadingSpace`: the output continues forced text
+ * (keepsLeadingSpace), so only its end is trimmed.
+ */
+export function parseAsrOutput(raw: string, forcedLanguage?: string, keepLeadingSpace = false): ParsedOutput {
+  let s = keepLeadingSpace ? raw.trimEnd() : raw.trim();
   if (!s) return { language: '', text: '' };
   s = detectAndFixRepetitions(s);
   if (forcedLanguage) return { language: forcedLanguage, text: s };
@@ -164,7 +173,7 @@ export function mergeLanguages(languages: readonly string[]): string[] {
 export class TranscriptDeltas {
   private raw = '';
   private tagSeen = false;
-  /** raw's unsettled part (after leading white space), once raw has more than white space */
+  /** raw's unsettled part (after leading white space, unless kept), once raw has more than white space */
   private tail?: string;
   /** the repair of raw's settled part: what the final repaired output starts with */
   private settled = '';
@@ -172,7 +181,11 @@ export class TranscriptDeltas {
   private textStart = -1;
   private sent = '';
 
-  constructor(private readonly forcedLanguage?: string) {}
+  constructor(
+    private readonly forcedLanguage?: string,
+    /** as parseAsrOutput's */
+    private readonly keepLeadingSpace = false,
+  ) {}
 
   /** The model's output so far. */
   get rawText(): string {
@@ -187,9 +200,8 @@ export class TranscriptDeltas {
     this.tagSeen ||= !!this.forcedLanguage || this.raw.includes(ASR_TEXT_TAG, Math.max(0, before - ASR_TEXT_TAG.length));
     if (!this.tagSeen) return '';
     if (this.tail === undefined) {
-      const text = this.raw.trimStart();
-      if (!text) return '';
-      this.tail = text;
+      if (!this.raw.trim()) return '';
+      this.tail = this.keepLeadingSpace ? this.raw : this.raw.trimStart();
     } else this.tail += piece;
     const tail = Array.from(this.tail.trimEnd());
     const r = repair(tail, REPEAT_THRESHOLD);
@@ -205,7 +217,7 @@ export class TranscriptDeltas {
 
   /** The rest of the final text. */
   end(): string {
-    return this.advance(parseAsrOutput(this.raw, this.forcedLanguage).text);
+    return this.advance(parseAsrOutput(this.raw, this.forcedLanguage, this.keepLeadingSpace).text);
   }
 
   /** parseAsrOutput's text of the start of a repaired output, once it holds the tag. */

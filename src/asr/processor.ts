@@ -4,7 +4,7 @@ import type { PrefillInput } from './backend.js';
 import type { EncoderContract } from './contract.js';
 import { InferenceError } from './errors.js';
 import type { Language } from './languages.js';
-import { buildPrompt, nAudioTokens } from './prompt.js';
+import { buildPrompt, nAudioTokens, type TranscriptPrefix } from './prompt.js';
 import type { StageLock } from './stage-lock.js';
 import type { Tokenizer } from './tokenizer.js';
 
@@ -13,6 +13,8 @@ export interface ProcessedAudio {
   prompt: PrefillInput;
   /** encoder rows in the prompt (one <|audio_pad|> each) */
   audioTokens: number;
+  /** the prompt's last ids that are forced transcript text (a prefix's) */
+  prefixTextTokens: number;
   featuresMs: number;
   encoderMs: number;
 }
@@ -30,15 +32,22 @@ export class AsrProcessor {
     private readonly lock: StageLock,
   ) {}
 
-  async process(pcm: Float32Array, o: { language?: Language; context?: string }): Promise<ProcessedAudio> {
+  async process(pcm: Float32Array, o: { language?: Language; context?: string; prefix?: TranscriptPrefix }): Promise<ProcessedAudio> {
     const { rows, nFrames, featuresMs, encoderMs } = await this.lock.run(() => this.encode(pcm));
     const expected = nAudioTokens(nFrames);
     const prompt = buildPrompt(this.tokenizer, {
       nAudioTokens: expected,
       ...(o.context ? { context: o.context } : {}),
       ...(o.language ? { language: o.language } : {}),
+      ...(o.prefix ? { prefix: o.prefix } : {}),
     });
-    return { prompt: { ids: prompt.ids, audio: { rows, offset: prompt.audioOffset } }, audioTokens: expected, featuresMs, encoderMs };
+    return {
+      prompt: { ids: prompt.ids, audio: { rows, offset: prompt.audioOffset } },
+      audioTokens: expected,
+      prefixTextTokens: prompt.prefixTextTokens,
+      featuresMs,
+      encoderMs,
+    };
   }
 
   private async encode(pcm: Float32Array): Promise<{ rows: Tensor; nFrames: number; featuresMs: number; encoderMs: number }> {
