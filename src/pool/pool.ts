@@ -52,6 +52,15 @@ export interface AsrPoolOptions {
 export interface TranscribeCall {
   language?: Language;
   context?: string;
+  /**
+   * The answer is forced to begin with `language {language}<asr_text>{text}` (language: as a result's languages[0];
+   * text: the transcript so far) and decoding continues after it. The result's text starts with exactly `text`, its
+   * languages are [language], deltas carry only what follows `text`. Implies `whole`.
+   */
+  prefix?: { language: string; text: string };
+  /** one sequence without VAD or chunking; audio past the chunk limit is refused (AudioError 'too_long') */
+  whole?: boolean;
+  /** receives the transcript text as it is decoded (after a prefix: only what follows it) */
   onDelta?: (text: string) => void;
   /** cancels cooperatively (queued or running); the result then says `cancelled`, `cancelReason` 'client' */
   signal?: AbortSignal;
@@ -218,6 +227,8 @@ export class AsrPool {
         slot,
         ...(call.language ? { language: call.language } : {}),
         ...(call.context ? { context: call.context } : {}),
+        ...(call.prefix ? { prefix: { language: call.prefix.language, text: call.prefix.text } } : {}),
+        ...(call.whole ? { whole: true } : {}),
         ...(channel ? { port: channel.port2 } : {}),
       };
       const { result, ms } = await this.asr.run(task, channel ? [...transfer, channel.port2] : transfer, channel?.port1, call.onDelta);

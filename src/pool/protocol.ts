@@ -2,6 +2,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { DeviceSetting } from '../asr/engine.js';
 import type { SharedEmbeddingTable } from '../asr/embeddings.js';
 import type { Language } from '../asr/languages.js';
+import type { TranscriptPrefix } from '../asr/prompt.js';
 import type { TranscriptionResult } from '../asr/transcribe.js';
 import { AudioError, type AudioErrorCode } from '../audio/errors.js';
 import type { CancelCells } from './cancel-slots.js';
@@ -31,6 +32,10 @@ export interface AsrTask {
   pcm: Float32Array;
   language?: Language;
   context?: string;
+  /** forced start of the answer (TranscribeCall's) */
+  prefix?: TranscriptPrefix;
+  /** one sequence, no VAD, no chunking */
+  whole?: boolean;
   /** the admission's cell in `cells` */
   slot: number;
   /** receives text deltas; closed by the worker when the task ends */
