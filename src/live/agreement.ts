@@ -43,8 +43,8 @@ export class LocalAgreement<Mark> {
   }
 }
 
-/** An n-gram of up to this many units... */
-const MAX_PATTERN_UNITS = 8;
+/** A pattern of up to this many units (a short sentence)... */
+const MAX_PATTERN_UNITS = 16;
 /** ...repeated back to back more than this many times is a loop, not speech. */
 export const MAX_REPEATS = 4;
 
@@ -52,7 +52,7 @@ const key = (unit: string) => unit.trim().toLowerCase();
 
 /**
  * Keeps a turn's text out of repetition loops. When a unit completes the (MAX_REPEATS + 1)-th back-to-back copy
- * of a pattern of 1-8 units, that copy is dropped (unless part of it was let through by an earlier call: then it
+ * of a pattern of 1-16 units, that copy is dropped (unless part of it was let through by an earlier call: then it
  * stays whole), and so is every following unit that goes on with the pattern; the first unit that does not ends
  * the loop and is judged afresh.
  */
