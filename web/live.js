@@ -156,21 +156,22 @@ export class LiveSession {
   }
 
   async listen() {
-    // The raw signal: the browser's noise suppression and gain control reshape speech the model is trained on.
-    const stream = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-    });
     const context = new AudioContext();
-    this.audio = { stream, context, node: null };
+    this.audio = { stream: null, context, node: null };
+    // The worklet first: what the microphone says before it is in place would be lost.
     await context.audioWorklet.addModule(WORKLET);
     const node = new AudioWorkletNode(context, 'pcm16-24k', { numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1] });
     this.audio.node = node;
     node.port.onmessage = (e) => {
       if (e.data instanceof ArrayBuffer) this.send(e.data);
     };
-    context.createMediaStreamSource(stream).connect(node);
     // Connected to the output so that the browser runs it; it writes silence there.
     node.connect(context.destination);
+    // The raw signal: the browser's noise suppression and gain control reshape speech the model is trained on.
+    this.audio.stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    context.createMediaStreamSource(this.audio.stream).connect(node);
     if (context.state === 'suspended') await context.resume();
   }
 
@@ -269,7 +270,7 @@ export class LiveSession {
     const audio = this.audio;
     this.audio = null;
     if (!audio) return;
-    for (const track of audio.stream.getTracks()) track.stop();
+    for (const track of audio.stream?.getTracks() ?? []) track.stop();
     if (flush && audio.node) {
       await new Promise((resolve) => {
         const timer = setTimeout(resolve, 1000);
