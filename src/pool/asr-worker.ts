@@ -1,6 +1,7 @@
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { AsrEngine } from '../asr/engine.js';
 import { transcribe } from '../asr/transcribe.js';
+import { SileroVad } from '../audio/silero-vad.js';
 import { errorToData, type AsrOutcome, type AsrTask, type AsrWorkerData, type AsrWorkerMessage } from './protocol.js';
 
 /**
@@ -33,6 +34,8 @@ async function load(): Promise<AsrEngine> {
       },
     });
     await engine.warmUp();
+    // The thread's Silero VAD, which transcribe's planChunks uses: loaded now, so a bad install fails the start.
+    if (data.vad) await SileroVad.forThread();
     return engine;
   } catch (err) {
     post({ type: 'asr-worker-failed', threadId, message: err instanceof Error ? err.message : String(err) });
@@ -52,6 +55,8 @@ async function handle(engine: AsrEngine, task: AsrTask): Promise<AsrOutcome> {
       ...(data.vad ? { vad: data.vad } : {}),
       ...(task.language ? { language: task.language } : {}),
       ...(task.context ? { context: task.context } : {}),
+      ...(task.prefix ? { prefix: task.prefix } : {}),
+      ...(task.whole ? { whole: true } : {}),
       ...(port ? { onDelta: (d: string) => port.postMessage(d) } : {}),
       shouldStop: () => Atomics.load(cancelFlags, slot) !== 0,
     });
