@@ -87,6 +87,22 @@ export const configSchema = z.object({
     .default('true')
     .transform((v) => v === 'true' || v === '1'),
   ASR_MAX_SEGMENT_SECONDS: positiveNumber.max(1200).default(15),
+  /** live streams (WebSocket sessions of /v1/realtime) open at once; one more is refused (error event, close 1013) */
+  MAX_REALTIME_SESSIONS: z.coerce.number().int().min(0).max(100000).default(32),
+  /** a realtime session with no client event for this long is closed (error event, close 1000) */
+  REALTIME_IDLE_SECONDS: positiveNumber.max(86400).default(60),
+  /** seconds of new turn audio between partial re-transcriptions of a live turn */
+  REALTIME_PARTIAL_SECONDS: positiveNumber.min(0.2).max(10).default(0.8),
+  /** decoded audio bytes one input_audio_buffer.append may carry (OpenAI's limit: 15 MiB) */
+  REALTIME_MAX_APPEND_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(15 * 1024 * 1024),
+  /** client events one realtime session may send per second; more are refused and their audio dropped */
+  REALTIME_MAX_EVENTS_PER_SECOND: z.coerce.number().int().min(1).default(400),
+  /** PEM certificate (chain) and private key files: both set, the server listens with HTTPS (and wss:) */
+  TLS_CERT: z.string().min(1).optional(),
+  TLS_KEY: z.string().min(1).optional(),
+}).refine((c) => (c.TLS_CERT === undefined) === (c.TLS_KEY === undefined), {
+  message: 'set both TLS_CERT and TLS_KEY (HTTPS), or neither (HTTP)',
+  path: ['TLS_CERT'],
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -74,12 +74,48 @@ export class Metrics implements StageRecorder {
     registers: [this.registry],
   });
 
+  readonly realtimeSessions = new Gauge({
+    name: 'realtime_sessions',
+    help: 'Open realtime (WebSocket) transcription sessions',
+    registers: [this.registry],
+  });
+
+  readonly realtimeRefused = new Counter({
+    name: 'realtime_refused_sessions_total',
+    help: 'Realtime connections refused after the upgrade, by reason (max_sessions: MAX_REALTIME_SESSIONS reached; not_ready; draining)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly partialLatency = new Histogram({
+    name: 'realtime_partial_latency_seconds',
+    help: 'Realtime partial text latency: from the arrival of the last audio sample its text covers to its delta event',
+    buckets: [0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30],
+    registers: [this.registry],
+  });
+
+  readonly finalLatency = new Histogram({
+    name: 'realtime_final_latency_seconds',
+    help: "Realtime turn latency: from the turn's last audio sample (or its commit) to its completed event",
+    buckets: [0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30],
+    registers: [this.registry],
+  });
+
+  readonly droppedAudioSeconds = new Counter({
+    name: 'realtime_dropped_audio_seconds_total',
+    help: 'Realtime input audio never transcribed, by reason (too_large: an append over the limit; rate_limited: over REALTIME_MAX_EVENTS_PER_SECOND; backlog: turn detection fell behind; closing)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   constructor(stats: () => PoolStats) {
     collectDefaultMetrics({ register: this.registry });
     // Every series exists from the start, so rates and alerts work before the first event.
     for (const reason of ['queue_full', 'draining', 'not_ready']) this.rejections.inc({ reason }, 0);
     for (const outcome of ['completed', 'truncated', 'cancelled', 'failed']) this.outcomes.inc({ outcome }, 0);
     for (const stage of STAGES) this.stageSeconds.zero({ stage });
+    for (const reason of ['max_sessions', 'not_ready', 'draining']) this.realtimeRefused.inc({ reason }, 0);
+    for (const reason of ['too_large', 'rate_limited', 'backlog']) this.droppedAudioSeconds.inc({ reason }, 0);
     const gauge = (name: string, help: string, read: (s: PoolStats) => number) =>
       new Gauge({
         name,

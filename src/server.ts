@@ -8,7 +8,11 @@ import { pino } from 'pino';
 import { findModelFiles } from './asr/model-dir.js';
 import { reportDecoderCapabilities } from './audio/decode.js';
 import { engineSettings, loadConfig, transcriptionSettings, type Config } from './config.js';
+import { SileroVad } from './audio/silero-vad.js';
 import { buildApp } from './http/app.js';
+import { RealtimeSessions } from './http/realtime/sessions.js';
+import { poolTranscribe } from './live/pool-transcribe.js';
+import { LiveSession } from './live/session.js';
 import { Metrics } from './metrics.js';
 import { ensureModel } from './hub/ensure-model.js';
 import { logProgress } from './hub/progress.js';
@@ -27,8 +31,19 @@ export async function startServer(config: Config = loadConfig()) {
   await reportDecoderCapabilities(logger); // one line: what this ffmpeg decodes, or which formats it cannot take
   const backend = new PendingBackend(config.WORKERS);
   const metrics = new Metrics(() => backend.stats);
-  const app = await buildApp({ config, backend, metrics, logger });
+  const realtime = new RealtimeSessions({
+    maxSessions: config.MAX_REALTIME_SESSIONS,
+    limits: {
+      idleSeconds: config.REALTIME_IDLE_SECONDS,
+      maxAppendBytes: config.REALTIME_MAX_APPEND_BYTES,
+      maxEventsPerSecond: config.REALTIME_MAX_EVENTS_PER_SECOND,
+    },
+    models: { served: config.SERVED_MODEL_ID, aliases: config.MODEL_ALIASES },
+    metrics,
+  });
+  const app = await buildApp({ config, backend, metrics, logger, realtime });
   await app.listen({ host: config.HOST, port: config.PORT });
+  let vad: SileroVad | undefined;
 
   const download = new AbortController();
   let stopping: Promise<void> | undefined;
@@ -56,6 +71,13 @@ export async function startServer(config: Config = loadConfig()) {
     });
     backend.attach(pool);
     await pool.waitUntilReady();
+    // Live turns are detected on this thread (a frame costs well under a millisecond), one VAD stream per session.
+    const silero = (vad = await SileroVad.load());
+    const transcribe = poolTranscribe(pool);
+    realtime.attach(
+      (live, listener) =>
+        new LiveSession({ transcribe, vadStream: () => silero.stream(), partialSeconds: config.REALTIME_PARTIAL_SECONDS, config: live }, listener),
+    );
     // a drain that began while the workers loaded refuses work: the service never becomes ready
     if (!stopping) logger.info({ workers: config.WORKERS, sequences: pool.stats.capacity, modelDir }, 'workers loaded and warm: ready');
   })().catch((err: Error) => {
@@ -71,7 +93,8 @@ export async function startServer(config: Config = loadConfig()) {
     (stopping ??= (async () => {
       logger.info({ reason, graceSeconds: config.SHUTDOWN_GRACE_SECONDS }, 'draining');
       download.abort();
-      await backend.drain(config.SHUTDOWN_GRACE_SECONDS * 1000);
+      // Realtime sessions finish their committed turns within the grace, then close with 1001.
+      await Promise.all([realtime.drain(config.SHUTDOWN_GRACE_SECONDS * 1000), backend.drain(config.SHUTDOWN_GRACE_SECONDS * 1000)]);
       // A keep-alive connection would hold close() open for keepAliveTimeout (72 s): close idle ones as they
       // appear, and after the last answers have been written, cut whatever is left (e.g. a stalled upload).
       const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
@@ -80,6 +103,7 @@ export async function startServer(config: Config = loadConfig()) {
         clearInterval(sweep);
         clearTimeout(cut);
       });
+      await vad?.release();
       logger.info('stopped');
     })());
 
@@ -92,6 +116,8 @@ export async function startServer(config: Config = loadConfig()) {
     },
     ready,
     stop,
+    /** the realtime sessions (GET /v1/realtime) */
+    realtime,
     address: app.server.address(),
   };
 }

@@ -1,21 +1,28 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import multipart from '@fastify/multipart';
+import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Config } from '../config.js';
 import type { Metrics } from '../metrics.js';
 import { bearerAuth } from './auth.js';
 import type { TranscriptionBackend } from './backend.js';
 import { ApiError, clientErrorResponse, toApiError } from './errors.js';
+import { realtimeSubprotocol, wsMaxPayload } from './realtime/handshake.js';
+import { realtimeRoutes } from './realtime/route.js';
+import type { RealtimeSessions } from './realtime/sessions.js';
 import { modelRoutes } from './routes/models.js';
 import { operationsRoutes } from './routes/operations.js';
 import { pageRoutes } from './routes/page.js';
 import { transcriptionRoutes } from './routes/transcriptions.js';
 
 export interface AppOptions {
-  config: Pick<Config, 'API_KEYS' | 'MAX_UPLOAD_BYTES' | 'SERVED_MODEL_ID' | 'MODEL_ALIASES'>;
+  config: Pick<Config, 'API_KEYS' | 'MAX_UPLOAD_BYTES' | 'SERVED_MODEL_ID' | 'MODEL_ALIASES' | 'REALTIME_MAX_APPEND_BYTES' | 'TLS_CERT' | 'TLS_KEY'>;
   backend: TranscriptionBackend;
+  /** the realtime sessions' budget and registry (GET /v1/realtime) */
+  realtime: RealtimeSessions;
   metrics: Metrics;
   logger: FastifyBaseLogger;
 }
@@ -33,6 +40,7 @@ function requestId(req: { headers: Record<string, string | string[] | undefined>
 
 export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
+    ...(o.config.TLS_CERT && o.config.TLS_KEY ? { https: { cert: readFileSync(o.config.TLS_CERT), key: readFileSync(o.config.TLS_KEY) } } : {}),
     loggerInstance: o.logger,
     genReqId: requestId,
     // Requests during shutdown still reach our routes, which answer with OpenAI-shaped 503s.
@@ -79,6 +87,14 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
 
   // Over-size files throw (413) instead of arriving silently truncated.
   await app.register(multipart, { throwFileSizeLimit: true });
+  await app.register(websocket, {
+    options: { maxPayload: wsMaxPayload(o.config.REALTIME_MAX_APPEND_BYTES), handleProtocols: realtimeSubprotocol },
+    // Sessions are drained (and closed with 1001) before the app closes; anything left is cut here.
+    preClose(done) {
+      for (const client of this.websocketServer.clients) client.close(1001, 'the server is shutting down');
+      done();
+    },
+  });
   await app.register(operationsRoutes, { backend: o.backend, metrics: o.metrics, openapiPath: OPENAPI_PATH });
   await app.register(pageRoutes, { root: WEB_ROOT });
   await app.register(
@@ -86,6 +102,7 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
       v1.addHook('onRequest', bearerAuth(o.config.API_KEYS));
       await v1.register(modelRoutes, { models, created: Math.floor(Date.now() / 1000) });
       await v1.register(transcriptionRoutes, { backend: o.backend, metrics: o.metrics, models, maxUploadBytes });
+      await v1.register(realtimeRoutes, { sessions: o.realtime });
     },
     { prefix: '/v1' },
   );
