@@ -197,7 +197,12 @@ export class LiveSession {
 
   private enqueue(work: () => void | Promise<void>): void {
     this.queue = this.queue.then(async () => {
-      if (!this.isClosed) await work();
+      try {
+        if (!this.isClosed) await work();
+      } catch (err) {
+        // Only turn detection can fail here (its model run): the session reports it and goes on.
+        this.emit({ type: 'error', message: `processing the audio failed: ${err instanceof Error ? err.message : String(err)}` });
+      }
     });
   }
 

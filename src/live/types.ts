@@ -93,7 +93,9 @@ export type LiveEvent =
   /** the turn's final transcription could not run (e.g. the service is shutting down) */
   | { type: 'failed'; itemId: string; message: string }
   /** uncommitted audio was dropped; itemId: the turn it discarded, if one had started */
-  | { type: 'cleared'; itemId?: string };
+  | { type: 'cleared'; itemId?: string }
+  /** the session could not process some audio (turn detection failed on it); it goes on with the next */
+  | { type: 'error'; message: string };
 
 export type LiveListener = (event: LiveEvent) => void;
 

@@ -4,7 +4,7 @@ import { resample } from '../../src/audio/resample.js';
 import { LiveSession } from '../../src/live/session.js';
 import { LiveError, type LiveConfig } from '../../src/live/types.js';
 import type { AsrPool } from '../../src/pool/pool.js';
-import { clip, concat, Events, HEADER, pcm16, play, Recorder, SR, startPool } from './live-support.js';
+import { clip, Events, HEADER, pcm16, play, Recorder, SR, startPool } from './live-support.js';
 
 const PCM16K = { encoding: 'pcm16', sampleRate: 16000 } as const;
 let pool: AsrPool;

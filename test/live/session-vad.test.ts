@@ -1,0 +1,104 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SileroVad } from '../../src/audio/silero-vad.js';
+import { LiveSession } from '../../src/live/session.js';
+import { LiveError } from '../../src/live/types.js';
+import type { AsrPool } from '../../src/pool/pool.js';
+import { clip, concat, Events, HEADER, pcm16, play, Recorder, silence, SR, startPool } from './live-support.js';
+
+let pool: AsrPool;
+let vad: SileroVad;
+let farField: Float32Array;
+let recording: Float32Array;
+
+beforeAll(async () => {
+  [pool, vad] = await Promise.all([startPool('default'), SileroVad.load()]);
+  farField = await clip(pool, 'far_field');
+  recording = await clip(pool, 'recording');
+});
+
+afterAll(async () => {
+  await Promise.all([pool?.drain(1000), vad?.release()]);
+});
+
+function session(recorder: Recorder, events: Events): LiveSession {
+  return new LiveSession(
+    {
+      transcribe: recorder.transcribe,
+      vadStream: () => vad.stream(),
+      config: { format: { encoding: 'pcm16', sampleRate: 24000 }, turnDetection: { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 } },
+    },
+    events.listener,
+  );
+}
+
+describe('live session with server turn detection (Silero VAD)', () => {
+  it('ends each spoken turn on silence and transcribes it, audio outside speech left out', async () => {
+    const recorder = new Recorder(pool);
+    const events = new Events();
+    const live = session(recorder, events);
+    const lead = 1.2;
+    const audio = concat(silence(lead), farField, silence(1.5), recording, silence(1.5));
+    await play(live, pcm16(audio, 24000), 48000, { recorder });
+    await recorder.settled();
+
+    const started = events.of('speechStarted');
+    const stopped = events.of('speechStopped');
+    const committed = events.of('committed');
+    const completed = events.of('completed');
+    expect(started.length).toBeGreaterThanOrEqual(2);
+    expect(stopped.map((e) => e.itemId)).toEqual(started.map((e) => e.itemId));
+    expect(committed.map((e) => [e.itemId, e.reason])).toEqual(started.map((e) => [e.itemId, 'silence']));
+    expect(new Set(completed.map((e) => e.itemId))).toEqual(new Set(started.map((e) => e.itemId)));
+    // per turn: started, (deltas), stopped, committed, then its final (possibly after the next turn began)
+    for (const s of started) {
+      const order = events.list.filter(({ e }) => 'itemId' in e && e.itemId === s.itemId).map(({ e }) => e.type);
+      expect(order[0]).toBe('speechStarted');
+      expect(order.at(-1)).toBe('completed');
+      expect(order.indexOf('speechStopped')).toBe(order.indexOf('committed') - 1);
+    }
+    // the first turn's partials agreed on text while it was still being spoken
+    const first = events.list.filter(({ e }) => 'itemId' in e && e.itemId === started[0]!.itemId).map(({ e }) => e.type);
+    expect(first.indexOf('delta')).toBeGreaterThan(0);
+    expect(first.indexOf('delta')).toBeLessThan(first.indexOf('speechStopped'));
+    // the leading silence is not in the first turn (the padding is 300 ms), and the second clip is a later turn
+    expect(started[0]!.audioStartMs).toBeGreaterThan(lead * 1000 - 400);
+    const secondClipMs = (lead + farField.length / SR + 1.5) * 1000;
+    expect(started.at(-1)!.audioStartMs).toBeGreaterThan(secondClipMs - 400);
+    expect(stopped.at(-1)!.audioEndMs).toBeLessThan((audio.length / SR) * 1000 - 400);
+    for (const c of completed) {
+      expect(c.transcript).toBe(events.text(c.itemId));
+      expect(c.transcript).not.toMatch(HEADER);
+      expect(c.audioSeconds).toBeLessThan(farField.length / SR + 1);
+    }
+    // every turn's transcriptions covered only its own audio, starting without a prefix
+    expect(recorder.calls.filter((c) => c.prefix === undefined).length).toBeGreaterThanOrEqual(started.length);
+    expect(live.stats.turns).toBe(started.length);
+    await live.close();
+  });
+
+  it('hears no turn in silence, and a client commit still works', async () => {
+    const recorder = new Recorder(pool);
+    const events = new Events();
+    const live = session(recorder, events);
+    await play(live, pcm16(silence(3), 24000), 48000, { recorder });
+    expect(events.list).toEqual([]);
+    expect(recorder.calls).toEqual([]);
+    // a commit takes the audio kept since the last turn (up to 2 s): a turn of silence, transcribed at once
+    live.commit();
+    await events.until(() => events.of('completed').length === 1);
+    expect(events.of('committed')[0]).toMatchObject({ reason: 'client', previousItemId: null });
+    expect(events.of('completed')[0]!.audioSeconds).toBeCloseTo(2, 1);
+    await live.close();
+  });
+
+  it('refuses server turn detection without a voice activity detector', () => {
+    const live = new LiveSession({ transcribe: () => Promise.reject(new Error('unused')) }, () => {});
+    expect(() => live.configure({ turnDetection: { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 } })).toThrow(
+      expect.objectContaining({ code: 'turn_detection_unavailable' }) as LiveError,
+    );
+    const withVad = new LiveSession({ transcribe: () => Promise.reject(new Error('unused')), vadStream: () => vad.stream() }, () => {});
+    expect(() => withVad.configure({ turnDetection: { threshold: 1.5, prefixPaddingMs: 300, silenceDurationMs: 500 } })).toThrow(
+      expect.objectContaining({ code: 'invalid_config' }) as LiveError,
+    );
+  });
+});
