@@ -1,5 +1,7 @@
 import { splitAudioIntoChunks, type AudioChunk } from '../audio/chunking.js';
+import { AudioError } from '../audio/errors.js';
 import { SAMPLE_RATE } from '../audio/pcm.js';
+import { SileroVad } from '../audio/silero-vad.js';
 import { detectSpeech, planSegments } from '../audio/vad.js';
 import type { AsrEngine, ChunkOptions, ChunkResult, ChunkTimings } from './engine.js';
 import { mergeLanguages } from './postprocess.js';
@@ -15,6 +17,11 @@ export interface TranscribeOptions extends Omit<ChunkOptions, 'maxNewTokens'> {
   /** per-chunk token budget = tokenBudgetBase + ceil(tokensPerSecond * chunk seconds) */
   tokensPerSecond: number;
   tokenBudgetBase: number;
+  /**
+   * One sequence for the whole audio: no VAD, no chunking (a live turn, already speech); audio longer than
+   * `chunkSeconds` is refused (AudioError 'too_long'), never cut. Implied by `prefix`.
+   */
+  whole?: boolean;
 }
 
 export interface Segment {
@@ -60,24 +67,35 @@ export function joinSeparator(before: string, after: string): string {
 }
 
 /** Where the model listens, in the recording's time line. */
-export function planChunks(pcm: Float32Array, o: Pick<TranscribeOptions, 'chunkSeconds' | 'vad'>): AudioChunk[] {
+export async function planChunks(pcm: Float32Array, o: Pick<TranscribeOptions, 'chunkSeconds' | 'vad'>): Promise<AudioChunk[]> {
   if (!o.vad) return splitAudioIntoChunks(pcm, o.chunkSeconds);
   const maxSeconds = Math.min(o.vad.maxSegmentSeconds, o.chunkSeconds);
+  const regions = await detectSpeech(pcm, await SileroVad.forThread());
   // Short pieces are zero-padded to 0.5 s by the feature extractor, as the reference pads short chunks.
-  return planSegments(pcm, detectSpeech(pcm), { maxSeconds }).map(({ start, end }) => ({
+  return planSegments(pcm, regions, { maxSeconds }).map(({ start, end }) => ({
     pcm: pcm.subarray(Math.round(start * SAMPLE_RATE), Math.round(end * SAMPLE_RATE)),
     start,
     end,
   }));
 }
 
+/** The audio as one chunk, refused past the chunk limit rather than cut. */
+function wholeChunk(pcm: Float32Array, chunkSeconds: number): AudioChunk {
+  const seconds = pcm.length / SAMPLE_RATE;
+  if (seconds > chunkSeconds) {
+    throw new AudioError('too_long', `audio transcribed whole may last at most ${chunkSeconds} s; this lasts ${seconds.toFixed(2)} s`);
+  }
+  return { pcm, start: 0, end: seconds };
+}
+
 /** Each chunk is transcribed on its own (fresh prompt and cache); no speech, no model run. */
 export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: TranscribeOptions): Promise<TranscriptionResult> {
-  const chunks = planChunks(pcm, o);
+  // A prefix continues one sequence's text: it cannot be split among chunks.
+  const chunks = o.whole || o.prefix ? [wholeChunk(pcm, o.chunkSeconds)] : await planChunks(pcm, o);
   const segments: Segment[] = [];
   const results: ChunkResult[] = [];
   let text = '';
-  const { chunkSeconds: _c, tokensPerSecond: _t, tokenBudgetBase: _b, vad: _v, onDelta, ...shared } = o;
+  const { chunkSeconds: _c, tokensPerSecond: _t, tokenBudgetBase: _b, vad: _v, whole: _w, onDelta, ...shared } = o;
   let stoppedBetweenChunks = false;
   for (const chunk of chunks) {
     // Cancelled while queued or after a chunk: no further encoder or prefill runs.

@@ -145,8 +145,9 @@ describe('transcribe with voice activity detection', () => {
       expect(FIXTURE_SENTENCES).toContain(s.text);
     }
     for (let i = 1; i < r.segments.length; i++) expect(r.segments[i]!.start).toBeGreaterThanOrEqual(r.segments[i - 1]!.end);
-    // every cut between segments lies in the silence between two clips, never inside one
-    for (const s of r.segments.slice(0, -1)) expect(bounds.some((b) => s.end >= b - 0.2 && s.end <= b + 1.7)).toBe(true);
+    // every cut between segments lies in the silence between two clips, or in a clip's last second, after its last
+    // word (obstructed.wav ends in 1.3 s of near silence, echo.wav in 0.7 s of reverberation), never inside speech
+    for (const s of r.segments.slice(0, -1)) expect(bounds.some((b) => s.end >= b - 1 && s.end <= b + 1.7), `cut at ${s.end}`).toBe(true);
   });
 });
 

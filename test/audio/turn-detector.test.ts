@@ -8,10 +8,8 @@ import { concat, music, noise, silence, tone } from '../support/speech-mix.js';
 
 const clip = (name: string) => decodeWavToPcm(readFileSync(sharedPath('fixtures', 'voices-in-the-wild', `${name}.wav`)));
 
-interface Heard extends SpeechEvent {
-  /** samples pushed when the event came */
-  at: number;
-}
+/** An event and the samples pushed when it came. */
+type Heard = SpeechEvent & { at: number };
 
 /** Feeds `pcm` as a live client would, 20 ms at a time. */
 async function live(detector: TurnDetector, pcm: Float32Array, piece = 320): Promise<Heard[]> {

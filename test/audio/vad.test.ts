@@ -1,9 +1,15 @@
 import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeWavToPcm, SAMPLE_RATE as SR } from '../../src/audio/pcm.js';
+import { SileroVad } from '../../src/audio/silero-vad.js';
+import { DEFAULT_TURN_DETECTION } from '../../src/audio/turn-detector.js';
 import { detectSpeech, planSegments, type PlannedSegment, type SpeechRegion } from '../../src/audio/vad.js';
 import { mulberry32 } from '../../tools/random.js';
 import { sharedPath } from '../support/shared.js';
+import {
+  concat, frameRecall, LOW_VOICE, music, noise, NOISE_KINDS, noisyCase, reverberate, rms, say, SENTENCES, silence,
+  speechFrames, tone, totalSeconds as total, VOICE, type NoiseKind,
+} from '../support/speech-mix.js';
 
 const CLIPS = ['noise', 'far_field', 'obstructed', 'distortion', 'recording', 'echo', 'dropout', 'mixed'] as const;
 type ClipName = (typeof CLIPS)[number];
@@ -17,78 +23,6 @@ function clip(name: ClipName): Float32Array {
     clipCache.set(name, pcm);
   }
   return pcm;
-}
-
-function silence(seconds: number): Float32Array {
-  return new Float32Array(Math.round(seconds * SR));
-}
-
-function concat(...parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-function gaussian(next: () => number): number {
-  return Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
-}
-
-function rms(x: Float32Array): number {
-  let s = 0;
-  for (const v of x) s += v * v;
-  return Math.sqrt(s / x.length);
-}
-
-function scaleTo(x: Float32Array, target: number): Float32Array {
-  const g = target / rms(x);
-  for (let i = 0; i < x.length; i++) x[i] = x[i]! * g;
-  return x;
-}
-
-type Colour = 'white' | 'pink' | 'brown';
-/** Stationary Gaussian noise at the given RMS: white, pink (Kellet's filter, -3 dB/octave) or brown (leaky integrator, -6 dB/octave). */
-function noise(colour: Colour, seconds: number, level: number, seed: number): Float32Array {
-  const next = mulberry32(seed);
-  const x = new Float32Array(Math.round(seconds * SR));
-  const b = new Float64Array(7);
-  for (let i = 0; i < x.length; i++) {
-    const w = gaussian(next);
-    if (colour === 'white') {
-      x[i] = w;
-    } else if (colour === 'brown') {
-      b[0] = 0.998 * b[0]! + w;
-      x[i] = b[0];
-    } else {
-      b[0] = 0.99886 * b[0]! + w * 0.0555179;
-      b[1] = 0.99332 * b[1]! + w * 0.0750759;
-      b[2] = 0.969 * b[2]! + w * 0.153852;
-      b[3] = 0.8665 * b[3]! + w * 0.3104856;
-      b[4] = 0.55 * b[4]! + w * 0.5329522;
-      b[5] = -0.7616 * b[5]! - w * 0.016898;
-      x[i] = b[0] + b[1] + b[2] + b[3] + b[4] + b[5] + b[6]! + w * 0.5362;
-      b[6] = w * 0.115926;
-    }
-  }
-  return scaleTo(x, level);
-}
-
-/** Sum of sines at `freqs`, the h-th at amplitude / h. */
-function tone(seconds: number, freqs: number[], amplitude: number): Float32Array {
-  const x = new Float32Array(Math.round(seconds * SR));
-  for (let i = 0; i < x.length; i++) {
-    let v = 0;
-    freqs.forEach((f, h) => (v += (amplitude / (h + 1)) * Math.sin((2 * Math.PI * f * i) / SR)));
-    x[i] = v;
-  }
-  return x;
-}
-
-function total(regions: SpeechRegion[]): number {
-  return regions.reduce((s, r) => s + r.end - r.start, 0);
 }
 
 function expectOrdered(segments: readonly SpeechRegion[], duration: number): void {
@@ -120,73 +54,122 @@ function energyInside(x: Float32Array, regions: SpeechRegion[]): number {
   return inside / all;
 }
 
+let vad: SileroVad;
+beforeAll(async () => {
+  vad = await SileroVad.load();
+});
+afterAll(() => vad.release());
+const detect = (pcm: Float32Array) => detectSpeech(pcm, vad);
+
 describe('detectSpeech: no speech, no regions', () => {
-  it('finds nothing in empty input and digital silence', () => {
-    expect(detectSpeech(new Float32Array(0))).toEqual([]);
-    expect(detectSpeech(new Float32Array(100))).toEqual([]);
-    expect(detectSpeech(silence(30))).toEqual([]);
+  it('finds nothing in empty input and digital silence', async () => {
+    expect(await detect(new Float32Array(0))).toEqual([]);
+    expect(await detect(new Float32Array(100))).toEqual([]);
+    expect(await detect(silence(10))).toEqual([]);
   });
 
-  it('finds nothing in very quiet dither', () => {
+  it('finds nothing in very quiet dither', async () => {
     const next = mulberry32(3);
     // TPDF dither of +-1 LSB at 16 bits, then much louder but still quiet white noise.
-    const dither = Float32Array.from({ length: 20 * SR }, () => (next() - next()) / 32768);
-    expect(detectSpeech(dither)).toEqual([]);
-    expect(detectSpeech(noise('white', 20, 1e-4, 4))).toEqual([]);
+    const dither = Float32Array.from({ length: 5 * SR }, () => (next() - next()) / 32768);
+    expect(await detect(dither)).toEqual([]);
+    expect(await detect(noise('white', 5, 1e-4, 4))).toEqual([]);
   });
 
   for (const colour of ['white', 'pink', 'brown'] as const) {
-    it(`finds nothing in stationary ${colour} noise at any level`, () => {
+    it(`finds nothing in stationary ${colour} noise at any level`, async () => {
       for (const [i, level] of [0.01, 0.05, 0.2, 0.5].entries()) {
-        expect(detectSpeech(noise(colour, 30, level, 10 + i)), `${colour} at RMS ${level}`).toEqual([]);
+        expect(await detect(noise(colour, 4, level, 10 + i)), `${colour} at RMS ${level}`).toEqual([]);
       }
     });
   }
 
-  it('finds nothing in hum and steady tones', () => {
-    expect(detectSpeech(tone(20, [50, 100, 150, 200, 250], 0.3))).toEqual([]);
-    expect(detectSpeech(tone(20, [60, 120, 180], 0.05))).toEqual([]);
-    expect(detectSpeech(tone(20, [440], 0.3))).toEqual([]);
-    // A bin-centred tone leaves every other bin empty: its shape alone must not read as voicing.
-    expect(detectSpeech(tone(20, [1000], 0.9))).toEqual([]);
+  it('finds nothing in hum, steady tones or music', async () => {
+    expect(await detect(tone(4, [50, 100, 150, 200, 250], 0.3))).toEqual([]);
+    expect(await detect(tone(4, [60, 120, 180], 0.05))).toEqual([]);
+    expect(await detect(tone(4, [440], 0.3))).toEqual([]);
+    expect(await detect(tone(4, [1000], 0.9))).toEqual([]);
     // A steady buzz has the harmonics of a voice but none of its changes.
-    expect(detectSpeech(tone(20, [150, 300, 450, 600, 750, 900, 1050], 0.2))).toEqual([]);
+    expect(await detect(tone(4, [150, 300, 450, 600, 750, 900, 1050], 0.2))).toEqual([]);
+    // Chords of plucked harmonic notes: the hand-written detector marked all of it as speech.
+    for (const [i, level] of [0.03, 0.1, 0.3].entries()) expect(await detect(music(5, level, 30 + i)), `music at RMS ${level}`).toEqual([]);
   });
 
-  it('finds nothing in noise that starts after silence or after quieter noise', () => {
-    expect(detectSpeech(concat(silence(5), noise('brown', 20, 0.2, 21)))).toEqual([]);
-    expect(detectSpeech(concat(silence(5), noise('pink', 20, 0.2, 22)))).toEqual([]);
-    expect(detectSpeech(concat(noise('pink', 5, 0.001, 23), noise('brown', 20, 0.3, 24)))).toEqual([]);
-    expect(detectSpeech(concat(noise('white', 5, 0.003, 25), noise('pink', 20, 0.3, 26)))).toEqual([]);
+  it('finds nothing in noise that starts after silence or after quieter noise', async () => {
+    expect(await detect(concat(silence(2), noise('brown', 4, 0.2, 21)))).toEqual([]);
+    expect(await detect(concat(silence(2), noise('pink', 4, 0.2, 22)))).toEqual([]);
+    expect(await detect(concat(noise('pink', 2, 0.001, 23), noise('brown', 4, 0.3, 24)))).toEqual([]);
+    expect(await detect(concat(noise('white', 2, 0.003, 25), noise('pink', 4, 0.3, 26)))).toEqual([]);
+  });
+});
+
+/**
+ * Least fraction of the clean speech's frames kept, per noise kind, at 0 and -5 dB, for both voices: measured
+ * (bench/vad.ts, where the hand-written detector's figures are too) and set a little under. Silero's own
+ * reference on such mixes is 97-98 % at -5 dB in pink noise, reverberation or clipping. Music at -5 dB drowns
+ * the voice for Silero too (measured 68-82 %): it is not counted as speech, which is the point of it.
+ */
+const MIN_RECALL: Record<NoiseKind, [number, number]> = {
+  white: [0.97, 0.97],
+  pink: [0.97, 0.97],
+  brown: [0.97, 0.97],
+  babble: [0.97, 0.97],
+  music: [0.95, 0.6],
+  reverb: [0.97, 0.93],
+  clipped: [0.97, 0.97],
+};
+
+describe('detectSpeech keeps speech in noise (espeak-ng speech, SNR = active speech level over noise)', () => {
+  for (const [name, voice] of [
+    ['a plain voice', VOICE],
+    ['a low voice (~84 Hz)', LOW_VOICE],
+  ] as const) {
+    let speech: Float32Array;
+    beforeAll(() => {
+      speech = concat(say(SENTENCES[0]!, voice), silence(0.4), say(SENTENCES[1]!, voice));
+    });
+    it.each(NOISE_KINDS)(`${name} under %s at 0 and -5 dB`, async (kind) => {
+      for (const [i, snr] of [0, -5].entries()) {
+        const c = noisyCase(speech, kind, snr);
+        const recall = frameRecall(c.truth, await detect(c.pcm));
+        expect(recall, `${kind} at ${snr} dB`).toBeGreaterThanOrEqual(MIN_RECALL[kind][i]!);
+      }
+    });
+  }
+
+  it('ends a region where the speech ends, not where its reverberation does', async () => {
+    const dry = concat(silence(0.5), say(SENTENCES[0]!, LOW_VOICE), silence(3));
+    const lastSpeech = ((speechFrames(dry).lastIndexOf(1) + 1) * 512) / SR;
+    const regions = await detect(reverberate(dry, 1, 1, 3).subarray(0, dry.length));
+    const end = Math.max(...regions.map((r) => r.end));
+    // the region ends at most the end padding (300 ms) plus 200 ms after the dry speech, in a 1 s RT60 room
+    expect(end - lastSpeech).toBeLessThanOrEqual(DEFAULT_TURN_DETECTION.prefixPaddingMs / 1000 + 0.2);
   });
 });
 
 describe('detectSpeech on real noisy speech (voices-in-the-wild)', () => {
-  // Coverage measured when the thresholds were chosen: noise 100%, far_field 88%, obstructed 83%,
-  // distortion 92%, recording 74% (speech at ~0 dB SNR), echo 83%, dropout 89%, mixed 88%.
-  it.each(CLIPS)('%s: regions cover the spoken part', (name) => {
+  it.each(CLIPS)('%s: regions cover the spoken part', async (name) => {
     const pcm = clip(name);
     const duration = pcm.length / SR;
-    const regions = detectSpeech(pcm);
+    const regions = await detect(pcm);
     expectOrdered(regions, duration);
-    expect(total(regions) / duration).toBeGreaterThanOrEqual(0.6);
+    // Measured: duration covered 75-98 %, energy 98-100 % (recording.wav: 84 %).
+    expect(total(regions) / duration).toBeGreaterThanOrEqual(0.7);
     // recording.wav's noise is as loud as its speech, so its energy is spread like its duration.
-    expect(energyInside(pcm, regions)).toBeGreaterThanOrEqual(name === 'recording' ? 0.7 : 0.85);
+    expect(energyInside(pcm, regions)).toBeGreaterThanOrEqual(name === 'recording' ? 0.8 : 0.95);
   });
 
-  it('leaves out the 1.3 s of near silence before obstructed.wav speaks', () => {
-    const regions = detectSpeech(clip('obstructed'));
-    expect(regions[0]!.start).toBeGreaterThan(1);
-    expect(regions[0]!.start).toBeLessThan(1.5);
+  it('leaves out the 1.3 s of near silence before obstructed.wav speaks', async () => {
+    const regions = await detect(clip('obstructed'));
+    expect(regions[0]!.start).toBeGreaterThan(0.7);
+    expect(regions[0]!.start).toBeLessThan(1.3);
   });
 
-  it('places speech after 5 s of silence at 5 s, in the input time line', () => {
-    // far_field.wav speaks from its first frame.
-    const late = detectSpeech(concat(silence(5), clip('far_field')));
-    expect(Math.abs(late[0]!.start - 5)).toBeLessThanOrEqual(0.25);
-    // mixed.wav has a quiet lead-in: the regions move by exactly the silence.
-    const alone = detectSpeech(clip('mixed'));
-    const shifted = detectSpeech(concat(silence(5), clip('mixed')));
+  it('places speech after 5 s of silence at 5 s, in the input time line', async () => {
+    const late = await detect(concat(silence(5), clip('far_field')));
+    expect(Math.abs(late[0]!.start - 5)).toBeLessThanOrEqual(0.3);
+    const alone = await detect(clip('mixed'));
+    const shifted = await detect(concat(silence(5), clip('mixed')));
     expect(shifted).toHaveLength(alone.length);
     shifted.forEach((r, i) => {
       expect(r.start - alone[i]!.start).toBeCloseTo(5, 1);
@@ -194,53 +177,45 @@ describe('detectSpeech on real noisy speech (voices-in-the-wild)', () => {
     });
   });
 
-  it('splits two utterances 2 s apart into two regions with the pause between them', () => {
+  it('splits two utterances 2 s apart into two regions with the pause between them', async () => {
     const first = clip('mixed');
     const gapStart = first.length / SR;
-    const regions = detectSpeech(concat(first, silence(2), clip('far_field')));
+    const pcm = concat(first, silence(2), clip('far_field'));
+    const regions = await detect(pcm);
     expect(regions).toHaveLength(2);
     expect(regions[0]!.end).toBeLessThanOrEqual(gapStart + 0.4);
     expect(regions[1]!.start).toBeGreaterThanOrEqual(gapStart + 2 - 0.4);
     expect(regions[1]!.start - regions[0]!.end).toBeGreaterThan(1);
-    // The same pause is bridged when the minimum silence is longer than it.
-    expect(detectSpeech(concat(first, silence(2), clip('far_field')), { minSilenceSeconds: 3 })).toHaveLength(1);
+    // The same pause is bridged when a turn needs a longer silence to end.
+    expect(await detectSpeech(pcm, vad, { ...DEFAULT_TURN_DETECTION, silenceDurationMs: 3000 })).toHaveLength(1);
   });
 
-  it.each(['far_field', 'distortion', 'dropout', 'mixed'] as const)('still finds %s under white noise at 10 dB SNR', (name) => {
+  it.each(['far_field', 'distortion', 'dropout', 'mixed'] as const)('still finds %s under white noise at 10 dB SNR', async (name) => {
     const pcm = clip(name);
     const noisy = noise('white', pcm.length / SR, rms(pcm) / Math.sqrt(10), 99);
     for (let i = 0; i < noisy.length; i++) noisy[i] = noisy[i]! + pcm[i]!;
-    const clean = detectSpeech(pcm);
-    const regions = detectSpeech(noisy);
+    const clean = await detect(pcm);
+    const regions = await detect(noisy);
     expect(total(regions) / (pcm.length / SR)).toBeGreaterThanOrEqual(0.6);
     expect(Math.abs(regions[0]!.start - clean[0]!.start)).toBeLessThanOrEqual(0.5);
   });
 
-  it('uses its options', () => {
-    const pcm = clip('mixed');
-    const plain = detectSpeech(pcm);
-    const unpadded = detectSpeech(pcm, { paddingSeconds: 0 });
-    expect(unpadded[0]!.start).toBeCloseTo(plain[0]!.start + 0.15, 5);
-    expect(detectSpeech(pcm, { voicingThreshold: 0.99 })).toEqual([]);
-    expect(detectSpeech(pcm, { minVoicedSeconds: 10 })).toEqual([]);
-    expect(() => detectSpeech(pcm, { hopSeconds: 0.0101 })).toThrow(RangeError);
-    expect(() => detectSpeech(pcm, { windowSeconds: 0.0535 })).toThrow(RangeError); // 428 points: 107 is prime
-    expect(() => detectSpeech(pcm, { voicingThreshold: Number.NaN })).toThrow(RangeError);
-    expect(() => detectSpeech(pcm, { minF0: 20 })).toThrow(RangeError);
+  it('costs well under a second of CPU per minute of audio', async () => {
+    const minute = concat(...CLIPS.map(clip), ...CLIPS.map(clip)).subarray(0, 60 * SR);
+    const before = process.cpuUsage();
+    const regions = await detect(minute);
+    const cpu = process.cpuUsage(before);
+    // ~300 ms here (Silero ~0.15 ms per 32 ms frame, one thread); the bound leaves room for a loaded machine.
+    expect((cpu.user + cpu.system) / 1000).toBeLessThan(1000);
+    expect(regions.length).toBeGreaterThan(5);
   });
 
-  it('processes 10 minutes of audio at well under 250 ms per minute', () => {
-    const minute = concat(...CLIPS.map(clip), ...CLIPS.map(clip));
-    const parts: Float32Array[] = [];
-    for (let s = 0; s < 600; s += minute.length / SR) parts.push(minute);
-    const long = concat(...parts);
-    const t0 = performance.now();
-    const regions = detectSpeech(long);
-    const segments = planSegments(long, regions, { maxSeconds: 15 });
-    const ms = performance.now() - t0;
-    // ~25 ms per minute here; the bound leaves room for a loaded machine.
-    expect(ms / (long.length / SR / 60)).toBeLessThan(250);
-    expect(segments.length).toBeGreaterThan(40);
+  it('uses its options', async () => {
+    const pcm = clip('mixed');
+    const plain = await detect(pcm);
+    const unpadded = await detectSpeech(pcm, vad, { ...DEFAULT_TURN_DETECTION, prefixPaddingMs: 0 });
+    expect(unpadded[0]!.start - plain[0]!.start).toBeCloseTo(Math.min(0.3, unpadded[0]!.start), 5);
+    await expect(detectSpeech(pcm, vad, { ...DEFAULT_TURN_DETECTION, threshold: Number.NaN })).rejects.toThrow(RangeError);
   });
 });
 
@@ -340,13 +315,14 @@ describe('planSegments', () => {
   });
 
   /** The clips' spoken parts back to back, `gap` seconds of silence between them, until `seconds`. */
-  function speechStream(seconds: number, gap: number): { pcm: Float32Array; joins: [number, number][] } {
+  async function speechStream(seconds: number, gap: number): Promise<{ pcm: Float32Array; joins: [number, number][] }> {
     const parts: Float32Array[] = [];
     const joins: [number, number][] = [];
     let t = 0;
     for (let i = 0; t < seconds; i++) {
       const pcm = clip(CLIPS[i % CLIPS.length]!);
-      const regions = detectSpeech(pcm);
+      // The speech alone, unpadded, so that clips 0.25 s apart run on as one turn.
+      const regions = await detectSpeech(pcm, vad, { ...DEFAULT_TURN_DETECTION, prefixPaddingMs: 0 });
       const spoken = pcm.subarray(Math.round(regions[0]!.start * SR), Math.round(regions[regions.length - 1]!.end * SR));
       if (parts.length) {
         joins.push([t, t + gap]);
@@ -359,8 +335,8 @@ describe('planSegments', () => {
     return { pcm: concat(...parts), joins };
   }
 
-  it('splits a minute of continuous speech at local energy minima', () => {
-    const { pcm } = speechStream(60, 0);
+  it('splits a minute of continuous speech at local energy minima', async () => {
+    const { pcm } = await speechStream(60, 0);
     const duration = pcm.length / SR;
     const segments = planSegments(pcm, [{ start: 0, end: duration }], { maxSeconds: 15 });
     expectOrdered(segments, duration);
@@ -377,16 +353,18 @@ describe('planSegments', () => {
     }
   });
 
-  it('splits speech with short pauses at the pauses, in the original time line', () => {
+  it('splits speech with short pauses at the pauses, in the original time line', async () => {
     const lead = 5;
-    const stream = speechStream(60, 0.25);
+    const stream = await speechStream(60, 0.25);
     const pcm = concat(silence(lead), stream.pcm);
     const duration = pcm.length / SR;
-    const regions = detectSpeech(pcm);
+    const regions = await detect(pcm);
     const segments = planSegments(pcm, regions, { maxSeconds: 15 });
     expectOrdered(segments, duration);
     for (const s of segments) expect(s.end - s.start).toBeLessThanOrEqual(15);
-    expect(Math.abs(segments[0]!.start - lead)).toBeLessThanOrEqual(0.25);
+    // The first segment opens at the speech, less the turn's 300 ms prefix and the plan's 100 ms padding.
+    expect(segments[0]!.start).toBeGreaterThanOrEqual(lead - 0.45);
+    expect(segments[0]!.start).toBeLessThanOrEqual(lead);
     // Every region is transcribed, whole.
     for (const r of regions) {
       const covered = segments.reduce((sum, s) => sum + Math.max(0, Math.min(s.end, r.end) - Math.max(s.start, r.start)), 0);

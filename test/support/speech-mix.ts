@@ -144,10 +144,9 @@ export function music(seconds: number, level: number, seed: number): Float32Arra
     for (const f of pitches) {
       for (let h = 1; h <= 8 && f * h < SR / 2; h++) {
         const w = (2 * Math.PI * f * h) / SR;
-        for (let i = 0; i < ring; i++) {
-          const env = Math.min(1, i / (0.005 * SR)) * Math.exp(-i / (0.15 * SR * (1 + 1 / h)));
-          x[at + i] = x[at + i]! + (env / h) * Math.sin(w * i);
-        }
+        const decay = Math.exp(-1 / (0.15 * SR * (1 + 1 / h)));
+        const attack = 0.005 * SR;
+        for (let i = 0, d = 1 / h; i < ring; i++, d *= decay) x[at + i] = x[at + i]! + Math.min(1, i / attack) * d * Math.sin(w * i);
       }
     }
     at += length;
@@ -155,13 +154,18 @@ export function music(seconds: number, level: number, seed: number): Float32Arra
   return scaleTo(x, level);
 }
 
+const talkers: Float32Array[] = [];
+/** Talker t of the babble: a voice of its own saying the sentences from the t-th on, at RMS 1 (made once). */
+function talker(t: number): Float32Array {
+  talkers[t] ??= scaleTo(say(SENTENCES.slice(t).concat(SENTENCES.slice(0, t)).join(' '), BABBLE_VOICES[t % BABBLE_VOICES.length]!), 1);
+  return talkers[t];
+}
+
 /** Several espeak voices saying different sentences at once, looped to `seconds`, at the given RMS. */
-export function babble(seconds: number, level: number, talkers = 5): Float32Array {
+export function babble(seconds: number, level: number, count = 5): Float32Array {
   const x = new Float32Array(Math.round(seconds * SR));
-  for (let t = 0; t < talkers; t++) {
-    const v = BABBLE_VOICES[t % BABBLE_VOICES.length]!;
-    const speech = say(SENTENCES.slice(t).concat(SENTENCES.slice(0, t)).join(' '), v);
-    scaleTo(speech, 1);
+  for (let t = 0; t < count; t++) {
+    const speech = talker(t);
     // Talkers start at different points, and loop, so the babble never pauses as a whole.
     const offset = Math.round((t * 0.37 * speech.length) % speech.length);
     for (let i = 0; i < x.length; i++) x[i] = x[i]! + speech[(offset + i) % speech.length]!;
