@@ -155,9 +155,10 @@ export function music(seconds: number, level: number, seed: number): Float32Arra
 }
 
 const talkers: Float32Array[] = [];
-/** Talker t of the babble: a voice of its own saying the sentences from the t-th on, at RMS 1 (made once). */
+/** Talker t of the babble: a voice of its own saying three sentences from the t-th on, at RMS 1 (made once). */
 function talker(t: number): Float32Array {
-  talkers[t] ??= scaleTo(say(SENTENCES.slice(t).concat(SENTENCES.slice(0, t)).join(' '), BABBLE_VOICES[t % BABBLE_VOICES.length]!), 1);
+  const text = [0, 1, 2].map((i) => SENTENCES[(t + i) % SENTENCES.length]!).join(' ');
+  talkers[t] ??= scaleTo(say(text, BABBLE_VOICES[t % BABBLE_VOICES.length]!), 1);
   return talkers[t];
 }
 
