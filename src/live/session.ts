@@ -231,7 +231,7 @@ export class LiveSession {
       for (const e of events) this.onSpeech(e);
     } else {
       // Without turn detection all audio belongs to a turn, which the client commits.
-      this.turn ??= new LiveTurn(this.host, this.uncommittedFrom);
+      this.turn ??= new LiveTurn(this.host, Math.max(this.uncommittedFrom, this.buffer.start));
     }
     this.limitTurn();
     this.buffer.dropBefore(Math.min(this.turn?.start ?? Infinity, Math.max(this.uncommittedFrom, this.buffer.end - samples(HISTORY_SECONDS))));
