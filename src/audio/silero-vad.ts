@@ -43,19 +43,16 @@ interface Names {
 }
 
 function namesOf(session: InferenceSession): Names {
-  const ins = session.inputNames;
-  const outs = session.outputNames;
-  const find = (list: readonly string[], wanted: string[], what: string) => {
-    const name = list.find((n) => wanted.includes(n));
-    if (!name) throw new VadModelError(`Silero VAD model has no ${what} (${wanted.join(' or ')}); it has ${list.join(', ')}`);
+  const find = (list: readonly string[], name: string, what: string) => {
+    if (!list.includes(name)) throw new VadModelError(`Silero VAD model has no ${what} '${name}'; it has ${list.join(', ')}`);
     return name;
   };
   return {
-    input: find(ins, ['input'], 'audio input'),
-    state: find(ins, ['state'], 'state input'),
-    sr: find(ins, ['sr'], 'sample-rate input'),
-    output: find(outs, ['output'], 'probability output'),
-    stateOut: find(outs, ['stateN'], 'state output'),
+    input: find(session.inputNames, 'input', 'audio input'),
+    state: find(session.inputNames, 'state', 'state input'),
+    sr: find(session.inputNames, 'sr', 'sample-rate input'),
+    output: find(session.outputNames, 'output', 'probability output'),
+    stateOut: find(session.outputNames, 'stateN', 'state output'),
   };
 }
 
@@ -121,7 +118,7 @@ export class SileroVad {
     return this.session.release();
   }
 
-  /** One frame (context + 512 samples) and the state in; the probability out, `state` updated in place. */
+  /** For streams: one frame (context + 512 samples) and the state in; the probability out, `state` updated in place. */
   async frame(window: Float32Array, state: Float32Array): Promise<number> {
     const n = this.names;
     const out = await this.session.run({
@@ -140,7 +137,7 @@ export interface VadStream {
    * completed by this push, in order. Calls must not overlap (await each).
    */
   push(pcm: Float32Array): Promise<Float32Array>;
-  /** Back to the state of a new stream (silence before, no partial frame). */
+  /** Back to the state of a new stream (silence before, no partial frame); not while a push runs. */
   reset(): void;
 }
 
@@ -150,7 +147,7 @@ class SileroStream implements VadStream {
   private readonly state = new Float32Array(STATE_SIZE);
   /** Samples of the current frame received so far. */
   private filled = 0;
-  /** Frames of digital silence in a row (capped once the state is cleared). */
+  /** Frames of digital silence in a row. */
   private silentFrames = 0;
   private busy = false;
 

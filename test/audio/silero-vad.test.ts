@@ -31,6 +31,13 @@ describe('SileroVad', () => {
     expect(sileroModelPath()).toMatch(/node_modules\/@ricky0123\/vad-web\/dist\/silero_vad_v6\.onnx$/);
   });
 
+  it('loads one model per thread for forThread, however many ask at once', async () => {
+    const [a, b] = await Promise.all([SileroVad.forThread(), SileroVad.forThread()]);
+    expect(a).toBe(b);
+    expect(await SileroVad.forThread()).toBe(a);
+    expect(a).not.toBe(vad);
+  });
+
   it('scores each completed 32 ms frame: high in speech, low in silence', async () => {
     const probs = await vad.stream().push(speech);
     expect(probs).toHaveLength(Math.floor(speech.length / VAD_FRAME_SAMPLES));
