@@ -44,6 +44,8 @@ export class LiveSession {
   private uncommittedFrom = 0;
   /** stream index the client has sent up to (ahead of the buffer while the queue works) */
   private appendedEnd = 0;
+  /** samples the client sent since its last commit or clear (known before the queue gets to them) */
+  private appendedSinceClient = 0;
   /** when the newest sample in the buffer arrived (performance.now()) */
   private lastArrival = 0;
   private previousItemId: string | null = null;
@@ -96,6 +98,7 @@ export class LiveSession {
     }
     this.backlog += pcm.length;
     this.appendedEnd += pcm.length;
+    this.appendedSinceClient += pcm.length;
     this.enqueue(async () => {
       this.backlog -= pcm.length;
       await this.ingest(pcm, arrival);
@@ -105,7 +108,7 @@ export class LiveSession {
   /** Ends the current turn here (or makes one of the uncommitted audio). Throws LiveError 'buffer_too_small'. */
   commit(): void {
     this.open();
-    const have = this.appendedEnd - Math.max(this.uncommittedFrom, this.turn?.start ?? 0);
+    const have = Math.min(this.appendedSinceClient, this.appendedEnd - Math.max(this.uncommittedFrom, this.turn?.start ?? 0));
     if (ms(have) < MIN_COMMIT_MS) {
       throw new LiveError(
         'buffer_too_small',
@@ -113,6 +116,7 @@ export class LiveSession {
       );
     }
     const at = performance.now();
+    this.appendedSinceClient = 0;
     this.enqueue(() => {
       const end = this.buffer.end;
       const start = this.turn?.start ?? Math.max(this.uncommittedFrom, this.buffer.start);
@@ -127,6 +131,7 @@ export class LiveSession {
   /** Drops the uncommitted audio, and the turn it held (no final for it). */
   clear(): void {
     this.open();
+    this.appendedSinceClient = 0;
     this.enqueue(() => {
       const dropped = this.turn;
       this.turn = undefined;

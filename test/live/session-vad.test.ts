@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SileroVad } from '../../src/audio/silero-vad.js';
+import { SileroVad, type VadStream } from '../../src/audio/silero-vad.js';
 import { LiveSession } from '../../src/live/session.js';
 import { LiveError } from '../../src/live/types.js';
 import type { AsrPool } from '../../src/pool/pool.js';
@@ -88,6 +88,27 @@ describe('live session with server turn detection (Silero VAD)', () => {
     await events.until(() => events.of('completed').length === 1);
     expect(events.of('committed')[0]).toMatchObject({ reason: 'client', previousItemId: null });
     expect(events.of('completed')[0]!.audioSeconds).toBeCloseTo(2, 1);
+    await live.close();
+  });
+
+  it('reports audio that turn detection fails on as an error and goes on', async () => {
+    const recorder = new Recorder(pool);
+    const events = new Events();
+    let calls = 0;
+    const failing: VadStream = {
+      push: () => (++calls === 1 ? Promise.reject(new Error('model run failed')) : Promise.resolve(new Float32Array(0))),
+      reset: () => {},
+    };
+    const live = new LiveSession(
+      { transcribe: recorder.transcribe, vadStream: () => failing, config: { format: { encoding: 'pcm16', sampleRate: 16000 } } },
+      events.listener,
+    );
+    live.append(pcm16(recording.subarray(0, SR), 16000));
+    live.append(pcm16(recording.subarray(SR, 2 * SR), 16000));
+    live.commit();
+    await events.until(() => events.of('completed').length === 1);
+    expect(events.of('error')).toEqual([{ type: 'error', message: 'processing the audio failed: model run failed' }]);
+    expect(events.of('completed')[0]!.audioSeconds).toBeCloseTo(2, 2);
     await live.close();
   });
 

@@ -113,6 +113,7 @@ describe('live session on the generated model, the client committing', () => {
 
     await play(live, pcm16(noise.subarray(0, 2 * SR), 16000), 32000, { recorder });
     live.clear();
+    expect(() => live.commit()).toThrow(LiveError); // before the queue got to the clear
     await live.idle();
     const [cleared] = events.of('cleared');
     expect(cleared?.itemId).toMatch(/^item_/);
