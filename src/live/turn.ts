@@ -18,7 +18,7 @@ export interface TurnHost {
 /** A wait before asking a full pool again for a turn's final. */
 const FINAL_RETRY_MS = 200;
 
-export function newItemId(): string {
+function newItemId(): string {
   return `item_${randomBytes(12).toString('base64url')}`;
 }
 
