@@ -67,10 +67,11 @@ export function joinSeparator(before: string, after: string): string {
 }
 
 /** Where the model listens, in the recording's time line. */
-export async function planChunks(pcm: Float32Array, o: Pick<TranscribeOptions, 'chunkSeconds' | 'vad'>): Promise<AudioChunk[]> {
+export async function planChunks(pcm: Float32Array, o: Pick<TranscribeOptions, 'chunkSeconds' | 'vad' | 'shouldStop'>): Promise<AudioChunk[]> {
   if (!o.vad) return splitAudioIntoChunks(pcm, o.chunkSeconds);
   const maxSeconds = Math.min(o.vad.maxSegmentSeconds, o.chunkSeconds);
-  const regions = await detectSpeech(pcm, await SileroVad.forThread());
+  // Cancelled during detection (~0.3 s of CPU per minute of audio): the regions so far, which the caller skips.
+  const regions = await detectSpeech(pcm, await SileroVad.forThread(), undefined, o.shouldStop);
   // Short pieces are zero-padded to 0.5 s by the feature extractor, as the reference pads short chunks.
   return planSegments(pcm, regions, { maxSeconds }).map(({ start, end }) => ({
     pcm: pcm.subarray(Math.round(start * SAMPLE_RATE), Math.round(end * SAMPLE_RATE)),
@@ -130,7 +131,8 @@ export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: Transc
     duration: pcm.length / SAMPLE_RATE,
     segments,
     truncated: results.some((r) => r.truncated),
-    cancelled: stoppedBetweenChunks || results.some((r) => r.cancelled),
+    // no chunks: nothing to run, but a stop during voice activity detection is still a cancellation
+    cancelled: stoppedBetweenChunks || results.some((r) => r.cancelled) || (chunks.length === 0 && o.shouldStop?.() === true),
     usage: {
       promptTokens: sum((r) => r.promptTokens),
       audioTokens: sum((r) => r.audioTokens),

@@ -124,6 +124,12 @@ describe('transcribe with voice activity detection', () => {
     expect(FIXTURE_SENTENCES).toContain((await transcribe(engine, noise, defaults)).text);
   });
 
+  it('says cancelled when stopped while finding speech, and runs nothing', async () => {
+    const r = await transcribe(engine, new Float32Array(60 * SR), { ...vad, shouldStop: () => true });
+    expect(r).toMatchObject({ cancelled: true, segments: [], text: '' });
+    expect((await transcribe(engine, new Float32Array(5 * SR), vad)).cancelled).toBe(false);
+  });
+
   it('times segments in the original time line when the audio starts with silence', async () => {
     const speech = clip('far_field');
     const pcm = new Float32Array(3 * SR + speech.length);
