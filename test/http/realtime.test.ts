@@ -90,8 +90,7 @@ describe('the session', () => {
       audio: {
         input: {
           format: { type: 'audio/pcm', rate: 24000 },
-          noise_reduction: null,
-          transcription: { model: 'mega-asr', language: null, prompt: '' },
+          transcription: { model: 'mega-asr', prompt: '' },
           turn_detection: { type: 'server_vad', threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500 },
         },
       },
@@ -158,7 +157,8 @@ describe('turns', () => {
     const c = await open();
     c.send(manual);
     await c.next('session.updated');
-    await c.stream(clipPcm24('far_field'), { bytesPerSecond: 48000, speed: 4 });
+    // at the pace of speech, as a microphone sends it
+    await c.stream(clipPcm24('noise'), { bytesPerSecond: 48000, speed: 1 });
     const beforeCommit = c.types().filter((t) => t === 'conversation.item.input_audio_transcription.delta').length;
     c.send({ type: 'input_audio_buffer.commit' });
     const committed = await c.next('input_audio_buffer.committed');

@@ -202,7 +202,7 @@ export class RealtimeConnection {
       case 'committed':
         this.pending.set(e.itemId, e.previousItemId);
         this.send({ type: 'input_audio_buffer.committed', item_id: e.itemId, previous_item_id: e.previousItemId });
-        return this.send({ type: 'conversation.item.added', item: userAudioItem(e.itemId, null), previous_item_id: e.previousItemId });
+        return this.send({ type: 'conversation.item.added', item: userAudioItem(e.itemId), previous_item_id: e.previousItemId });
       case 'delta':
         if (e.latencyMs !== undefined) m.partialLatency.observe(e.latencyMs / 1000);
         return this.send({ type: 'conversation.item.input_audio_transcription.delta', item_id: e.itemId, content_index: 0, delta: e.text });
@@ -230,16 +230,21 @@ export class RealtimeConnection {
           type: 'conversation.item.input_audio_transcription.failed',
           item_id: e.itemId,
           content_index: 0,
-          error: { type: 'server_error', code: 'transcription_failed', message: e.message, param: null },
+          error: { type: 'server_error', code: 'transcription_failed', message: e.message },
         });
-        return this.settle(e.itemId, null);
+        return this.settle(e.itemId);
       case 'cleared':
         return this.send({ type: 'input_audio_buffer.cleared' });
+      case 'error':
+        this.o.log.warn({ message: e.message }, 'live session could not process audio');
+        return this.send(errorEvent(new EventError(`Some audio could not be processed: ${e.message}`, 'audio_processing_failed', null, 'server_error')));
+      default:
+        return unreachable(e);
     }
   }
 
   /** The turn's transcription is over: its item is final (`conversation.item.done`, with the transcript). */
-  private settle(itemId: string, transcript: string | null): void {
+  private settle(itemId: string, transcript?: string): void {
     this.send({ type: 'conversation.item.done', item: userAudioItem(itemId, transcript), previous_item_id: this.pending.get(itemId) ?? null });
     this.pending.delete(itemId);
     if (this.pending.size > 0) return;
@@ -297,3 +302,8 @@ const LIVE_ERRORS: Record<LiveErrorCode, (message: string) => EventError> = {
 };
 
 const fromLiveError = (e: LiveError) => LIVE_ERRORS[e.code](e.message);
+
+/** A live event this switch does not know fails the type check here, not silently at run time. */
+function unreachable(e: never): void {
+  throw new Error(`unhandled live event ${(e as { type: string }).type}`);
+}

@@ -18,7 +18,8 @@ export interface UserAudioItem {
   type: 'message';
   role: 'user';
   status: 'completed';
-  content: Array<{ type: 'input_audio'; transcript: string | null }>;
+  /** the transcript once there is one (the SDK's Content.transcript is optional, never null) */
+  content: Array<{ type: 'input_audio'; transcript?: string }>;
 }
 
 export interface TranscriptionUsage {
@@ -50,7 +51,7 @@ export type ServerEvent = Base &
         type: 'conversation.item.input_audio_transcription.failed';
         item_id: string;
         content_index: number;
-        error: { type: string; code: string; message: string; param: string | null };
+        error: { type: string; code: string; message: string };
       }
   );
 
@@ -71,6 +72,7 @@ export function errorEvent(e: EventError): ServerEvent {
 }
 
 /** The committed turn as a conversation item: its one content part (content_index 0) is the audio. */
-export function userAudioItem(id: string, transcript: string | null): UserAudioItem {
-  return { id, object: 'realtime.item', type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_audio', transcript }] };
+export function userAudioItem(id: string, transcript?: string): UserAudioItem {
+  const content = { type: 'input_audio' as const, ...(transcript !== undefined ? { transcript } : {}) };
+  return { id, object: 'realtime.item', type: 'message', role: 'user', status: 'completed', content: [content] };
 }

@@ -11,22 +11,26 @@ import { EventError } from './event-error.js';
  * RealtimeTranscriptionSessionCreateResponse (resources/realtime/client-secrets.d.ts) with the audio input of
  * RealtimeTranscriptionSessionAudioInput (resources/realtime/realtime.d.ts).
  */
-export interface TranscriptionSession {
+export interface TranscriptionSession<Format extends WireFormat = WireFormat> {
   id: string;
   object: 'realtime.transcription_session';
   type: 'transcription';
   audio: {
     input: {
-      format: WireFormat;
-      noise_reduction: { type?: 'near_field' | 'far_field'; strength?: number } | null;
-      transcription: { model: string; language: string | null; prompt: string; keywords?: string[] };
+      format: Format;
+      /** absent when off (the SDK types it as optional, not nullable); accepted, and changes nothing here */
+      noise_reduction?: { type?: 'near_field' | 'far_field'; strength?: number };
+      /** AudioTranscription; `language` absent: detected per turn */
+      transcription: { model: string; language?: string; prompt: string; keywords?: string[] };
       turn_detection: ServerVad | null;
     };
   };
-  include: string[];
+  /** always empty: the one value OpenAI defines asks for log probabilities, which are not computed here */
+  include: Array<'item.input_audio_transcription.logprobs'>;
 }
 
-export type WireFormat = { type: 'audio/pcm'; rate: 24000 | 16000 } | { type: 'audio/pcmu' } | { type: 'audio/pcma' };
+/** RealtimeAudioFormats, and 16 kHz PCM as our extension (its own member, so the SDK check can set it apart). */
+export type WireFormat = { type: 'audio/pcm'; rate: 24000 } | { type: 'audio/pcm'; rate: 16000 } | { type: 'audio/pcmu' } | { type: 'audio/pcma' };
 export interface ServerVad {
   type: 'server_vad';
   threshold: number;
@@ -47,8 +51,7 @@ export function newSession(models: ModelIds): TranscriptionSession {
     audio: {
       input: {
         format: { type: 'audio/pcm', rate: 24000 },
-        noise_reduction: null,
-        transcription: { model: models.served, language: null, prompt: '' },
+        transcription: { model: models.served, prompt: '' },
         turn_detection: { ...DEFAULT_SERVER_VAD },
       },
     },
@@ -83,15 +86,19 @@ export function applyUpdate(current: TranscriptionSession, update: SessionUpdate
       );
     }
     if (t.language) language(t.language);
+    // null or '' unsets the language (detected again); an absent field keeps what was there
+    const lang = t.language === undefined ? now.transcription.language : t.language || undefined;
+    const keywords = t.keywords ?? now.transcription.keywords;
     to.transcription = {
       model: t.model ?? now.transcription.model,
-      language: t.language === undefined ? now.transcription.language : t.language || null,
+      ...(lang ? { language: lang } : {}),
       prompt: t.prompt ?? now.transcription.prompt,
-      ...((t.keywords ?? now.transcription.keywords) ? { keywords: t.keywords ?? now.transcription.keywords } : {}),
+      ...(keywords ? { keywords } : {}),
     };
   }
   if (input?.turn_detection !== undefined) to.turn_detection = input.turn_detection === null ? null : turnDetection(input.turn_detection, now.turn_detection);
-  if (input?.noise_reduction !== undefined) to.noise_reduction = input.noise_reduction;
+  if (input?.noise_reduction === null) delete to.noise_reduction;
+  else if (input?.noise_reduction !== undefined) to.noise_reduction = input.noise_reduction;
   if (update.include !== undefined) next.include = include(update.include ?? []);
   return next;
 }
@@ -141,7 +148,7 @@ function turnDetection(t: TurnDetectionUpdate, now: ServerVad | null): ServerVad
 }
 
 /** Nothing can be included: the one value OpenAI defines asks for log probabilities, which we do not compute. */
-function include(items: string[]): string[] {
+function include(items: string[]): [] {
   const [first] = items;
   if (first === undefined) return [];
   if (first === 'item.input_audio_transcription.logprobs') {
