@@ -65,10 +65,12 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
     // On 'close', so hijacked (streamed) and aborted responses are counted too.
     reply.raw.once('close', () => {
       const route = req.routeOptions.url ?? 'unmatched';
-      // A response that never completed was abandoned by its client: 499, as nginx counts it.
-      const status = reply.raw.writableFinished ? String(reply.raw.statusCode) : '499';
+      // A response that never completed was abandoned by its client: 499, as nginx counts it. An upgraded
+      // WebSocket has no HTTP response to complete: 101, and its session's length is no request duration.
+      const upgraded = !reply.raw.writableFinished && req.ws;
+      const status = reply.raw.writableFinished ? String(reply.raw.statusCode) : upgraded ? '101' : '499';
       o.metrics.requests.inc({ route, method: req.method, status, format: req.responseFormat ?? '' });
-      o.metrics.requestDuration.observe({ route, method: req.method }, Number(process.hrtime.bigint() - started) / 1e9);
+      if (!upgraded) o.metrics.requestDuration.observe({ route, method: req.method }, Number(process.hrtime.bigint() - started) / 1e9);
     });
   });
 

@@ -288,7 +288,9 @@ export class RealtimeConnection {
     if (!this.live) return;
     this.live.close();
     this.o.metrics.realtimeSessions.dec();
-    const dropped = this.live.stats.droppedSeconds;
+    const { stats } = this.live;
+    this.o.log.info({ session: this.session.id, ...stats, unfinishedTurns: this.pending.size }, 'realtime session closed');
+    const dropped = stats.droppedSeconds;
     if (dropped > 0) this.o.metrics.droppedAudioSeconds.inc({ reason: 'backlog' }, dropped);
     for (const resolve of this.settledWaiters.splice(0)) resolve();
   }

@@ -27,10 +27,6 @@ export class RealtimeSessions {
 
   constructor(private readonly o: RealtimeSessionsOptions) {}
 
-  get size(): number {
-    return this.open.size;
-  }
-
   /** Live sessions can be opened from now on (the model is loaded and warm). */
   attach(openLive: OpenLive): void {
     this.openLive = openLive;
@@ -77,12 +73,15 @@ export class RealtimeSessions {
       } as const;
     }
     if (this.open.size >= this.o.maxSessions) {
+      const max = this.o.maxSessions;
       return {
         reason: 'max_sessions',
         code: CLOSE.tryAgainLater,
-        closeReason: `all ${this.o.maxSessions} realtime sessions are in use`,
+        closeReason: max === 0 ? 'live transcription is turned off here' : `all ${max} realtime sessions are in use`,
         error: new EventError(
-          `All ${this.o.maxSessions} realtime sessions of this server are in use; connect again later.`,
+          max === 0
+            ? 'Live transcription is turned off on this server (MAX_REALTIME_SESSIONS=0).'
+            : `All ${max} realtime sessions of this server are in use; connect again later.`,
           'too_many_sessions',
           null,
           'rate_limit_exceeded',
