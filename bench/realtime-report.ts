@@ -1,4 +1,5 @@
 import type { SessionRecord, TurnMode } from './realtime-session.js';
+import type { StageBreakdown } from './report-metrics.js';
 import { percentile } from './report.js';
 
 /** What one level (N sessions at once) measured, as written to the JSON. Times in ms unless named otherwise. */
@@ -32,6 +33,9 @@ export interface RealtimeLevel {
   byPosition: { fromS: number; toS: number | null; deltas: number; gapMs: Quantiles | null }[];
   /** realtime_dropped_audio_seconds_total over the level */
   droppedAudioSeconds: number | null;
+  /** what the workers did over the level (asr_stage_seconds and decode-step counters): each partial and each final
+   *  is one transcription, so the encoder's count is the transcriptions run */
+  stages: StageBreakdown | null;
   peakRssMiB: number | null;
   loadAverage: number;
 }
@@ -114,6 +118,7 @@ export function summariseLevel(
     wallS: number;
     partial: { before: Map<number, number>; after: Map<number, number> };
     droppedAudioSeconds: number | null;
+    stages: StageBreakdown | null;
     peakRssMiB: number | null;
     loadAverage: number;
   },
@@ -160,6 +165,7 @@ export function summariseLevel(
       return { ...bucketRange(fromS), deltas: gaps.length, gapMs: quantiles(gaps) };
     }),
     droppedAudioSeconds: o.droppedAudioSeconds,
+    stages: o.stages,
     peakRssMiB: o.peakRssMiB,
     loadAverage: o.loadAverage,
   };
@@ -189,8 +195,8 @@ export function renderMarkdown(r: RealtimeReport): string {
     `- partial latency: the server's histogram (realtime_partial_latency_seconds: from the last audio sample a delta covers to the delta); final: from sending a turn's last audio${r.turns === 'vad' ? " (speech_stopped's audio_end_ms, so it includes the 500 ms of silence server_vad waits for)" : ' (the commit)'} to its completed transcript, seen by the client`,
     `- **live streams one worker holds: ${r.holds ?? 'none of the levels tried'}** (largest level with every turn transcribed, no errors or refusals, partial p95 ≤ ${time(r.boundMs)}); peak RSS of the service (VmHWM): ${fixed(r.peakRssMiB, 0)} MiB`,
     '',
-    '| sessions | turns done (per session min / mean) | deltas (while speaking) | partial p50 / p95 | first delta p50 / p95 | final p50 / p95 | failed / unfinished | errors | refused | dropped audio s | final ≠ deltas | peak RSS MiB | load avg |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| sessions | turns done (per session min / mean) | deltas (while speaking) | partial p50 / p95 | first delta p50 / p95 | final p50 / p95 | failed / unfinished | errors | refused | dropped audio s | final ≠ deltas | transcriptions run (encoder / prefill / step mean, mean batch) | peak RSS MiB | load avg |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...r.levels.map((l) =>
       row([
         l.sessions,
@@ -204,6 +210,9 @@ export function renderMarkdown(r: RealtimeReport): string {
         l.brokenCloses,
         fixed(l.droppedAudioSeconds, 1),
         l.mismatches,
+        l.stages
+          ? `${l.stages.stages.encoder?.count ?? 0} (${time(l.stages.stages.encoder?.meanMs)} / ${time(l.stages.stages.prefill?.meanMs)} / ${time(l.stages.stepMs)}, ${fixed(l.stages.meanBatch, 2)})`
+          : '–',
         fixed(l.peakRssMiB, 0),
         fixed(l.loadAverage, 1),
       ]),

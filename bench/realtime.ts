@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { BenchService } from './bench-service.js';
 import { held, histogramBuckets, renderMarkdown, summariseLevel, type RealtimeLevel, type RealtimeReport } from './realtime-report.js';
 import { driveSession, loadRealtimeClips, type RealtimeClip, type TurnMode } from './realtime-session.js';
-import { parseMetrics } from './report-metrics.js';
+import { parseMetrics, stageBreakdown } from './report-metrics.js';
 
 const USAGE = `usage: npm run bench:realtime -- --model-dir DIR [--sessions 1,4,16] [--seconds S] [--turns vad|commit]
                                  [--bound S] [--clips DIR] [--out FILE] [--env KEY=VALUE ...] [--server DIR]
@@ -113,11 +113,13 @@ async function runLevel(service: BenchService, clips: RealtimeClip[], sessions: 
   const after = await service.metrics();
   const peakRssMiB = service.takePeakRssMiB();
   await service.settle();
-  const dropped = parseMetrics(after).get(DROPPED_AUDIO);
+  const [was, is] = [parseMetrics(before), parseMetrics(after)];
+  const delta = (name: string) => (is.has(name) ? is.get(name)! - (was.get(name) ?? 0) : null);
   return summariseLevel(sessions, records, {
     wallS,
     partial: { before: histogramBuckets(before, PARTIAL_HISTOGRAM), after: histogramBuckets(after, PARTIAL_HISTOGRAM) },
-    droppedAudioSeconds: dropped === undefined ? null : dropped - (parseMetrics(before).get(DROPPED_AUDIO) ?? 0),
+    droppedAudioSeconds: delta(DROPPED_AUDIO),
+    stages: stageBreakdown(was, is) ?? null,
     peakRssMiB,
     loadAverage,
   });

@@ -65,6 +65,9 @@ describe('npm run bench:realtime', () => {
       expect(l.byTurnLength.reduce((s, b) => s + b.turns, 0)).toBe(l.turns.completed);
       expect(l.byPosition.reduce((s, b) => s + b.deltas, 0)).toBe(l.deltas);
       expect(l.droppedAudioSeconds).toBe(0);
+      // The pool ran each turn's final and at least one partial before it.
+      expect(l.stages!.stages.encoder!.count).toBeGreaterThan(l.turns.completed);
+      expect(l.stages!.meanBatch).toBeGreaterThanOrEqual(1);
       expect(l.peakRssMiB).toBeGreaterThan(50);
       expect(i === 0 || l.audioSeconds > report.levels[i - 1]!.audioSeconds).toBe(true);
     }
