@@ -197,6 +197,43 @@ describe('turns', () => {
   });
 });
 
+/** G.711 mu-law encoding of one sample (ITU-T G.711, the usual bias-and-segment form). */
+function muLaw(sample: number): number {
+  const BIAS = 0x84;
+  let x = Math.max(-32635, Math.min(32635, Math.round(sample * 32767)));
+  const sign = x < 0 ? 0x80 : 0;
+  if (x < 0) x = -x;
+  x += BIAS;
+  let exponent = 7;
+  for (let mask = 0x4000; (x & mask) === 0 && exponent > 0; mask >>= 1) exponent--;
+  const mantissa = (x >> (exponent + 3)) & 0x0f;
+  return ~(sign | (exponent << 4) | mantissa) & 0xff;
+}
+
+describe('telephone audio', () => {
+  it('audio/pcmu (G.711 mu-law, 8 kHz) is transcribed like PCM', async () => {
+    const c = await open();
+    c.send({ type: 'session.update', session: { type: 'transcription', audio: { input: { format: { type: 'audio/pcmu' }, turn_detection: null } } } });
+    await c.next('session.updated');
+    const audio = Buffer.from(Array.from(resample(clipSamples('recording'), 24000, 8000), muLaw));
+    await c.stream(audio, { bytesPerSecond: 8000, speed: 8 });
+    c.send({ type: 'input_audio_buffer.commit' });
+    const committed = await c.next('input_audio_buffer.committed');
+    await c.next('conversation.item.done');
+    const { completed } = expectTurn(c, committed.item_id as string);
+    expect(String(completed.transcript).length).toBeGreaterThan(10);
+    // the same clip as 24 kHz PCM takes as many audio tokens: the bytes were read as 8 kHz mu-law
+    c.send({ type: 'session.update', session: { type: 'transcription', audio: { input: { format: { type: 'audio/pcm', rate: 24000 } } } } });
+    await c.next('session.updated');
+    await c.stream(clipPcm24('recording'), { bytesPerSecond: 48000, speed: 8 });
+    c.send({ type: 'input_audio_buffer.commit' });
+    const pcm = await c.next('conversation.item.input_audio_transcription.completed');
+    const audioTokens = (e: Record<string, unknown>) => (e.usage as { input_token_details: { audio_tokens: number } }).input_token_details.audio_tokens;
+    expect(Math.abs(audioTokens(completed) - audioTokens(pcm))).toBeLessThanOrEqual(2);
+    await c.close();
+  });
+});
+
 describe('bad input never hurts', () => {
   it('answers each bad event with an error, and the session (and a bystander) keep working', async () => {
     const bystander = await open();
