@@ -103,7 +103,7 @@ export class Metrics implements StageRecorder {
 
   readonly droppedAudioSeconds = new Counter({
     name: 'realtime_dropped_audio_seconds_total',
-    help: 'Realtime input audio never transcribed, by reason (too_large: an append over the limit; rate_limited: over REALTIME_MAX_EVENTS_PER_SECOND; backlog: turn detection fell behind; closing)',
+    help: 'Realtime input audio never transcribed, by reason (too_large: an append over REALTIME_MAX_APPEND_BYTES; rate_limited: over REALTIME_MAX_EVENTS_PER_SECOND; backlog: more than 10 s ahead of turn detection)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
