@@ -93,6 +93,15 @@ afterAll(async () => {
 });
 
 describe('the page in live mode', () => {
+  it('loads its live module and worklet from this origin as JavaScript, under the page\'s policy', async () => {
+    for (const path of ['/live.js', '/pcm-worklet.js']) {
+      const res = await fetch(`${server.baseURL}${path}`);
+      expect(res.status, path).toBe(200);
+      expect(res.headers.get('content-type'), path).toMatch(/^(text|application)\/javascript/);
+      expect(res.headers.get('content-security-policy'), path).toMatch(/^default-src 'self';/);
+    }
+  });
+
   it('shows partial text while the clip plays, then each turn\'s final text, which is its partial text grown', async () => {
     expect(clipSeconds).toBeGreaterThan(5);
     const { page, log } = await openPage(KEY);
@@ -189,5 +198,23 @@ describe('the page in live mode', () => {
     } finally {
       held.close();
     }
+  }, 30_000);
+
+  // Last: it stops the server.
+  it('shows the server going away mid-session and returns to idle, the turns so far kept', async () => {
+    const { page } = await openPage(KEY);
+    await page.click('#live');
+    await page.locator('#transcript .turn', { hasText: /\S/ }).first().waitFor({ timeout: clipSeconds * 1000 });
+    await server.stop('test: shutting down');
+    await page.waitForSelector('#status[data-state="error"]');
+    expect(await page.textContent('#status-text')).toBe('Live transcription stopped');
+    // A drain closes with 1001 and a reason, no error event: the reason is what the page has to show.
+    expect(await page.textContent('#error-message')).toMatch(/^The server closed the live connection: .+ \(code 1001\)\.$/);
+    expect(await page.textContent('#error-detail')).toBe('close code 1001');
+    expect(await page.locator('#transcript .turn').count()).toBeGreaterThan(0);
+    expect(await page.getAttribute('#live', 'aria-pressed')).toBe('false');
+    expect(await page.isEnabled('#live')).toBe(true);
+    expect(await page.isEnabled('#file')).toBe(true);
+    await page.screenshot({ path: join(SCREENSHOTS, 'live-4-server-gone.png'), fullPage: true });
   }, 30_000);
 });
