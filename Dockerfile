@@ -18,12 +18,16 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-# Only linux/x64 binaries go into the image: onnxruntime-node ships every platform's in one package.
+# Only linux/x64 binaries go into the image: onnxruntime-node ships every platform's in one package. Of
+# @ricky0123/vad-web only the Silero model file is read (src/audio/silero-vad.ts); its browser code and the
+# onnxruntime-web it depends on (~290 MB) are never loaded.
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund \
  && rm -rf node_modules/onnxruntime-node/bin/napi-v6/darwin \
            node_modules/onnxruntime-node/bin/napi-v6/win32 \
-           node_modules/onnxruntime-node/bin/napi-v6/linux/arm64
+           node_modules/onnxruntime-node/bin/napi-v6/linux/arm64 \
+           node_modules/onnxruntime-web \
+ && find node_modules/@ricky0123/vad-web/dist -type f ! -name silero_vad_v6.onnx -delete
 # The CUDA execution provider is too big for npm: onnxruntime-node's install script fetches it from NuGet
 # (Microsoft.ML.OnnxRuntime.Gpu.Linux, the same version as onnxruntime-node, from api.nuget.org) into the
 # binding's folder. "cuda12" is the only manifest name that script knows for linux/x64; it is a name, not the

@@ -175,6 +175,20 @@ describe('Dockerfile', () => {
     expect(removed.some((r) => 'linux/x64'.startsWith(r))).toBe(false);
   });
 
+  it('keeps the Silero VAD model the server reads and drops the browser runtime around it', () => {
+    const source = readFileSync(join(repoRoot, 'src', 'audio', 'silero-vad.ts'), 'utf8');
+    const model = /const MODEL = '(@ricky0123\/vad-web\/dist\/[^']+)'/.exec(source)?.[1];
+    expect(model).toBeDefined();
+    expect(existsSync(requireHere.resolve(model!))).toBe(true);
+    const runs = keyword(buildStage, 'RUN');
+    expect(removedPaths(runs)).toContain('node_modules/onnxruntime-web');
+    // the server never imports onnxruntime-web
+    const sources = readdirSync(join(repoRoot, 'src'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+    expect(sources.filter((e) => readFileSync(join(e.parentPath, e.name), 'utf8').includes('onnxruntime-web'))).toEqual([]);
+    const finds = runs.flatMap(shellCommands).filter((w) => w[0] === 'find');
+    expect(finds).toContainEqual(['find', 'node_modules/@ricky0123/vad-web/dist', '-type', 'f', '!', '-name', model!.split('/').pop(), '-delete']);
+  });
+
   it('installs ffmpeg and tini, and starts the server under tini', () => {
     const installs = keyword(finalStage, 'RUN').map(text).filter((t) => t.includes('apt-get install'));
     expect(installs.join(' ')).toMatch(/\bffmpeg\b/);
