@@ -529,10 +529,6 @@ async function toggleRecording() {
 
 // ---------- live transcription ----------
 
-function liveNote(text) {
-  recordingNote(text);
-}
-
 function showLiveButton(on) {
   ui.live.setAttribute('aria-pressed', String(on));
   ui.live.classList.toggle('recording', on);
@@ -596,7 +592,7 @@ async function toggleLive() {
   }
   if (!canStartRequest()) return;
   if (!liveSupported()) {
-    liveNote('Live transcription needs a microphone and AudioWorklet, which browsers allow only on HTTPS (or localhost).');
+    recordingNote('Live transcription needs a microphone and AudioWorklet, which browsers allow only on HTTPS (or localhost).');
     return;
   }
   const asked = askFor('live');
@@ -630,7 +626,7 @@ async function toggleLive() {
   state.live = session;
   state.transcribed = false;
   state.liveTranscribed = false;
-  liveNote('');
+  recordingNote('');
   clearError();
   ui.transcript.replaceChildren();
   ui.transcript.classList.remove('mono');
