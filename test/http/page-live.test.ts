@@ -178,6 +178,30 @@ describe('the page in live mode', () => {
     expect(new Set(log.requests.map((u) => new URL(u).origin))).toEqual(new Set([server.baseURL]));
   }, 60_000);
 
+  it('Stop while the speaker talks commits the turn under way and waits for its transcript before closing', async () => {
+    const { page, log } = await openPage(KEY);
+    const socket = recordSocket(page);
+    await page.click('#live');
+    // The clip's second sentence (3.9-7.4 s) has started: its turn is on the page, open; a second into it, Stop.
+    await page.locator('#transcript .turn').nth(1).and(page.locator('[data-state="partial"]')).waitFor({ timeout: clipSeconds * 1000 });
+    await page.waitForTimeout(1000);
+    await page.click('#live');
+    await page.waitForSelector('#status:is([data-state="done"], [data-state="error"])');
+    expect(await page.textContent('#status-text')).toBe('Done');
+    expect(await page.isHidden('#error')).toBe(true);
+    const types = socket.sent.map((e) => e.type);
+    expect(types.at(-1)).toBe('input_audio_buffer.commit');
+    expect(types.filter((t) => t === 'input_audio_buffer.commit')).toHaveLength(1);
+    // Every turn the server named got its transcript before the page closed, and the page shows them.
+    const completed = socket.received.filter((e) => e.type === 'conversation.item.input_audio_transcription.completed');
+    const named = new Set(socket.received.flatMap((e) => (typeof e.item_id === 'string' ? [e.item_id] : [])));
+    expect(completed.map((e) => e.item_id).sort()).toEqual([...named].sort());
+    expect(await page.locator('#transcript .turn').allTextContents()).toEqual(completed.map((e) => e.transcript));
+    expect(await page.locator('#transcript .turn[data-state="final"]').count()).toBe(completed.length);
+    expect(socket.received.filter((e) => e.type === 'error')).toEqual([]);
+    expect(log.errors).toEqual([]);
+  }, 30_000);
+
   it('shows a refusal in the API\'s words when the server holds no more live sessions', async () => {
     // The one session MAX_REALTIME_SESSIONS allows, held from here.
     const held = new WebSocket(`${server.baseURL.replace('http:', 'ws:')}/v1/realtime?intent=transcription`, { headers: { authorization: `Bearer ${KEY}` } });
