@@ -51,8 +51,8 @@ function failureOf(event) {
  *   delta(id, text)       more of that turn's text (append-only)
  *   completed(id, text)   the turn's final text
  *   failed(id, message)   the turn could not be transcribed
- *   error(LiveFailure)    an `error` event (the session goes on) or a broken connection (it ends)
- *   ended(LiveFailure|null) the session is over, cleanly (null) or not
+ *   error(LiveFailure)    an `error` event, or the last transcript not arriving in time (the session goes on)
+ *   ended(LiveFailure|null) the session is over: cleanly (null), or closed by the server or the network
  */
 export class LiveSession {
   constructor(on) {
@@ -70,13 +70,15 @@ export class LiveSession {
     this.ended = false;
     /** seconds of audio sent */
     this.seconds = 0;
+    /** how the session ended (null: cleanly) */
+    this.failure = null;
     this.whenEnded = new Promise((resolve) => (this.endedResolve = resolve));
     this.whenSettled = new Promise((resolve) => (this.settledResolve = resolve));
   }
 
   /**
-   * Connects and starts streaming: `settings` holds model, language (or '') and prompt (or ''); key is the
-   * API key, sent as a subprotocol (browsers cannot set headers on a WebSocket). Rejects with a LiveFailure.
+   * Connects and starts streaming with the model, language ('' to detect) and prompt (or ''); the API key (or '')
+   * goes as a subprotocol (browsers cannot set headers on a WebSocket). Rejects with a LiveFailure.
    */
   async start({ key, model, language, prompt }) {
     const protocols = ['realtime'];
@@ -96,10 +98,10 @@ export class LiveSession {
     try {
       await this.listen();
     } catch (err) {
-      const failure = new LiveFailure(`No microphone: ${err.message}`);
-      this.finish(failure);
-      throw failure;
+      this.finish(new LiveFailure(`No microphone: ${err.message}`));
     }
+    // The microphone failed, or the server closed while it was being opened.
+    if (this.ended) throw this.failure;
     this.started = true;
   }
 
@@ -156,23 +158,27 @@ export class LiveSession {
   }
 
   async listen() {
-    const context = new AudioContext();
-    this.audio = { stream: null, context, node: null };
+    const audio = { stream: null, context: new AudioContext(), node: null };
+    this.audio = audio;
     // The worklet first: what the microphone says before it is in place would be lost.
-    await context.audioWorklet.addModule(WORKLET);
-    const node = new AudioWorkletNode(context, 'pcm16-24k', { numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1] });
-    this.audio.node = node;
-    node.port.onmessage = (e) => {
+    await audio.context.audioWorklet.addModule(WORKLET);
+    audio.node = new AudioWorkletNode(audio.context, 'pcm16-24k', { numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1] });
+    audio.node.port.onmessage = (e) => {
       if (e.data instanceof ArrayBuffer) this.send(e.data);
     };
     // Connected to the output so that the browser runs it; it writes silence there.
-    node.connect(context.destination);
+    audio.node.connect(audio.context.destination);
     // The raw signal: the browser's noise suppression and gain control reshape speech the model is trained on.
-    this.audio.stream = await navigator.mediaDevices.getUserMedia({
+    audio.stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
     });
-    context.createMediaStreamSource(this.audio.stream).connect(node);
-    if (context.state === 'suspended') await context.resume();
+    if (this.audio !== audio) {
+      // The session ended (and released the audio) while the microphone was being opened.
+      for (const track of audio.stream.getTracks()) track.stop();
+      return;
+    }
+    audio.context.createMediaStreamSource(audio.stream).connect(audio.node);
+    if (audio.context.state === 'suspended') await audio.context.resume();
   }
 
   send(pcm) {
@@ -298,6 +304,7 @@ export class LiveSession {
   finish(failure) {
     if (this.ended) return;
     this.ended = true;
+    this.failure = failure;
     void this.release(false);
     if (this.socket && this.socket.readyState <= WebSocket.OPEN) this.socket.close(1000, failure ? 'client error' : 'done');
     this.endedResolve('ended');

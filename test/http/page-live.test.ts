@@ -59,6 +59,12 @@ function recordSocket(page: Page): { url: Promise<string>; sent: Record<string, 
   return { url, sent, received };
 }
 
+/** A gauge or counter of the server's /metrics (the sum of its samples). */
+async function metric(name: string): Promise<number> {
+  const text = await (await fetch(`${server.baseURL}/metrics`)).text();
+  return text.split('\n').filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`)).reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
+}
+
 async function openPage(key: string | null): Promise<{ page: Page; log: PageLog }> {
   const context = await browser.newContext();
   const log = watchContext(context);
@@ -222,6 +228,22 @@ describe('the page in live mode', () => {
     } finally {
       held.close();
     }
+  }, 30_000);
+
+  it('a microphone refused closes the session it opened and says so, and the page is idle again', async () => {
+    const { page } = await openPage(KEY);
+    const socket = recordSocket(page);
+    // As a user refusing the permission prompt (the page looks getUserMedia up when it needs it).
+    await page.evaluate(`navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'))`);
+    await page.click('#live');
+    await page.waitForSelector('#status[data-state="error"]');
+    expect(await page.textContent('#status-text')).toBe('Live transcription failed');
+    expect(await page.textContent('#error-message')).toBe('No microphone: Permission denied');
+    expect(await page.getAttribute('#live', 'aria-pressed')).toBe('false');
+    expect(await page.isEnabled('#record')).toBe(true);
+    // The session had been set up; it is closed, not left open on the server, and no audio was sent.
+    expect(socket.sent.map((e) => e.type)).toEqual(['session.update']);
+    await expect.poll(() => metric('realtime_sessions'), { timeout: 5000 }).toBe(0);
   }, 30_000);
 
   // Last: it stops the server.
