@@ -133,6 +133,7 @@ describe('the session', () => {
       [{ type: 'transcription', audio: { input: { format: { type: 'audio/pcm', rate: 44100 } } } }, 'invalid_value', 'session.audio.input.format.rate'],
       [{ type: 'transcription', audio: { input: { turn_detection: { type: 'semantic_vad' } } } }, 'unsupported_turn_detection', 'session.audio.input.turn_detection.type'],
       [{ type: 'transcription', audio: { input: { turn_detection: { type: 'server_vad', threshold: 2 } } } }, 'invalid_value', 'session.audio.input.turn_detection.threshold'],
+      [{ type: 'transcription', audio: { input: { turn_detection: { type: 'server_vad', threshold: 1 } } } }, 'invalid_value', 'session.audio.input.turn_detection.threshold'],
       [{ type: 'transcription', include: ['item.input_audio_transcription.logprobs'] }, 'unsupported_include', 'session.include'],
       [{ type: 'transcription', audio: { input: { transcription: { model: 'gpt-5' } } } }, 'model_not_found', 'session.audio.input.transcription.model'],
       [{ type: 'transcription', audio: { input: { transcription: { language: 'xx' } } } }, 'unsupported_language', 'session.audio.input.transcription.language'],

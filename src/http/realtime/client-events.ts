@@ -22,7 +22,7 @@ const transcription = z.looseObject({
 
 const turnDetection = z.looseObject({
   type: z.string().max(64),
-  threshold: z.number().min(0).max(1).optional(),
+  threshold: z.number().gt(0).lt(1).optional(),
   prefix_padding_ms: z.number().int().min(0).max(5000).optional(),
   silence_duration_ms: z.number().int().min(0).max(10000).optional(),
 });
