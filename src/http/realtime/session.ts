@@ -161,15 +161,19 @@ function include(items: string[]): [] {
   throw new EventError(`Unknown include value '${clip(first)}'.`, 'invalid_value', 'session.include');
 }
 
-/** The live session's configuration from the wire's (its `partialSeconds` is the server's, not the client's). */
+/**
+ * The live session's configuration from the wire's (its `partialSeconds` is the server's, not the client's).
+ * Every field is present, an unset language or context as undefined: LiveSession.configure merges what it is
+ * given, so an absent one would keep the value a session.update just removed.
+ */
 export function liveConfig(s: TranscriptionSession): Omit<LiveConfig, 'partialSeconds'> {
   const { format, transcription, turn_detection: td } = s.audio.input;
   const keywords = transcription.keywords?.map((k) => k.trim()).filter(Boolean) ?? [];
   const context = [transcription.prompt.trim(), keywords.length ? `Keywords: ${keywords.join(', ')}` : ''].filter(Boolean).join('\n');
   return {
     format: liveFormat(format),
-    ...(transcription.language ? { language: language(transcription.language) } : {}),
-    ...(context ? { context } : {}),
+    language: transcription.language ? language(transcription.language) : undefined,
+    context: context || undefined,
     turnDetection: td ? { threshold: td.threshold, prefixPaddingMs: td.prefix_padding_ms, silenceDurationMs: td.silence_duration_ms } : null,
   };
 }
