@@ -121,12 +121,14 @@ export class LiveTurn {
 
   private call(signal: AbortSignal): TranscribeCall {
     const { language, context } = this.host.config();
+    // Once text is forced, its language is the turn's: a language the session switched to meanwhile would
+    // contradict the prefix (the engine refuses that), so it applies from the next turn.
+    const prefix = this.text && this.language ? { language: this.language, text: this.text } : undefined;
     return {
       whole: true,
       signal,
-      ...(language ? { language } : {}),
+      ...(prefix ? { prefix } : language ? { language } : {}),
       ...(context ? { context } : {}),
-      ...(this.text && this.language ? { prefix: { language: this.language, text: this.text } } : {}),
     };
   }
 }

@@ -65,6 +65,7 @@ export function pcm16(x: Float32Array, rate: 16000 | 24000): Uint8Array {
 /** One transcription the session asked for, as the pool saw it. */
 export interface Call {
   seconds: number;
+  language: TranscribeCall['language'];
   prefix: TranscribeCall['prefix'];
   whole: boolean | undefined;
   result?: Transcription;
@@ -79,7 +80,7 @@ export class Recorder {
   constructor(pool: AsrPool) {
     const inner = poolTranscribe(pool);
     this.transcribe = async (pcm, call) => {
-      const c: Call = { seconds: pcm.length / SR, prefix: call.prefix, whole: call.whole };
+      const c: Call = { seconds: pcm.length / SR, language: call.language, prefix: call.prefix, whole: call.whole };
       this.calls.push(c);
       this.inFlight++;
       try {

@@ -103,6 +103,33 @@ describe('live session on the generated model, the client committing', () => {
     await live.close();
   });
 
+  it('a language changed or unset during a turn applies from the next turn; the turn under way keeps its own', async () => {
+    const recorder = new Recorder(pool);
+    const events = new Events();
+    const live = session(recorder, events, { format: PCM16K, language: 'English' });
+    await play(live, pcm16(noise, 16000), 32000, { recorder });
+    expect(events.of('delta').length).toBeGreaterThan(0);
+    live.configure({ language: 'French' });
+    live.commit();
+    await events.until(() => events.of('completed').length + events.of('failed').length === 1);
+    expect(events.of('failed')).toEqual([]);
+    // the final continues the English text: it is not forced into French as well (the engine refuses that)
+    expect(recorder.calls.at(-1)!.prefix?.language).toBe('English');
+    expect(recorder.calls.at(-1)!.language).toBeUndefined();
+
+    const secondStart = recorder.calls.length;
+    await play(live, pcm16(noise.subarray(0, 1 * SR), 16000), 32000, { recorder });
+    expect(recorder.calls[secondStart]).toMatchObject({ language: 'French', prefix: undefined });
+    live.commit();
+    await events.until(() => events.of('completed').length === 2);
+    live.configure({ language: undefined });
+    const thirdStart = recorder.calls.length;
+    await play(live, pcm16(noise.subarray(0, 1 * SR), 16000), 32000, { recorder });
+    expect(recorder.calls[thirdStart]!.language).toBeUndefined();
+    expectConsistent(events);
+    await live.close();
+  });
+
   it('refuses a commit of less than 100 ms, and clear drops the turn without a transcription', async () => {
     const recorder = new Recorder(pool);
     const events = new Events();
