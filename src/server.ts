@@ -12,7 +12,7 @@ import { SileroVad } from './audio/silero-vad.js';
 import { buildApp } from './http/app.js';
 import { RealtimeSessions } from './http/realtime/sessions.js';
 import { poolTranscribe } from './live/pool-transcribe.js';
-import { LiveSession } from './live/session.js';
+import { DEFAULT_MAX_TURN_SECONDS, LiveSession } from './live/session.js';
 import { Metrics } from './metrics.js';
 import { ensureModel } from './hub/ensure-model.js';
 import { logProgress } from './hub/progress.js';
@@ -74,9 +74,14 @@ export async function startServer(config: Config = loadConfig()) {
     // Live turns are detected on this thread (a frame costs well under a millisecond), one VAD stream per session.
     const silero = (vad = await SileroVad.load());
     const transcribe = poolTranscribe(pool);
+    // A turn is transcribed whole, which the workers refuse past ASR_CHUNK_SECONDS: it is committed before that.
+    const maxTurnSeconds = Math.min(DEFAULT_MAX_TURN_SECONDS, config.ASR_CHUNK_SECONDS);
     realtime.attach(
       (live, listener) =>
-        new LiveSession({ transcribe, vadStream: () => silero.stream(), partialSeconds: config.REALTIME_PARTIAL_SECONDS, config: live }, listener),
+        new LiveSession(
+          { transcribe, vadStream: () => silero.stream(), partialSeconds: config.REALTIME_PARTIAL_SECONDS, maxTurnSeconds, config: live },
+          listener,
+        ),
     );
     // a drain that began while the workers loaded refuses work: the service never becomes ready
     if (!stopping) logger.info({ workers: config.WORKERS, sequences: pool.stats.capacity, modelDir }, 'workers loaded and warm: ready');
