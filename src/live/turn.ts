@@ -32,7 +32,7 @@ export class LiveTurn {
   private text = '';
   private readonly agreement = new LocalAgreement<number>();
   private readonly guard = new RepetitionGuard();
-  /** the model's name for the language, from the session or the first hypothesis that said one */
+  /** the language of the emitted text, as the transcription that began it named it (forced or heard) */
   private language: string | undefined;
   /** turn length in samples when the last partial started */
   private partialAt = 0;
@@ -41,9 +41,7 @@ export class LiveTurn {
     private readonly host: TurnHost,
     /** stream sample index where the turn's audio starts */
     readonly start: number,
-  ) {
-    this.language = host.config().language;
-  }
+  ) {}
 
   /** A partial is due once `partialSamples` of audio arrived since the last one started. */
   partialDue(length: number, partialSamples: number): boolean {
@@ -64,7 +62,8 @@ export class LiveTurn {
       return 'ran';
     }
     if (signal.aborted || result.cancelled || !result.text.startsWith(this.text)) return 'ran';
-    this.language ??= result.languages[0] || undefined;
+    // Until text is emitted the session's language may still change; after, later transcriptions continue it.
+    if (!this.text) this.language = result.languages[0] || undefined;
     const { stable, mark } = this.agreement.accept(textUnits(result.text.slice(this.text.length)), arrival);
     this.agreement.emitted(stable.length);
     // Without a language the text could not be forced as the next prefix: nothing is emitted yet.

@@ -103,7 +103,7 @@ describe('live session on the generated model, the client committing', () => {
     await live.close();
   });
 
-  it('a language changed or unset during a turn applies from the next turn; the turn under way keeps its own', async () => {
+  it('a language changed during a turn reaches it until its first delta, then applies from the next turn; unset, none is forced', async () => {
     const recorder = new Recorder(pool);
     const events = new Events();
     const live = session(recorder, events, { format: PCM16K, language: 'English' });
@@ -126,6 +126,19 @@ describe('live session on the generated model, the client committing', () => {
     const thirdStart = recorder.calls.length;
     await play(live, pcm16(noise.subarray(0, 1 * SR), 16000), 32000, { recorder });
     expect(recorder.calls[thirdStart]!.language).toBeUndefined();
+    live.commit();
+    await events.until(() => events.of('completed').length === 3);
+
+    // a change before the turn's first delta still reaches it: its text is forced in the language it was heard in
+    live.configure({ language: 'English' });
+    live.append(pcm16(noise.subarray(0, 0.1 * SR), 16000));
+    await live.idle();
+    live.configure({ language: 'French' });
+    const fourthStart = recorder.calls.length;
+    await play(live, pcm16(noise.subarray(0.1 * SR), 16000), 32000, { recorder });
+    const forced = recorder.calls.slice(fourthStart).filter((c) => c.prefix);
+    expect(forced.length).toBeGreaterThan(0);
+    for (const c of forced) expect(c.prefix!.language).toBe('French');
     expectConsistent(events);
     await live.close();
   });
