@@ -3,6 +3,7 @@ import { ALAW_TABLE, MULAW_TABLE } from '../../src/audio/g711.js';
 import { resample } from '../../src/audio/resample.js';
 import { InputAudio, StreamResampler } from '../../src/live/input-audio.js';
 import { mulberry32 } from '../../tools/random.js';
+import { concat } from '../support/speech-mix.js';
 
 /** A test signal: two tones and some noise, within [-0.9, 0.9]. */
 function signal(n: number, rate: number, seed = 1): Float32Array {
@@ -29,15 +30,6 @@ function pieces(bytes: Uint8Array, maxPiece: number, seed: number): Uint8Array[]
   return out;
 }
 
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 describe('StreamResampler', () => {
   for (const from of [24000, 8000]) {
@@ -52,7 +44,7 @@ describe('StreamResampler', () => {
         out.push(r.push(x.subarray(at, at + n)));
         at += n;
       }
-      const streamed = concat(out);
+      const streamed = concat(...out);
       expect(whole.length - streamed.length).toBeLessThan(80); // under 5 ms
       expect(streamed).toEqual(whole.subarray(0, streamed.length));
     });
@@ -64,7 +56,7 @@ describe('InputAudio', () => {
     const x = signal(16000, 16000);
     const bytes = pcm16Bytes(x);
     const input = new InputAudio({ encoding: 'pcm16', sampleRate: 16000 });
-    const decoded = concat(pieces(bytes, 9, 7).map((p) => input.push(p)));
+    const decoded = concat(...pieces(bytes, 9, 7).map((p) => input.push(p)));
     expect(decoded.length).toBe(x.length);
     for (let i = 0; i < x.length; i++) expect(Math.abs(decoded[i]! - x[i]!)).toBeLessThanOrEqual(2 / 32768);
     expect(decoded[5]).toBe(new DataView(bytes.buffer).getInt16(10, true) / 32768);
@@ -77,7 +69,7 @@ describe('InputAudio', () => {
     const view = new DataView(bytes.buffer);
     for (let i = 0; i < x.length; i++) exact[i] = view.getInt16(2 * i, true) / 32768;
     const input = new InputAudio({ encoding: 'pcm16', sampleRate: 24000 });
-    const streamed = concat(pieces(bytes, 1001, 3).map((p) => input.push(p)));
+    const streamed = concat(...pieces(bytes, 1001, 3).map((p) => input.push(p)));
     const whole = resample(exact, 24000, 16000);
     expect(streamed.length).toBeGreaterThan(whole.length - 80);
     expect(streamed).toEqual(whole.subarray(0, streamed.length));
@@ -88,7 +80,7 @@ describe('InputAudio', () => {
       const codes = Uint8Array.from({ length: 8000 }, (_, i) => (i * 37) & 0xff);
       const linear = Float32Array.from(codes, (c) => table[c]! / 32768);
       const input = new InputAudio({ encoding, sampleRate: 8000 });
-      const streamed = concat(pieces(codes, 333, 5).map((p) => input.push(p)));
+      const streamed = concat(...pieces(codes, 333, 5).map((p) => input.push(p)));
       const whole = resample(linear, 8000, 16000);
       expect(streamed.length).toBeGreaterThan(whole.length - 80);
       expect(streamed).toEqual(whole.subarray(0, streamed.length));

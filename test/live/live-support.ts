@@ -39,19 +39,7 @@ export function clip(pool: AsrPool, name: string): Promise<Float32Array> {
   return pool.decode(readFileSync(sharedPath('fixtures', 'voices-in-the-wild', `${name}.wav`)));
 }
 
-export function silence(seconds: number): Float32Array {
-  return new Float32Array(Math.round(seconds * SR));
-}
-
-export function concat(...parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
+export { concat, silence } from '../support/speech-mix.js';
 
 /** 16 kHz float samples as PCM16 LE bytes at `rate` (24 kHz: resampled, as a client would send it). */
 export function pcm16(x: Float32Array, rate: 16000 | 24000): Uint8Array {
