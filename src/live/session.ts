@@ -212,7 +212,14 @@ export class LiveSession {
   }
 
   private emit(event: LiveEvent): void {
-    if (!this.isClosed) this.listener(event);
+    if (this.isClosed) return;
+    try {
+      this.listener(event);
+    } catch {
+      // A listener that throws (its client gone mid-send) must not become an unhandled rejection inside a partial
+      // or a final, which would end the process: the session stops as if closed, cancelling its work.
+      void this.close();
+    }
   }
 
   private setDetector(options: LiveConfig['turnDetection']): void {

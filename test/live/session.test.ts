@@ -143,6 +143,24 @@ describe('live session on the generated model, the client committing', () => {
     await live.close();
   });
 
+  it('a listener that throws stops the session, never the process: its work is cancelled and nothing more is sent', async () => {
+    const recorder = new Recorder(pool);
+    const seen: string[] = [];
+    const live = new LiveSession({ transcribe: recorder.transcribe, config: { turnDetection: null } }, (e) => {
+      seen.push(e.type);
+      if (e.type === 'delta') throw new Error('the socket is gone');
+    });
+    // vitest fails the run on an unhandled rejection, which is what a throw inside a partial would have been
+    await play(live, pcm16(noise, 24000), 48000, { recorder });
+    expect(seen.filter((t) => t === 'delta')).toHaveLength(1);
+    expect(live.isClosed).toBe(true);
+    expect(() => live.commit()).toThrow(new LiveError('closed', 'the live session is closed'));
+    await live.close();
+    expect(recorder.inFlight).toBe(0);
+    expect(pool.stats).toMatchObject({ runningSequences: 0, admitted: 0 });
+    expect(seen.at(-1)).toBe('delta');
+  });
+
   it('refuses a commit of less than 100 ms, and clear drops the turn without a transcription', async () => {
     const recorder = new Recorder(pool);
     const events = new Events();
