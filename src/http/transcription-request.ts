@@ -53,11 +53,26 @@ async function readForm(req: FastifyRequest, limits: UploadLimits): Promise<{ fi
     // The client went away mid-upload: there is nobody to answer, and it is not the server's failure.
     // (The socket tells: the parser destroys the request stream itself when it rejects a body.)
     if (req.raw.readableAborted || req.socket.destroyed) throw new ApiError(499, 'The client closed the request', 'invalid_request_error', 'client_closed_request');
+    if (!req.raw.complete) discardRest(req, limits.maxUploadBytes);
     // Limits and our own checks carry a code; anything else is the parser rejecting a malformed body.
     if (err instanceof ApiError || (err as { code?: string }).code) throw err;
     throw badRequest(`Malformed multipart body: ${(err as Error).message}`, null, 'invalid_multipart');
   }
   return { fields, ...(file ? { file } : {}) };
+}
+
+/**
+ * A form refused before its end (a field too long, a second file, the size limit) leaves the rest of the body
+ * unread, and the next request on that keep-alive connection would wait behind it for ever: read the rest to
+ * nowhere, up to another `maxBytes` (then the connection is cut).
+ */
+function discardRest(req: FastifyRequest, maxBytes: number): void {
+  let left = maxBytes;
+  req.raw.unpipe();
+  req.raw.on('data', (chunk: Buffer) => {
+    if ((left -= chunk.length) < 0) req.raw.socket.destroy();
+  });
+  req.raw.resume();
 }
 
 const single = (fields: Fields, key: string) => fields.get(key)?.at(-1);
