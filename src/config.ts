@@ -41,6 +41,18 @@ export const configSchema = z.object({
   /** admitted requests waiting beyond the sequences running; more are refused with 429 before their body is read */
   MAX_QUEUE: z.coerce.number().int().min(0).default(16),
   MAX_UPLOAD_BYTES: z.coerce.number().int().min(1).default(25 * 1024 * 1024),
+  /** request bodies read at once (each buffers up to MAX_UPLOAD_BYTES); one more is refused with 429 before its body */
+  MAX_UPLOADS: z.coerce.number().int().min(1).max(100000).default(64),
+  /** a request body with no byte arriving for this long is cut (408), as nginx's client_body_timeout */
+  UPLOAD_IDLE_SECONDS: positiveNumber.max(3600).default(30),
+  /**
+   * a body must have sent this many bytes per second past UPLOAD_RATE_GRACE_SECONDS or it is cut (408), as Apache
+   * mod_reqtimeout's MinRate; 0 turns the rate check off. 500 B/s is 4 kbit/s, far below a 2G uplink.
+   */
+  UPLOAD_MIN_BYTES_PER_SECOND: z.coerce.number().int().min(0).default(500),
+  UPLOAD_RATE_GRACE_SECONDS: z.coerce.number().min(0).max(3600).default(10),
+  /** request headers not complete after this long are cut (408): Node's headersTimeout */
+  HEADERS_TIMEOUT_SECONDS: positiveNumber.max(3600).default(30),
   /** longer audio is refused (400) from its header or decoded length, before any model work */
   MAX_AUDIO_SECONDS: positiveNumber.default(7200),
   /** wall-clock limit of one ffmpeg decode; a file that takes longer is refused as damaged */

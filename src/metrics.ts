@@ -42,8 +42,21 @@ export class Metrics implements StageRecorder {
 
   readonly rejections = new Counter({
     name: 'asr_rejected_requests_total',
-    help: 'Transcription requests refused at admission, by reason',
+    help: 'Transcription requests refused at admission, by reason (uploads_full: every MAX_UPLOADS slot is reading a body)',
     labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly uploadTimeouts = new Counter({
+    name: 'http_upload_timeouts_total',
+    help: 'Request bodies cut by the upload guard (408, or the connection closed when the answer had gone already), by reason (idle: no byte for UPLOAD_IDLE_SECONDS; slow: below UPLOAD_MIN_BYTES_PER_SECOND after the grace)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly uploadsInProgress = new Gauge({
+    name: 'http_uploads_in_progress',
+    help: 'Transcription request bodies being read (at most MAX_UPLOADS); none of them holds a queue place yet',
     registers: [this.registry],
   });
 
@@ -111,8 +124,9 @@ export class Metrics implements StageRecorder {
   constructor(stats: () => PoolStats) {
     collectDefaultMetrics({ register: this.registry });
     // Every series exists from the start, so rates and alerts work before the first event.
-    for (const reason of ['queue_full', 'draining', 'not_ready']) this.rejections.inc({ reason }, 0);
+    for (const reason of ['queue_full', 'uploads_full', 'draining', 'not_ready']) this.rejections.inc({ reason }, 0);
     for (const outcome of ['completed', 'truncated', 'cancelled', 'failed']) this.outcomes.inc({ outcome }, 0);
+    for (const reason of ['idle', 'slow']) this.uploadTimeouts.inc({ reason }, 0);
     for (const stage of STAGES) this.stageSeconds.zero({ stage });
     for (const reason of ['max_sessions', 'not_ready', 'draining']) this.realtimeRefused.inc({ reason }, 0);
     for (const reason of ['too_large', 'rate_limited', 'backlog']) this.droppedAudioSeconds.inc({ reason }, 0);

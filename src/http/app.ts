@@ -10,6 +10,7 @@ import type { Metrics } from '../metrics.js';
 import { bearerAuth } from './auth.js';
 import type { TranscriptionBackend } from './backend.js';
 import { ApiError, clientErrorResponse, toApiError } from './errors.js';
+import { answerExpectContinue } from './expect-continue.js';
 import { realtimeSubprotocol, wsMaxPayload } from './realtime/handshake.js';
 import { realtimeRoutes } from './realtime/route.js';
 import type { RealtimeSessions } from './realtime/sessions.js';
@@ -17,9 +18,24 @@ import { modelRoutes } from './routes/models.js';
 import { operationsRoutes } from './routes/operations.js';
 import { pageRoutes } from './routes/page.js';
 import { transcriptionRoutes } from './routes/transcriptions.js';
+import { guardUpload } from './upload-guard.js';
 
 export interface AppOptions {
-  config: Pick<Config, 'API_KEYS' | 'MAX_UPLOAD_BYTES' | 'SERVED_MODEL_ID' | 'MODEL_ALIASES' | 'REALTIME_MAX_APPEND_BYTES' | 'TLS_CERT' | 'TLS_KEY'>;
+  config: Pick<
+    Config,
+    | 'API_KEYS'
+    | 'MAX_UPLOAD_BYTES'
+    | 'SERVED_MODEL_ID'
+    | 'MODEL_ALIASES'
+    | 'REALTIME_MAX_APPEND_BYTES'
+    | 'TLS_CERT'
+    | 'TLS_KEY'
+    | 'UPLOAD_IDLE_SECONDS'
+    | 'UPLOAD_MIN_BYTES_PER_SECOND'
+    | 'UPLOAD_RATE_GRACE_SECONDS'
+    | 'HEADERS_TIMEOUT_SECONDS'
+    | 'MAX_UPLOADS'
+  >;
   backend: TranscriptionBackend;
   /** the realtime sessions' budget and registry (GET /v1/realtime) */
   realtime: RealtimeSessions;
@@ -39,8 +55,14 @@ function requestId(req: { headers: Record<string, string | string[] | undefined>
 }
 
 export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
+  // Headers must be complete within HEADERS_TIMEOUT_SECONDS (408), checked every second rather than Node's 30 s.
+  // requestTimeout stays off (Fastify's 0): bodies are bounded by the upload guard's idle and rate limits
+  // instead, which never cut a slow but steady upload of a large file.
+  const server = { headersTimeout: o.config.HEADERS_TIMEOUT_SECONDS * 1000, connectionsCheckingInterval: 1000 };
   const app = Fastify({
-    ...(o.config.TLS_CERT && o.config.TLS_KEY ? { https: { cert: readFileSync(o.config.TLS_CERT), key: readFileSync(o.config.TLS_KEY) } } : {}),
+    ...(o.config.TLS_CERT && o.config.TLS_KEY
+      ? { https: { ...server, cert: readFileSync(o.config.TLS_CERT), key: readFileSync(o.config.TLS_KEY) } }
+      : { http: server }),
     loggerInstance: o.logger,
     genReqId: requestId,
     // Requests during shutdown still reach our routes, which answer with OpenAI-shaped 503s.
@@ -57,6 +79,12 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
     },
   });
   const maxUploadBytes = o.config.MAX_UPLOAD_BYTES;
+  const uploadLimits = {
+    idleSeconds: o.config.UPLOAD_IDLE_SECONDS,
+    minBytesPerSecond: o.config.UPLOAD_MIN_BYTES_PER_SECOND,
+    graceSeconds: o.config.UPLOAD_RATE_GRACE_SECONDS,
+  };
+  answerExpectContinue(app);
   const models = { served: o.config.SERVED_MODEL_ID, aliases: o.config.MODEL_ALIASES };
 
   app.addHook('onRequest', async (req, reply) => {
@@ -71,6 +99,10 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
       const status = reply.raw.writableFinished ? String(reply.raw.statusCode) : upgraded ? '101' : '499';
       o.metrics.requests.inc({ route, method: req.method, status, format: req.responseFormat ?? '' });
       if (!upgraded) o.metrics.requestDuration.observe({ route, method: req.method }, Number(process.hrtime.bigint() - started) / 1e9);
+    });
+    guardUpload(req, reply, uploadLimits, (reason) => {
+      o.metrics.uploadTimeouts.inc({ reason });
+      req.log.info({ reason, bytesRead: req.socket.bytesRead }, 'upload cut');
     });
   });
 
@@ -103,7 +135,15 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
     async (v1) => {
       v1.addHook('onRequest', bearerAuth(o.config.API_KEYS));
       await v1.register(modelRoutes, { models, created: Math.floor(Date.now() / 1000) });
-      await v1.register(transcriptionRoutes, { backend: o.backend, metrics: o.metrics, models, maxUploadBytes });
+      await v1.register(transcriptionRoutes, {
+        backend: o.backend,
+        metrics: o.metrics,
+        models,
+        maxUploadBytes,
+        maxUploads: o.config.MAX_UPLOADS,
+        // a stalled upload keeps its slot for at most the idle limit
+        uploadRetrySeconds: Math.min(60, Math.max(1, Math.ceil(o.config.UPLOAD_IDLE_SECONDS))),
+      });
       await v1.register(realtimeRoutes, { sessions: o.realtime });
     },
     { prefix: '/v1' },

@@ -71,15 +71,41 @@ const POOL_ERRORS: Record<PoolErrorCode, () => ApiError> = {
   closed: serverStopped,
 };
 
-/** Node's own parse failures, before Fastify sees a request: answered on the socket in OpenAI's shape. */
-export function clientErrorResponse(err: NodeJS.ErrnoException): string {
-  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-  const api = tooLarge
-    ? new ApiError(431, 'The request headers (or URL) are too large', 'invalid_request_error', 'headers_too_large')
-    : badRequest('The HTTP request is malformed', null, 'malformed_request');
+/** Why an upload was cut: no byte for the idle limit, or fewer bytes than the minimum rate allows. */
+export type UploadCut = 'idle' | 'slow';
+
+const UPLOAD_CUT_MESSAGES: Record<UploadCut, string> = {
+  idle: 'The request body stopped arriving; the upload was cut. Retry the upload.',
+  slow: 'The request body arrived too slowly; the upload was cut. Retry on a faster connection.',
+};
+
+/** A body cut by the upload guard; the rest of it is not read. */
+export const uploadTimedOut = (reason: UploadCut) => new ApiError(408, UPLOAD_CUT_MESSAGES[reason], 'invalid_request_error', 'request_timeout');
+
+/** Every upload slot (MAX_UPLOADS) is reading a body: refused before this one is read. */
+export const tooManyUploads = (retryAfterSeconds: number) =>
+  new ApiError(429, 'The server is reading as many uploads as it allows; retry after the delay in Retry-After.', 'rate_limit_exceeded', 'too_many_uploads', null, {
+    'retry-after': String(retryAfterSeconds),
+  });
+
+/** Headers that never finished (Node's headersTimeout): the socket is answered and closed. */
+const headersTimedOut = () => new ApiError(408, 'The request headers did not arrive in time', 'invalid_request_error', 'request_timeout');
+
+const REASON_PHRASES: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };
+
+/** A whole HTTP/1.1 response with the error's body that closes the connection, for a socket Fastify never saw. */
+function rawResponse(api: ApiError): string {
   const body = JSON.stringify(api.body());
-  const reason = tooLarge ? 'Request Header Fields Too Large' : 'Bad Request';
-  return `HTTP/1.1 ${api.status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+  return `HTTP/1.1 ${api.status} ${REASON_PHRASES[api.status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+}
+
+/** Node's own parse failures and timeouts, before Fastify sees a request: answered on the socket in OpenAI's shape. */
+export function clientErrorResponse(err: NodeJS.ErrnoException): string {
+  if (err.code === 'HPE_HEADER_OVERFLOW') {
+    return rawResponse(new ApiError(431, 'The request headers (or URL) are too large', 'invalid_request_error', 'headers_too_large'));
+  }
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return rawResponse(headersTimedOut());
+  return rawResponse(badRequest('The HTTP request is malformed', null, 'malformed_request'));
 }
 
 /** Anything thrown while serving a request -> the ApiError to answer with. Never leaks a stack trace. */

@@ -2,7 +2,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Metrics } from '../../metrics.js';
 import type { Transcription } from '../../pool/result.js';
 import type { Admission, TranscriptionBackend } from '../backend.js';
-import { ApiError, serverStopped, toApiError } from '../errors.js';
+import { ApiError, serverStopped, toApiError, tooManyUploads } from '../errors.js';
+import { sendContinue } from '../expect-continue.js';
 import { SSE_DONE, deltaEvent, doneEvent, renderTranscription, sseEvent } from '../formats.js';
 import { readTranscriptionRequest, type ModelIds } from '../transcription-request.js';
 
@@ -11,6 +12,10 @@ export interface TranscriptionRouteOptions {
   metrics: Metrics;
   models: ModelIds;
   maxUploadBytes: number;
+  /** bodies read at once; one more is refused with 429 before its body */
+  maxUploads: number;
+  /** Retry-After for a refusal because every upload slot is taken: about how long a stalled one may hold its slot */
+  uploadRetrySeconds: number;
 }
 
 declare module 'fastify' {
@@ -24,10 +29,11 @@ declare module 'fastify' {
 const MULTIPART_OVERHEAD_BYTES = 1024 * 1024;
 
 /**
- * Before the body is read (the multipart body is only read by req.parts()): refuse what cannot succeed, then
- * reserve a queue place, so an overloaded service refuses cheaply (429, or 503 when draining).
+ * Before the body is read (the multipart body is only read by req.parts()): refuse what cannot succeed, so an
+ * overloaded service refuses cheaply (429, or 503 when draining), before a client waiting for `100 Continue`
+ * sends a byte. The queue place itself is taken once the body has arrived (admit), so a slow upload never holds one.
  */
-function admit(o: TranscriptionRouteOptions, req: FastifyRequest): Admission {
+function checkBeforeBody(o: TranscriptionRouteOptions, req: FastifyRequest): void {
   // From the header: @fastify/multipart only marks the request once its body parser has run.
   if (!/^multipart\/form-data\b/i.test(req.headers['content-type'] ?? '')) {
     throw new ApiError(400, "Expected a multipart/form-data body with the audio in the 'file' field", 'invalid_request_error', 'invalid_content_type');
@@ -35,6 +41,12 @@ function admit(o: TranscriptionRouteOptions, req: FastifyRequest): Admission {
   if (Number(req.headers['content-length']) > o.maxUploadBytes + MULTIPART_OVERHEAD_BYTES) {
     throw new ApiError(413, `Maximum content size limit (${o.maxUploadBytes}) exceeded`, 'invalid_request_error', 'file_too_large', 'file');
   }
+  // The admission's own decision, its place given back at once: is there room now?
+  admit(o).release();
+}
+
+/** A queue place (429 when every place is taken, 503 while draining or loading). */
+function admit(o: TranscriptionRouteOptions): Admission {
   const admission = o.backend.admit();
   if (!('refused' in admission)) return admission;
   o.metrics.rejections.inc({ reason: admission.refused });
@@ -74,13 +86,35 @@ export async function transcriptionRoutes(app: FastifyInstance, o: Transcription
     return result;
   };
 
-  app.post('/audio/transcriptions', async (req, reply) => {
-    const admission = admit(o, req);
+  // Bodies being read: each holds up to MAX_UPLOAD_BYTES in memory, so their number is bounded.
+  let uploading = 0;
+  const readBody = async (req: FastifyRequest, reply: FastifyReply) => {
+    checkBeforeBody(o, req);
+    if (uploading >= o.maxUploads) {
+      o.metrics.rejections.inc({ reason: 'uploads_full' });
+      throw tooManyUploads(o.uploadRetrySeconds);
+    }
+    o.metrics.uploadsInProgress.set(++uploading);
+    try {
+      // A client sending `Expect: 100-continue` hears the answer to the checks above before it sends the body.
+      sendContinue(req, reply);
+      return await readTranscriptionRequest(req, { maxUploadBytes: o.maxUploadBytes }, o.models);
+    } catch (err) {
+      if (reply.sent) return undefined; // the upload guard cut the body and has answered (408)
+      throw err;
+    } finally {
+      o.metrics.uploadsInProgress.set(--uploading);
+    }
+  };
+
+  app.post('/audio/transcriptions', { config: { continueAfterAdmission: true } }, async (req, reply) => {
+    const clientGone = watchClient(reply);
+    const t = await readBody(req, reply);
+    if (!t) return reply;
+    req.responseFormat = t.responseFormat;
+    const admission = admit(o);
     // The place is held until the work is over, even when the client has left: abandoned work still uses a worker.
     try {
-      const clientGone = watchClient(reply);
-      const t = await readTranscriptionRequest(req, { maxUploadBytes: o.maxUploadBytes }, o.models);
-      req.responseFormat = t.responseFormat;
       // Decoding refuses empty, too short and too long audio (AudioError -> 400) before any model work.
       const pcm = await o.backend.decode(t.audio).catch((err: unknown) => {
         throw o.backend.stats.draining ? serverStopped() : err;
