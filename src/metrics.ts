@@ -139,7 +139,7 @@ export class Metrics implements StageRecorder {
           this.set(read(stats()));
         },
       });
-    gauge('asr_queue_depth', 'Admitted transcription requests not yet taken by an ASR worker (upload being read or decoded, or waiting for a place in a batch)', (s) => s.queued);
+    gauge('asr_queue_depth', 'Admitted transcription requests not yet taken by an ASR worker (audio being decoded, or waiting for a place in a batch)', (s) => s.queued);
     gauge('asr_admitted_requests', 'Transcription requests admitted and not finished', (s) => s.admitted);
     gauge('asr_busy_workers', 'ASR workers running at least one transcription', (s) => s.busyWorkers);
     gauge('asr_running_sequences', 'Transcriptions taken by an ASR worker, at any stage (features, encoder, decoding); a worker takes up to its batch of them at once', (s) => s.runningSequences);

@@ -118,9 +118,9 @@ describe('slow uploads', () => {
     const body = Buffer.concat([Buffer.from(FIRST_PART, 'latin1'), wav, Buffer.from(`\r\n--${BOUNDARY}--\r\n`, 'latin1')]);
     const c = await rawClient();
     c.socket.write(uploadHead(body.length));
-    // ~8.2 KB in ~4 s at 1 KB/s (twice the minimum), 250 B every 250 ms: well past the grace and the idle limit
-    for (let sent = 0; sent < body.length; sent += 250) {
-      c.socket.write(body.subarray(sent, sent + 250));
+    // ~8.2 KB in ~4 s at 2 KB/s (four times the minimum), 500 B every 250 ms: past the grace and the idle limit
+    for (let sent = 0; sent < body.length; sent += 500) {
+      c.socket.write(body.subarray(sent, sent + 500));
       await new Promise((r) => setTimeout(r, 250));
     }
     c.socket.end();
@@ -129,17 +129,19 @@ describe('slow uploads', () => {
     expect(text).toContain('"text":');
   });
 
-  it('headers that never finish are cut by headersTimeout with a 408', async () => {
-    const c = await rawClient();
+  it('headers that never finish, or never start, are cut by headersTimeout with a 408', async () => {
+    const [partial, silent] = await Promise.all([rawClient(), rawClient()]);
     const started = Date.now();
-    c.socket.write('POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form');
-    const { text, at } = await c.closed;
-    const res = parseResponse(text);
-    expect(res.status).toBe(408);
-    expect(res.body.error.code).toBe('request_timeout');
-    // the timeout is checked every second
-    expect(at - started).toBeGreaterThanOrEqual(2000);
-    expect(at - started).toBeLessThan(4500);
+    partial.socket.write('POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form');
+    for (const c of [partial, silent]) {
+      const { text, at } = await c.closed;
+      const res = parseResponse(text);
+      expect(res.status).toBe(408);
+      expect(res.body.error.code).toBe('request_timeout');
+      // the timeout is checked every second
+      expect(at - started).toBeGreaterThanOrEqual(2000);
+      expect(at - started).toBeLessThan(4500);
+    }
   });
 
   it(`while WORKERS + MAX_QUEUE + 20 clients trickle a byte a second or send no body, the OpenAI SDK's request succeeds within 60 s`, async () => {
