@@ -9,7 +9,7 @@ export interface TranscriptionBackend {
   /** true while the model is being fetched on a first start (then /ready says `downloading`) */
   readonly downloading?: boolean;
   readonly stats: AsrPoolStats;
-  /** a queue place, reserved before the upload is read */
+  /** a queue place, taken once the upload has been read (and tried, then given back, before it is read) */
   admit(): Admission | AdmissionRefusal;
   /** upload bytes -> 16 kHz mono PCM, off the event loop; AudioError for bad audio */
   decode(bytes: Uint8Array): Promise<Float32Array>;

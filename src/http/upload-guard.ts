@@ -5,7 +5,7 @@ import { uploadTimedOut, type UploadCut } from './errors.js';
 export interface UploadGuardLimits {
   /** no byte for this long: cut */
   idleSeconds: number;
-  /** after the grace, fewer than this many bytes per second on average: cut (0: no rate check) */
+  /** fewer bytes than this many per second past the grace: cut (0: no rate check) */
   minBytesPerSecond: number;
   graceSeconds: number;
 }
@@ -38,9 +38,9 @@ export function guardUpload(req: FastifyRequest, reply: FastifyReply, limits: Up
       lastBytes = bytes;
       lastProgress = now;
     }
-    const allowedShortfall = limits.minBytesPerSecond * ((now - started) / 1000 - limits.graceSeconds);
+    const required = limits.minBytesPerSecond * ((now - started) / 1000 - limits.graceSeconds);
     const reason: UploadCut | undefined =
-      now - lastProgress >= idleMs ? 'idle' : limits.minBytesPerSecond > 0 && bytes - firstByte < allowedShortfall ? 'slow' : undefined;
+      now - lastProgress >= idleMs ? 'idle' : limits.minBytesPerSecond > 0 && bytes - firstByte < required ? 'slow' : undefined;
     if (reason) cut(reason);
   };
   const timer = setInterval(check, Math.min(1000, idleMs / 4));
