@@ -10,7 +10,7 @@ export interface AdmissionRefusal {
 const NOT_READY_RETRY_SECONDS = 5;
 
 /**
- * A request's place in the service, from before its upload is read until its response: it holds the cancel
+ * A request's place in the service, from once its upload has been read until its response: it holds the cancel
  * slot its transcription runs under. The slot is given back once the admission is released and its task is over.
  */
 export class Admission {
