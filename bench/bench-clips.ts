@@ -26,8 +26,8 @@ function multipart(name: string, audio: Buffer, fields: Record<string, string>):
   ]);
 }
 
-/** Every *.wav in `dir`, sorted by name; a folder without readable WAV files is an error. */
-export function loadClips(dir: string): BenchClip[] {
+/** The names of every *.wav in `dir`, sorted; a folder without any is an error. */
+export function wavNames(dir: string): string[] {
   let names: string[];
   try {
     names = readdirSync(dir).filter((n) => n.toLowerCase().endsWith('.wav')).sort();
@@ -35,7 +35,12 @@ export function loadClips(dir: string): BenchClip[] {
     throw new Error(`cannot read the clips folder ${dir}`);
   }
   if (names.length === 0) throw new Error(`no .wav clips in ${dir}`);
-  return names.map((name) => {
+  return names;
+}
+
+/** Every *.wav in `dir`, sorted by name; a folder without readable WAV files is an error. */
+export function loadClips(dir: string): BenchClip[] {
+  return wavNames(dir).map((name) => {
     const audio = readFileSync(join(dir, name));
     const header = readWavHeader(audio);
     if (!header?.frames || header.sampleRate <= 0) throw new Error(`${join(dir, name)}: not a readable WAV file`);

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -6,6 +6,7 @@ import WebSocket from 'ws';
 import { toMono } from '../src/audio/pcm.js';
 import { resample } from '../src/audio/resample.js';
 import { decodeWav } from '../src/audio/wav.js';
+import { wavNames } from './bench-clips.js';
 
 /**
  * One client of GET /v1/realtime?intent=transcription, as a live caller is: it plays clips in real time (24 kHz
@@ -28,14 +29,7 @@ export interface RealtimeClip {
 
 /** Every *.wav in `dir`, sorted by name, as 24 kHz PCM16 (resampled from whatever rate it has). */
 export function loadRealtimeClips(dir: string): RealtimeClip[] {
-  let names: string[];
-  try {
-    names = readdirSync(dir).filter((n) => n.toLowerCase().endsWith('.wav')).sort();
-  } catch {
-    throw new Error(`cannot read the clips folder ${dir}`);
-  }
-  if (names.length === 0) throw new Error(`no .wav clips in ${dir}`);
-  return names.map((name) => {
+  return wavNames(dir).map((name) => {
     const audio = decodeWav(readFileSync(join(dir, name)));
     const mono = resample(toMono(audio.channels), audio.sampleRate, RATE);
     const pcm = Buffer.alloc(mono.length * 2);
