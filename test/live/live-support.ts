@@ -3,36 +3,13 @@ import { resample } from '../../src/audio/resample.js';
 import { poolTranscribe } from '../../src/live/pool-transcribe.js';
 import type { LiveSession } from '../../src/live/session.js';
 import type { LiveEvent, TranscribeCall, TurnTranscribe } from '../../src/live/types.js';
-import { AsrPool, type AsrPoolOptions } from '../../src/pool/pool.js';
+import type { AsrPool } from '../../src/pool/pool.js';
 import type { Transcription } from '../../src/pool/result.js';
-import type { FixtureVariantName } from '../../tools/fixture/model-dir.js';
-import { fixtureModel } from '../support/fixture-models.js';
 import { sharedPath } from '../support/shared.js';
 
 export const SR = 16000;
 
-export async function startPool(variant: FixtureVariantName, o: Partial<AsrPoolOptions> = {}): Promise<AsrPool> {
-  const quiet = () => {};
-  const pool = await AsrPool.start({
-    modelDir: fixtureModel(variant),
-    device: 'cpu',
-    cudaDeviceId: 0,
-    intraOpThreads: 1,
-    maxBatch: 4,
-    leanGraphs: true,
-    cpuInt8Matmuls: true,
-    workers: 1,
-    decodeWorkers: 1,
-    maxQueue: 8,
-    chunkSeconds: 30,
-    tokensPerSecond: 8,
-    tokenBudgetBase: 32,
-    logger: { info: quiet, warn: quiet, error: quiet },
-    ...o,
-  });
-  await pool.waitUntilReady();
-  return pool;
-}
+export { startPool } from '../support/pool.js';
 
 /** A real clip from ../shared at 16 kHz. */
 export function clip(pool: AsrPool, name: string): Promise<Float32Array> {

@@ -2,10 +2,11 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Tokenizer } from '../../src/asr/tokenizer.js';
 import { AudioError, PoolError } from '../../src/pool/errors.js';
-import { AsrPool, type Admission, type TranscribeCall } from '../../src/pool/pool.js';
+import type { Admission, AsrPool, TranscribeCall } from '../../src/pool/pool.js';
 import type { Transcription } from '../../src/pool/result.js';
 import { FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.js';
 import { fixtureModel } from '../support/fixture-models.js';
+import { startPool } from '../support/pool.js';
 import { sharedPath } from '../support/shared.js';
 
 /*
@@ -16,7 +17,6 @@ import { sharedPath } from '../support/shared.js';
 
 const SR = 16000;
 const clipBytes = () => readFileSync(sharedPath('fixtures', 'voices-in-the-wild', 'noise.wav'));
-const quietLogger = { info: () => {}, warn: () => {}, error: () => {} };
 
 describe('AsrPool with a prefix', () => {
   let pool: AsrPool;
@@ -26,24 +26,7 @@ describe('AsrPool with a prefix', () => {
   beforeAll(async () => {
     const modelDir = fixtureModel('default');
     tok = Tokenizer.fromModelDir(modelDir);
-    pool = await AsrPool.start({
-      modelDir,
-      device: 'cpu',
-      cudaDeviceId: 0,
-      intraOpThreads: 1,
-      maxBatch: 4,
-      leanGraphs: true,
-      cpuInt8Matmuls: true,
-      workers: 1,
-      decodeWorkers: 1,
-      maxQueue: 8,
-      chunkSeconds: 30,
-      tokensPerSecond: 8,
-      tokenBudgetBase: 32,
-      vad: { maxSegmentSeconds: 15 },
-      logger: quietLogger,
-    });
-    await pool.waitUntilReady(60_000);
+    pool = await startPool('default', { vad: { maxSegmentSeconds: 15 } });
     pcm = await pool.decode(clipBytes());
   });
   afterAll(() => pool.drain(1000));
