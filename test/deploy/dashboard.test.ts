@@ -70,31 +70,11 @@ function form(file: Uint8Array | null, fields: Record<string, string> = {}): For
 
 const post = (server: TestServer, body: FormData) => fetch(transcriptionsURL(server), { method: 'POST', body, signal: AbortSignal.timeout(60_000) });
 
-/**
- * An upload whose body is held back after its first bytes: admitted (it holds the only place) until released.
- * The transcription route admits before it reads the body, so what arrives meanwhile is refused at capacity.
- */
-async function heldUpload(server: TestServer, file: Uint8Array): Promise<{ release: () => void; response: Promise<Response> }> {
-  const encoded = new Request('http://form.invalid', { method: 'POST', body: form(file) });
-  const bytes = new Uint8Array(await encoded.arrayBuffer());
-  let release!: () => void;
-  const released = new Promise<void>((r) => (release = r));
-  const body = new ReadableStream<Uint8Array>({
-    async start(controller) {
-      controller.enqueue(bytes.subarray(0, 100));
-      await released;
-      controller.enqueue(bytes.subarray(100));
-      controller.close();
-    },
-  });
-  const response = fetch(transcriptionsURL(server), {
-    method: 'POST',
-    body,
-    headers: { 'content-type': encoded.headers.get('content-type')! },
-    duplex: 'half',
-    signal: AbortSignal.timeout(60_000),
-  } as RequestInit);
-  return { release, response };
+/** Takes the only queue place, as a running transcription does, until released: what arrives meanwhile is refused. */
+function holdThePlace(server: TestServer): { release(): void } {
+  const admission = server.pool.admit();
+  if ('refused' in admission) throw new Error(`the place is not free: ${admission.refused}`);
+  return admission;
 }
 
 describe('Prometheus scraping the service, and the dashboard queries', () => {
@@ -116,14 +96,10 @@ describe('Prometheus scraping the service, and the dashboard queries', () => {
     statuses.push((await post(server, form(clip('mixed'), { response_format: 'srt' }))).status);
     statuses.push((await post(server, form(null))).status); // no file
     statuses.push((await post(server, form(long))).status);
-    const held = await heldUpload(server, clip('far_field'));
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline && ((await (await fetch(`${server.baseURL}/ready`)).json()) as { admitted: number }).admitted < 1) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    const held = holdThePlace(server);
     statuses.push((await post(server, form(clip('recording')))).status);
     held.release();
-    statuses.push((await held.response).status);
+    statuses.push((await post(server, form(clip('far_field')))).status);
     expect(statuses).toEqual([200, 200, 400, 500, 429, 200]);
     sent += statuses.length;
     // Prometheus has scraped this round once the request counter shows it.
@@ -139,7 +115,7 @@ describe('Prometheus scraping the service, and the dashboard queries', () => {
     joined.set(pcm[0]!);
     joined.set(pcm[1]!, pcm[0]!.length);
     long = encodeWav({ channels: [joined], sampleRate: 16000, format: 'float32' });
-    // One worker and no queue, so a held upload fills the service; no VAD, so the long clip reaches the encoder whole.
+    // One worker and no queue, so one held place fills the service; no VAD, so the long clip reaches the encoder whole.
     server = await startTestServer({ MAX_BATCH: '1', MAX_QUEUE: '0', ASR_VAD: 'false' }, 'fails-long');
     other = await startOtherApp();
     prometheus = await startPrometheus(derivedConfig([new URL(server.baseURL).host, other.host]));
