@@ -48,7 +48,7 @@ const BODY = Buffer.concat([
  * Sends the headers with `Expect: 100-continue` and waits for the server's first answer, sending no body byte;
  * the body goes only after a `100 Continue`. Resolves with everything received once the connection closes.
  */
-function expectContinue(): Promise<{ first: string; all: string; bodySent: boolean }> {
+function expectContinue(path = '/v1/audio/transcriptions'): Promise<{ first: string; all: string; bodySent: boolean }> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     let all = '';
@@ -67,7 +67,7 @@ function expectContinue(): Promise<{ first: string; all: string; bodySent: boole
     });
     socket.on('close', () => resolve({ first: first ?? '', all, bodySent }));
     socket.write(
-      `POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=${BOUNDARY}\r\n` +
+      `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=${BOUNDARY}\r\n` +
         `Content-Length: ${BODY.length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`,
     );
   });
@@ -99,6 +99,12 @@ describe('Expect: 100-continue', () => {
     expect(r.first).toBe('HTTP/1.1 100 Continue');
     expect(r.bodySent).toBe(true);
     expect(finalResponse(r.all)).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
+  it('another route sends 100 Continue once routed, then answers', async () => {
+    const r = await expectContinue('/v1/audio/translations');
+    expect(r.first).toBe('HTTP/1.1 100 Continue');
+    expect(finalResponse(r.all)).toMatch(/^HTTP\/1\.1 400 [^]*"code":"unsupported_task"/);
   });
 
   it('curl uploads a file over 1 MiB after its 100 Continue', async () => {
