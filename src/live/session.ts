@@ -22,6 +22,9 @@ const MIN_COMMIT_MS = 100;
 const HISTORY_SECONDS = 2;
 
 const ms = (samples: number) => Math.round((samples * 1000) / SAMPLE_RATE);
+/** OpenAI's words for a commit of too little audio. */
+const tooSmall = (samples: number) =>
+  `buffer too small. Expected at least ${MIN_COMMIT_MS}ms of audio, but buffer only has ${(samples / (SAMPLE_RATE / 1000)).toFixed(2)}ms of audio.`;
 const samples = (seconds: number) => Math.round(seconds * SAMPLE_RATE);
 
 /**
@@ -109,19 +112,14 @@ export class LiveSession {
   commit(): void {
     this.open();
     const have = Math.min(this.appendedSinceClient, this.appendedEnd - Math.max(this.uncommittedFrom, this.turn?.start ?? 0));
-    if (ms(have) < MIN_COMMIT_MS) {
-      throw new LiveError(
-        'buffer_too_small',
-        `buffer too small. Expected at least ${MIN_COMMIT_MS}ms of audio, but buffer only has ${(have / (SAMPLE_RATE / 1000)).toFixed(2)}ms of audio.`,
-      );
-    }
+    if (ms(have) < MIN_COMMIT_MS) throw new LiveError('buffer_too_small', tooSmall(have));
     const at = performance.now();
     this.appendedSinceClient = 0;
     this.enqueue(() => {
       const end = this.buffer.end;
       const start = this.turn?.start ?? Math.max(this.uncommittedFrom, this.buffer.start);
-      // The server may have ended the turn itself meanwhile: then there is nothing left to commit.
-      if (ms(end - start) < MIN_COMMIT_MS) return;
+      // The server may have ended the turn itself meanwhile: then there is too little left, as OpenAI says.
+      if (ms(end - start) < MIN_COMMIT_MS) return this.emit({ type: 'error', code: 'buffer_too_small', message: tooSmall(end - start) });
       this.turn ??= new LiveTurn(this.host, start);
       this.endTurn(end, 'client', at);
       this.restartDetector();

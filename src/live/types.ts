@@ -94,8 +94,12 @@ export type LiveEvent =
   | { type: 'failed'; itemId: string; message: string }
   /** uncommitted audio was dropped; itemId: the turn it discarded, if one had started */
   | { type: 'cleared'; itemId?: string }
-  /** the session could not process some audio (turn detection failed on it); it goes on with the next */
-  | { type: 'error'; message: string };
+  /**
+   * the session could not process some audio (turn detection failed on it; no code), or a command could not be
+   * carried out once its turn came (a commit finding the server had just ended the turn: code buffer_too_small);
+   * it goes on with the next
+   */
+  | { type: 'error'; message: string; code?: LiveErrorCode };
 
 export type LiveListener = (event: LiveEvent) => void;
 

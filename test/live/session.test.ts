@@ -193,6 +193,20 @@ describe('live session on the generated model, the client committing', () => {
     expect(() => live.commit()).toThrow(new LiveError('closed', 'the live session is closed'));
   });
 
+  it('a commit that finds the turn just ended by the server gets buffer_too_small as an error event', async () => {
+    const recorder = new Recorder(pool);
+    const events = new Events();
+    const live = session(recorder, events, { format: PCM16K }, 1);
+    // 1.05 s in one append: the session ends the turn at 1 s (its maximum) before the commit's turn comes
+    live.append(pcm16(noise.subarray(0, 1.05 * SR), 16000));
+    live.commit();
+    await live.idle();
+    await events.until(() => events.of('completed').length === 1);
+    expect(events.of('committed').map((c) => c.reason)).toEqual(['max_length']);
+    expect(events.of('error')).toEqual([{ type: 'error', code: 'buffer_too_small', message: 'buffer too small. Expected at least 100ms of audio, but buffer only has 50.00ms of audio.' }]);
+    await live.close();
+  });
+
   it('commits a turn at its maximum length and goes on in a new one, so no turn needs chunking', async () => {
     const recorder = new Recorder(pool);
     const events = new Events();

@@ -236,6 +236,7 @@ export class RealtimeConnection {
       case 'cleared':
         return this.send({ type: 'input_audio_buffer.cleared' });
       case 'error':
+        if (e.code) return this.send(errorEvent(fromLiveError(new LiveError(e.code, e.message))));
         this.o.log.warn({ message: e.message }, 'live session could not process audio');
         return this.send(errorEvent(new EventError(`Some audio could not be processed: ${e.message}`, 'audio_processing_failed', null, 'server_error')));
       default:
