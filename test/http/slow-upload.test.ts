@@ -3,6 +3,7 @@ import { connect, type Socket } from 'node:net';
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.js';
+import { documentedStatuses } from '../support/openapi.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { sharedPath } from '../support/shared.js';
 import { encodeWav } from '../support/wav-writer.js';
@@ -88,6 +89,7 @@ describe('slow uploads', () => {
     expect(res.head).toContain('connection: close');
     expect(res.body.error).toMatchObject({ type: 'invalid_request_error', code: 'request_timeout', param: null });
     expect(res.body.error.message).toMatch(/stopped arriving/);
+    expect(documentedStatuses('/v1/audio/transcriptions', 'post')).toContain('408');
     expect(at - started).toBeGreaterThanOrEqual(2000);
     expect(at - started).toBeLessThan(6000); // checked twice a second; slack for a busy CI machine
     const after = await uploadMetrics();
