@@ -109,7 +109,7 @@ describe('npm start (dist/server.js)', () => {
     const socket = connect(Number(port), '127.0.0.1');
     socket.on('error', () => {});
     socket.write('POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n');
-    await new Promise((r) => setTimeout(r, 300)); // the request is admitted, its upload stalls
+    await new Promise((r) => setTimeout(r, 300)); // the upload has a slot and stalls (it holds no queue place)
     const exit = exited(child);
     const t0 = Date.now();
     child.kill('SIGTERM');
