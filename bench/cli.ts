@@ -39,6 +39,26 @@ export interface ServiceSettings {
   serverDir: string;
 }
 
+/** The service's environment: `defaults`, then every --env KEY=VALUE. */
+export function serviceEnv(assignments: string[], defaults: Record<string, string>): Record<string, string> {
+  const env = { ...defaults };
+  for (const kv of assignments) {
+    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(kv);
+    if (!m) throw new UsageError(`--env: expected KEY=VALUE, got "${kv}"`);
+    env[m[1]!] = m[2]!;
+  }
+  return env;
+}
+
+/** Writes FILE.json and FILE.md (when --out was given) and says so. */
+export function writeReport(name: string, out: string | undefined, report: unknown, markdown: string): void {
+  if (!out) return;
+  mkdirSync(dirname(resolve(out)), { recursive: true });
+  writeFileSync(`${out}.json`, `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(`${out}.md`, `${markdown}\n`);
+  console.error(`${name}: wrote ${out}.json and ${out}.md`);
+}
+
 /** The common options read and checked; `defaults` are service settings --env may override. */
 export function serviceSettings(
   values: { 'model-dir'?: string; clips?: string; out?: string; env: string[]; server?: string; help?: boolean },
@@ -48,17 +68,11 @@ export function serviceSettings(
   if (values.help) throw new UsageError('');
   if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   if (!values['model-dir']) throw new UsageError('--model-dir is required');
-  const env = { ...defaults };
-  for (const kv of values.env) {
-    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(kv);
-    if (!m) throw new UsageError(`--env: expected KEY=VALUE, got "${kv}"`);
-    env[m[1]!] = m[2]!;
-  }
   return {
     modelDir: resolve(values['model-dir']),
     clipsDir: resolve(values.clips ?? join(process.env.SHARED_DIR ?? join(repoRoot, '..', 'shared'), 'fixtures', 'voices-in-the-wild')),
     out: values.out?.replace(/\.(json|md)$/, ''),
-    env,
+    env: serviceEnv(values.env, defaults),
     serverDir: resolve(values.server ?? repoRoot),
   };
 }
@@ -126,12 +140,7 @@ export async function runServiceBench<O extends ServiceSettings, P>(bench: Servi
     service = await BenchService.start({ serverDir: o.serverDir, modelDir: o.modelDir, env: o.env, logFile });
     const { report, markdown } = await bench.run(service, o, prepared, logFile);
     console.log(markdown);
-    if (o.out) {
-      mkdirSync(dirname(resolve(o.out)), { recursive: true });
-      writeFileSync(`${o.out}.json`, `${JSON.stringify(report, null, 2)}\n`);
-      writeFileSync(`${o.out}.md`, `${markdown}\n`);
-      console.error(`${bench.name}: wrote ${o.out}.json and ${o.out}.md`);
-    }
+    writeReport(bench.name, o.out, report, markdown);
     return 0;
   } catch (err) {
     console.error(`${bench.name}: ${(err as Error).message}`);

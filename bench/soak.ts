@@ -13,9 +13,9 @@
  * Prints a report; --out FILE writes FILE.json and FILE.md. Exit 0: no leak and no failure; 1: the soak failed
  * (or could not run); 2: usage.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -26,6 +26,7 @@ import { clipPcm24, RealtimeClient, wsURL } from '../test/support/realtime-clien
 import { sharedPath } from '../test/support/shared.js';
 import { tempDir } from '../test/support/transcode.js';
 import { BenchService } from './bench-service.js';
+import { serviceEnv, UsageError, writeReport } from './cli.js';
 import { parseMetrics } from './report-metrics.js';
 import { send, sendHostile, Tally } from './soak-client.js';
 import { judgeIdle, judgeSeries, MIN_JUDGED_MINUTES, procSample, SERIES, type Sample, type SeriesVerdict } from './soak-series.js';
@@ -53,8 +54,6 @@ const BACK_OFF_MS = 1000;
 const FORMATS = ['json', 'text', 'srt', 'verbose_json', 'vtt'] as const;
 const CLIPS = ['recording', 'mixed', 'far_field', 'dropout'];
 
-class UsageError extends Error {}
-
 function readOptions(argv: string[]) {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -81,12 +80,7 @@ function readOptions(argv: string[]) {
   };
   const minutes = number('minutes', values.minutes, false);
   if (minutes <= 0) throw new UsageError('--minutes must be above 0');
-  const env: Record<string, string> = { WORKERS: '1', MAX_BATCH: '4', MAX_QUEUE: '8', DECODE_WORKERS: '2' };
-  for (const kv of values.env) {
-    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(kv);
-    if (!m) throw new UsageError(`--env: expected KEY=VALUE, got "${kv}"`);
-    env[m[1]!] = m[2]!;
-  }
+  const env = serviceEnv(values.env, { WORKERS: '1', MAX_BATCH: '4', MAX_QUEUE: '8', DECODE_WORKERS: '2' });
   return {
     minutes,
     concurrency: values.concurrency === undefined ? undefined : number('concurrency', values.concurrency, true, 1),
@@ -390,12 +384,7 @@ async function main(argv: string[]): Promise<number> {
     const report = await soak(o, service, serviceTmp, logFile);
     const markdown = renderSoak(report);
     console.log(markdown);
-    if (o.out) {
-      mkdirSync(dirname(resolve(o.out)), { recursive: true });
-      writeFileSync(`${o.out}.json`, `${JSON.stringify(report, null, 2)}\n`);
-      writeFileSync(`${o.out}.md`, `${markdown}\n`);
-      console.error(`soak: wrote ${o.out}.json and ${o.out}.md`);
-    }
+    writeReport('soak', o.out, report, markdown);
     return report.passed ? 0 : 1;
   } catch (err) {
     console.error(`soak: ${(err as Error).message}`);

@@ -60,7 +60,7 @@ function kernelTable(): KernelTable {
 /** Largest precomputed polyphase bank (coefficients); past it taps are computed per sample. */
 const MAX_BANK = 1 << 20;
 
-function gcd(a: number, b: number): number {
+export function gcd(a: number, b: number): number {
   while (b !== 0) [a, b] = [b, a % b];
   return a;
 }
@@ -79,6 +79,14 @@ function fillTaps(coef: Float32Array, offset: number, frac: number, wing: number
   }
 }
 
+/** Cutoff relative to the input Nyquist. */
+const cutoff = (fromRate: number, toRate: number) => ROLLOFF * Math.min(1, toRate / fromRate);
+
+/** Input samples either side of an output sample that the kernel reaches (a streaming resampler's delay). */
+export function kernelWing(fromRate: number, toRate: number): number {
+  return Math.ceil(ZERO_CROSSINGS / cutoff(fromRate, toRate));
+}
+
 /**
  * Resamples `input` from `fromRate` to `toRate` Hz. The output has
  * `Math.round(input.length * toRate / fromRate)` samples; output sample i sits at input position
@@ -95,8 +103,8 @@ export function resample(input: Float32Array, fromRate: number, toRate: number):
   const out = new Float32Array(Math.round((n * toRate) / fromRate));
   // Cutoff relative to the input Nyquist. Stretching the kernel by 1/fc when downsampling makes it
   // anti-alias; scaling it by fc keeps its sum (the DC gain) at 1 either way.
-  const fc = ROLLOFF * Math.min(1, toRate / fromRate);
-  const wing = Math.ceil(ZERO_CROSSINGS / fc);
+  const fc = cutoff(fromRate, toRate);
+  const wing = kernelWing(fromRate, toRate);
   const taps = 2 * wing;
 
   // Integer rates repeat their sub-sample offsets every `phases` outputs (L/M = toRate/fromRate in

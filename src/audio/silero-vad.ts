@@ -29,7 +29,7 @@ const SILENT_PEAK = 2 ** -13;
 /** ...and this many in a row (1 s) end a recording: the state is cleared. */
 const SILENT_FRAMES_TO_RESET = Math.round(SAMPLE_RATE / VAD_FRAME_SAMPLES);
 
-export class VadModelError extends Error {
+class VadModelError extends Error {
   override name = 'VadModelError';
 }
 
@@ -118,16 +118,17 @@ export class SileroVad {
     return this.session.release();
   }
 
-  /** For streams: one frame (context + 512 samples) and the state in; the probability out, `state` updated in place. */
-  async frame(window: Float32Array, state: Float32Array): Promise<number> {
+  /** A stream's feeds, made once: tensors over its window (context + 512 samples) and state, which it refills. */
+  feeds(window: Float32Array, state: Float32Array): Record<string, Tensor> {
     const n = this.names;
-    const out = await this.session.run({
-      [n.input]: new Tensor('float32', window, [1, window.length]),
-      [n.state]: new Tensor('float32', state, [...STATE_DIMS]),
-      [n.sr]: this.sampleRate,
-    });
-    state.set(out[n.stateOut]!.data as Float32Array);
-    return (out[n.output]!.data as Float32Array)[0]!;
+    return { [n.input]: new Tensor('float32', window, [1, window.length]), [n.state]: new Tensor('float32', state, [...STATE_DIMS]), [n.sr]: this.sampleRate };
+  }
+
+  /** One frame through the model: its speech probability; `state` (the array behind the feeds') updated in place. */
+  async frame(feeds: Record<string, Tensor>, state: Float32Array): Promise<number> {
+    const out = await this.session.run(feeds);
+    state.set(out[this.names.stateOut]!.data as Float32Array);
+    return (out[this.names.output]!.data as Float32Array)[0]!;
   }
 }
 
@@ -150,8 +151,11 @@ class SileroStream implements VadStream {
   /** Frames of digital silence in a row. */
   private silentFrames = 0;
   private busy = false;
+  private readonly feeds: Record<string, Tensor>;
 
-  constructor(private readonly vad: SileroVad) {}
+  constructor(private readonly vad: SileroVad) {
+    this.feeds = vad.feeds(this.window, this.state);
+  }
 
   async push(pcm: Float32Array): Promise<Float32Array> {
     if (this.busy) throw new Error('VadStream.push called again before the previous push resolved');
@@ -189,6 +193,6 @@ class SileroStream implements VadStream {
     for (let i = CONTEXT_SAMPLES; i < this.window.length; i++) peak = Math.max(peak, Math.abs(this.window[i]!));
     if (peak >= SILENT_PEAK) this.silentFrames = 0;
     else if (++this.silentFrames === SILENT_FRAMES_TO_RESET) this.state.fill(0);
-    return this.vad.frame(this.window, this.state);
+    return this.vad.frame(this.feeds, this.state);
   }
 }

@@ -1,17 +1,7 @@
 import { decodeAlaw, decodeMulaw } from '../audio/g711.js';
 import { SAMPLE_RATE } from '../audio/pcm.js';
-import { resample } from '../audio/resample.js';
+import { gcd, kernelWing, resample } from '../audio/resample.js';
 import type { LiveAudioFormat } from './types.js';
-
-/** Input samples either side of an output sample that the resampler's kernel reaches (resample.ts: 32 / fc). */
-function kernelWing(fromRate: number): number {
-  return Math.ceil(32 / (0.95 * Math.min(1, SAMPLE_RATE / fromRate)));
-}
-
-function gcd(a: number, b: number): number {
-  while (b !== 0) [a, b] = [b, a % b];
-  return a;
-}
 
 /**
  * resample() over a stream that arrives in pieces: each output sample is produced once the input its kernel
@@ -30,7 +20,7 @@ export class StreamResampler {
   private nextOutput = 0;
 
   constructor(private readonly fromRate: number) {
-    this.wing = kernelWing(fromRate);
+    this.wing = kernelWing(fromRate, SAMPLE_RATE);
     const g = gcd(fromRate, SAMPLE_RATE);
     this.inPeriod = fromRate / g;
     this.outPeriod = SAMPLE_RATE / g;

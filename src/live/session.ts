@@ -13,7 +13,7 @@ import {
   type LiveStats,
 } from './types.js';
 
-export const DEFAULT_PARTIAL_SECONDS = 0.8;
+const DEFAULT_PARTIAL_SECONDS = 0.8;
 export const DEFAULT_MAX_TURN_SECONDS = 28;
 const DEFAULT_MAX_BACKLOG_SECONDS = 10;
 /** OpenAI refuses to commit less: "buffer too small. Expected at least 100ms of audio". */

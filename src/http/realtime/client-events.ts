@@ -32,7 +32,7 @@ const noiseReduction = z.looseObject({
   strength: z.number().min(0).max(1).optional(),
 });
 
-export const sessionUpdateSchema = z.looseObject({
+const sessionUpdateSchema = z.looseObject({
   type: z.literal('session.update'),
   event_id: eventId,
   session: z.looseObject({
@@ -53,18 +53,18 @@ export const sessionUpdateSchema = z.looseObject({
   }),
 });
 
-export const appendSchema = z.looseObject({
+const appendSchema = z.looseObject({
   type: z.literal('input_audio_buffer.append'),
   event_id: eventId,
   audio: z.string(),
 });
 
-export const commitSchema = z.looseObject({ type: z.literal('input_audio_buffer.commit'), event_id: eventId });
-export const clearSchema = z.looseObject({ type: z.literal('input_audio_buffer.clear'), event_id: eventId });
+const commitSchema = z.looseObject({ type: z.literal('input_audio_buffer.commit'), event_id: eventId });
+const clearSchema = z.looseObject({ type: z.literal('input_audio_buffer.clear'), event_id: eventId });
 
 export type SessionUpdateEvent = z.infer<typeof sessionUpdateSchema>;
 export type SessionUpdate = SessionUpdateEvent['session'];
-export type AppendEvent = z.infer<typeof appendSchema>;
+type AppendEvent = z.infer<typeof appendSchema>;
 export type TurnDetectionUpdate = z.infer<typeof turnDetection>;
 
 export type ClientEvent =

@@ -1,5 +1,5 @@
 /** The subprotocol OpenAI's browser clients offer alongside their key (`openai-insecure-api-key.<key>`). */
-export const REALTIME_SUBPROTOCOL = 'realtime';
+const REALTIME_SUBPROTOCOL = 'realtime';
 
 /**
  * The subprotocol the server answers with: `realtime` when offered, as OpenAI does; otherwise none. Never the

@@ -58,7 +58,7 @@ export type ServerEvent = Base &
 type WithoutId<E> = E extends unknown ? Omit<E, 'event_id'> : never;
 export type ServerEventBody = WithoutId<ServerEvent>;
 
-export const newEventId = () => `event_${randomBytes(12).toString('base64url')}`;
+const newEventId = () => `event_${randomBytes(12).toString('base64url')}`;
 
 export function serverEvent(body: ServerEventBody): ServerEvent {
   return { event_id: newEventId(), ...body } as ServerEvent;

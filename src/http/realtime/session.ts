@@ -39,7 +39,7 @@ export interface ServerVad {
 }
 
 /** OpenAI's server_vad defaults (RealtimeTranscriptionSessionAudioInputTurnDetection.ServerVad). */
-export const DEFAULT_SERVER_VAD: ServerVad = { type: 'server_vad', threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500 };
+const DEFAULT_SERVER_VAD: ServerVad = { type: 'server_vad', threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500 };
 
 const FORMATS = "audio/pcm (rate 24000, or 16000 as this server's extension), audio/pcmu or audio/pcma";
 
