@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 /**
  * What the soak watches in the service's process, and how it decides that something leaks: a least-squares
@@ -126,4 +126,24 @@ export function procSample(pid: number, tempDir: string): Omit<Sample, 't' | 'he
     children,
     tempFiles: readdirSync(tempDir).length,
   };
+}
+
+/** What a process's open fds are, counted by kind (`socket 12, pipe 4, /dev/null 3…`), to say what an fd rise is. */
+export function fdKinds(pid: number): string {
+  const kinds: Record<string, number> = {};
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue; // closed between the listing and the read
+    }
+    // socket:[123], pipe:[456], anon_inode:[eventfd] -> their kind; a file keeps its path
+    const kind = /^(\w+):\[/.exec(target)?.[1] ?? target;
+    kinds[kind] = (kinds[kind] ?? 0) + 1;
+  }
+  return Object.entries(kinds)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
 }

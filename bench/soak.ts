@@ -13,6 +13,7 @@
  * Prints a report; --out FILE writes FILE.json and FILE.md. Exit 0: no leak and no failure; 1: the soak failed
  * (or could not run); 2: usage.
  */
+import { Agent } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -29,7 +30,7 @@ import { BenchService } from './bench-service.js';
 import { serviceEnv, UsageError, writeReport } from './cli.js';
 import { parseMetrics } from './report-metrics.js';
 import { send, sendHostile, Tally } from './soak-client.js';
-import { judgeIdle, judgeSeries, MIN_JUDGED_MINUTES, procSample, SERIES, type Sample, type SeriesVerdict } from './soak-series.js';
+import { fdKinds, judgeIdle, judgeSeries, MIN_JUDGED_MINUTES, procSample, SERIES, type Sample, type SeriesVerdict } from './soak-series.js';
 
 const USAGE = `usage: npm run soak -- [--minutes 30] [--concurrency N] [--model-dir DIR] [--fuzz N] [--out FILE]
                        [--slow N] [--warmup-minutes M] [--sample-seconds S] [--env KEY=VALUE ...]
@@ -143,11 +144,18 @@ async function sample(service: BenchService, serviceTmp: string, t0: number): Pr
   return { t: (performance.now() - t0) / 1000, heapMiB: heap, ...procSample(service.pid, serviceTmp) };
 }
 
-/** Waits until the service is idle (nothing admitted, no child process, no temp file left behind), at most 60 s. */
-async function idleSample(service: BenchService, serviceTmp: string, t0: number): Promise<Sample> {
+/**
+ * Waits until the service is idle (nothing admitted, no child process, no temp file left behind), at most 60 s.
+ * The clients' keep-alive connections are closed first: an idle pooled socket is an open fd in the service that
+ * says nothing about a leak, and how many the pool holds at a given moment is chance.
+ */
+async function idleSample(service: BenchService, serviceTmp: string, t0: number, clients: Agent): Promise<Sample> {
   await service.settle(60_000);
+  clients.destroy();
   let s = await sample(service, serviceTmp, t0);
-  for (let i = 0; i < 20 && (s.children > 0 || s.tempFiles > 0); i++) {
+  // the service closes its side once it reads the FIN: give it a moment until the count stops falling
+  for (let i = 0, last = Infinity; i < 20 && (s.children > 0 || s.tempFiles > 0 || s.fds < last); i++) {
+    last = s.fds;
     await sleep(500);
     s = await sample(service, serviceTmp, t0);
   }
@@ -171,17 +179,19 @@ async function soak(o: Options, service: BenchService, serviceTmp: string, logFi
   const fuzz = new Tally();
   const realtime: Record<string, number> = {};
   const count = (key: string) => (realtime[key] = (realtime[key] ?? 0) + 1);
+  // every request on one keep-alive pool, closed before each idle sample
+  const agent = new Agent({ keepAlive: true });
   const t0 = performance.now();
 
   // Priming: one of each kind alone, so that what opens lazily (ffmpeg's probe, the VAD, a realtime session's
   // state) is open before the idle state the end is compared with.
-  for (const [name, body] of [...bodies].filter(([k]) => k.startsWith(CLIPS[0]!))) requests.add(`prime ${name.split(' ')[1]}`, await send(url, { headers: HEADERS, body, deadlineMs: DEADLINE_MS }));
+  for (const [name, body] of [...bodies].filter(([k]) => k.startsWith(CLIPS[0]!))) requests.add(`prime ${name.split(' ')[1]}`, await send(url, { headers: HEADERS, body, deadlineMs: DEADLINE_MS, agent }));
   for (let i = 0; i < 4; i++) {
     const input = hostileRequest(rand, seeds, i);
-    fuzz.add(input.kind, await sendHostile(url, input, { deadlineMs: DEADLINE_MS }), true);
+    fuzz.add(input.kind, await sendHostile(url, input, { deadlineMs: DEADLINE_MS, agent }), true);
   }
   await realtimeSession(service.baseURL, count);
-  const idleStart = await idleSample(service, serviceTmp, t0);
+  const idleStart = await idleSample(service, serviceTmp, t0, agent);
   console.error(`soak: primed; idle: ${describe(idleStart)}; ${concurrency} clients + ${hostileClients} hostile (${o.fuzz} requests) + ${o.slow} slow + 1 realtime for ${o.minutes} min…`);
 
   const loadStart = performance.now();
@@ -217,11 +227,11 @@ async function soak(o: Options, service: BenchService, serviceTmp: string, logFi
       if (slot === 5 || slot === 11) {
         const streamed = slot === 5;
         const body = bodies.get(`${clip} ${streamed ? 'stream' : 'json'}`)!;
-        requests.add(streamed ? 'cancelled-stream' : 'cancelled', await send(url, { headers: HEADERS, body, deadlineMs: DEADLINE_MS, cancelAfterMs: 50 + Math.floor(rand() * 2000) }));
+        requests.add(streamed ? 'cancelled-stream' : 'cancelled', await send(url, { headers: HEADERS, body, deadlineMs: DEADLINE_MS, agent, cancelAfterMs: 50 + Math.floor(rand() * 2000) }));
         continue;
       }
       const kind = slot % 4 === 3 ? 'stream' : FORMATS[i % FORMATS.length]!;
-      const outcome = await send(url, { headers: HEADERS, body: bodies.get(`${clip} ${kind}`)!, deadlineMs: DEADLINE_MS });
+      const outcome = await send(url, { headers: HEADERS, body: bodies.get(`${clip} ${kind}`)!, deadlineMs: DEADLINE_MS, agent });
       requests.add(kind, outcome);
       if (outcome.status === 429) await sleep(BACK_OFF_MS);
     }
@@ -229,7 +239,7 @@ async function soak(o: Options, service: BenchService, serviceTmp: string, logFi
   const hostile = async () => {
     while (alive() && fuzzSent < o.fuzz) {
       const input = hostileRequest(rand, seeds, fuzzSent++);
-      const outcome = await sendHostile(url, input, { deadlineMs: DEADLINE_MS, backOffMs: BACK_OFF_MS });
+      const outcome = await sendHostile(url, input, { deadlineMs: DEADLINE_MS, agent, backOffMs: BACK_OFF_MS });
       fuzz.add(input.kind, outcome, true);
       if (outcome.status === 'hang') keepHung(input);
     }
@@ -237,7 +247,7 @@ async function soak(o: Options, service: BenchService, serviceTmp: string, logFi
   const slow = async () => {
     while (alive() && timeLeft()) {
       const body = bodies.get(`${CLIPS[0]} json`)!;
-      const outcome = await send(url, { headers: HEADERS, body, deadlineMs: SLOW_UPLOAD_MS, trickleBytesPerSecond: 1 });
+      const outcome = await send(url, { headers: HEADERS, body, deadlineMs: SLOW_UPLOAD_MS, agent, trickleBytesPerSecond: 1 });
       requests.add('slow-upload', outcome);
       if (outcome.status === 429) await sleep(BACK_OFF_MS);
     }
@@ -256,13 +266,14 @@ async function soak(o: Options, service: BenchService, serviceTmp: string, logFi
   let idleEnd = idleStart;
   if (!crashed) {
     try {
-      idleEnd = await idleSample(service, serviceTmp, t0);
+      idleEnd = await idleSample(service, serviceTmp, t0, agent);
     } catch (err) {
       crashed = `the service did not settle after the load: ${(err as Error).message}`;
     }
   }
   const series = judgeSeries(samples, o.warmupMinutes * 60);
   const idleFailures = crashed ? [] : judgeIdle(idleStart, idleEnd);
+  if (idleFailures.some((f) => f.includes('fds'))) idleFailures.push(`open fds when idle, by kind: ${fdKinds(service.pid)}`);
   const failures = [
     ...(crashed ? [crashed] : []),
     ...series.filter((s) => !s.ok).map((s) => `${s.series} grew ${s.slopePerHour.toFixed(1)} ${s.unit}/h (${s.rise.toFixed(1)} over the window; limit ${s.limitPerHour}/h beyond ${s.floor})`),
