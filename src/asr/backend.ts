@@ -55,6 +55,8 @@ export interface DecoderBackend {
   release(cache: CacheHandle): void;
   /** handles made and not yet released (tests prove none leak) */
   readonly liveHandles: number;
+  /** Frees what the backend holds besides caches (device graphs, an uploaded table); the engine calls it last. */
+  dispose(): Promise<void>;
 }
 
 // The engine's backend is `engine.backend` (AsrEngine.load builds it from the model's graphs): a benchmark drives

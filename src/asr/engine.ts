@@ -1,6 +1,7 @@
 import { env, InferenceSession } from 'onnxruntime-node';
 import { SAMPLE_RATE } from '../audio/pcm.js';
 import { HostBackend } from './backends/host.js';
+import { deviceResidentCache, WebGpuBackend } from './backends/webgpu.js';
 import type { DecoderBackend } from './backend.js';
 import {
   checkDecoderPair,
@@ -24,7 +25,13 @@ import { StageLock } from './stage-lock.js';
 import { Tokenizer } from './tokenizer.js';
 
 export type DeviceSetting = 'auto' | 'cuda' | 'cpu';
-export type Provider = 'cuda' | 'cpu';
+/**
+ * Where the decoder keeps its KV cache: `host` in JavaScript memory (copied to the device and back every step on
+ * CUDA), `webgpu` on the GPU through onnxruntime's WebGPU provider (backends/webgpu.ts). `auto` is host until the
+ * webgpu backend has been measured on a GPU.
+ */
+export type BackendSetting = 'auto' | 'host' | 'webgpu';
+export type Provider = 'cuda' | 'cpu' | 'webgpu';
 
 export interface Logger {
   warn(message: string): void;
@@ -46,6 +53,8 @@ export interface EngineOptions {
   leanGraphs?: boolean;
   /** default true: on the CPU provider, 4-bit matmuls take int8 activations (lean-graph.ts GraphRewrite) */
   cpuInt8Matmuls?: boolean;
+  /** default auto (host); webgpu runs every session on the WebGPU provider and ignores `device` */
+  backend?: BackendSetting;
 }
 
 /** Whether concurrent sequences decode together, read from the step graph at load. */
@@ -160,19 +169,31 @@ async function chooseGraphs(files: ModelFiles, provider: Provider, o: EngineOpti
   };
 }
 
-async function openSessions(graphs: Graphs, provider: Provider, o: EngineOptions): Promise<EngineSessions> {
-  const options: InferenceSession.SessionOptions = {
-    executionProviders: provider === 'cuda' ? [{ name: 'cuda', deviceId: o.cudaDeviceId ?? 0 }] : ['cpu'],
+/** The providers' own options: CUDA on its device, WebGPU on the default adapter (every session shares its device). */
+function executionProviders(provider: Provider, o: EngineOptions): InferenceSession.SessionOptions['executionProviders'] {
+  if (provider === 'cuda') return [{ name: 'cuda', deviceId: o.cudaDeviceId ?? 0 }];
+  return [provider];
+}
+
+/** The session options every graph of the engine is opened with (DeviceOps' graphs too, on WebGPU). */
+function baseSessionOptions(provider: Provider, o: EngineOptions): InferenceSession.SessionOptions {
+  return {
+    executionProviders: executionProviders(provider, o),
     graphOptimizationLevel: 'all',
     // Decoder shapes grow every step: a memory pattern planned for one length is useless for the next.
     enableMemPattern: false,
     logSeverityLevel: 3,
     ...(o.intraOpThreads ? { intraOpNumThreads: o.intraOpThreads } : {}),
   };
+}
+
+async function openSessions(graphs: Graphs, provider: Provider, o: EngineOptions): Promise<EngineSessions> {
+  const options = baseSessionOptions(provider, o);
   const opened: Session[] = [];
-  const open = async ({ file, options: own }: GraphChoice) => {
+  const open = async ({ file, options: own }: GraphChoice, decoder = false) => {
     try {
-      const s = await InferenceSession.create(file, { ...options, ...own });
+      const onDevice = decoder && provider === 'webgpu' ? await deviceResidentCache(file) : {};
+      const s = await InferenceSession.create(file, { ...options, ...own, ...onDevice });
       opened.push(s);
       return s;
     } catch (err) {
@@ -180,14 +201,27 @@ async function openSessions(graphs: Graphs, provider: Provider, o: EngineOptions
       throw new ModelLoadError(`${file}: onnxruntime could not load it on ${provider}: ${firstLine(err)}`);
     }
   };
-  return { encoder: await open(graphs.encoder), prefill: await open(graphs.prefill), step: await open(graphs.step) };
+  return { encoder: await open(graphs.encoder), prefill: await open(graphs.prefill, true), step: await open(graphs.step, true) };
 }
 
-/** auto: CUDA, else CPU with one warning; cuda: CUDA or a startup error; cpu: CPU. */
+/**
+ * backend webgpu: every session on the WebGPU provider, or a startup error. Otherwise auto: CUDA, else CPU with one
+ * warning; cuda: CUDA or a startup error; cpu: CPU.
+ */
 async function openOnDevice(files: ModelFiles, o: EngineOptions): Promise<{ provider: Provider; sessions: EngineSessions }> {
   // Every onnxruntime failure reaches us as an exception that we report with context; its own logger
   // would add multi-line native dumps (e.g. for the CUDA probe in auto mode). Read at first init.
   env.logLevel = 'fatal';
+  if (o.backend === 'webgpu') {
+    try {
+      return { provider: 'webgpu', sessions: await openSessions(await chooseGraphs(files, 'webgpu', o), 'webgpu', o) };
+    } catch (err) {
+      throw new ModelLoadError(
+        `ASR_BACKEND=webgpu, but the WebGPU execution provider could not start: ${firstLine(err)} (on Linux it needs a Vulkan loader, ` +
+          `libvulkan1, and a Vulkan driver: NVIDIA's, with the container's "graphics" capability, or Mesa lavapipe 25 on a CPU)`,
+      );
+    }
+  }
   const device = o.device ?? 'auto';
   if (device !== 'cpu') {
     try {
@@ -248,16 +282,12 @@ export class AsrEngine {
     readonly tokenizer: Tokenizer,
     readonly embeddings: EmbeddingLookup | undefined,
     readonly batching: Batching,
+    backend: DecoderBackend,
   ) {
     // One model stage at a time, so each stage's timing is its own (stage-lock.ts).
     const lock = new StageLock();
     this.processor = new AsrProcessor(sessions.encoder, encoderContract, tokenizer, lock);
-    this.backend = new HostBackend({
-      prefill: { session: sessions.prefill, contract: prefillContract },
-      step: { session: sessions.step, contract: stepContract },
-      inputs: new DecoderInputs(embeddings, encoderContract.output.type),
-      maxBatch: batching.maxBatch,
-    });
+    this.backend = backend;
     this.generator = new Generator(this.backend, batching.maxBatch, lock);
     this.defaultStopIds = new Set([tokenizer.tokenId(SPECIAL.imEnd), tokenizer.tokenId(SPECIAL.endOfText)]);
   }
@@ -292,7 +322,15 @@ export class AsrEngine {
       }
       const batching = batchingOf(stepInfo, step, maxBatch);
       if (batching.reason) o.logger?.info?.(`decoding one sequence at a time per worker: ${batching.reason}`);
-      return new AsrEngine(provider, sessions, encoder, prefill, step, tokenizer, embeddings, batching);
+      const decoders = {
+        prefill: { session: sessions.prefill, contract: prefill },
+        step: { session: sessions.step, contract: step },
+        inputs: new DecoderInputs(embeddings, encoder.output.type),
+        maxBatch: batching.maxBatch,
+      };
+      const backend =
+        provider === 'webgpu' ? await WebGpuBackend.create(decoders, { embeddings, session: baseSessionOptions('webgpu', o), ...(o.logger ? { logger: o.logger } : {}) }) : new HostBackend(decoders);
+      return new AsrEngine(provider, sessions, encoder, prefill, step, tokenizer, embeddings, batching, backend);
     } catch (err) {
       await Promise.all(Object.values(sessions).map((s: Session) => s.release()));
       throw err;
@@ -310,6 +348,7 @@ export class AsrEngine {
   }
 
   async release(): Promise<void> {
+    await this.backend.dispose();
     await Promise.all([this.sessions.encoder.release(), this.sessions.prefill.release(), this.sessions.step.release()]);
   }
 

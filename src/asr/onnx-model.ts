@@ -47,6 +47,15 @@ export function readModel(bytes: Uint8Array): OnnxModel {
   return { fields, graph: sub(graphs[0]) };
 }
 
+/**
+ * A model of its own around these GraphProto fields (ir_version 8, the default domain at `opset`): the small graphs a
+ * backend builds at load time rather than rewriting one of the model's.
+ */
+export function standaloneModel(name: string, graph: readonly Uint8Array[], opset: number): Uint8Array {
+  const opsetImport = concat([bytesField(1, ''), intField(2, opset)]);
+  return concat([intField(1, 8), bytesField(MODEL_GRAPH, concat([...graph, bytesField(2, name)])), bytesField(MODEL_OPSET_IMPORT, opsetImport)]);
+}
+
 /** The model with its graph replaced by these graph fields (everything else byte for byte). */
 export function writeModel(model: OnnxModel, graph: readonly Uint8Array[]): Uint8Array {
   const graphField = bytesField(MODEL_GRAPH, concat(graph));

@@ -154,6 +154,10 @@ export class HostBackend implements DecoderBackend {
     }
   }
 
+  async dispose(): Promise<void> {
+    // nothing but caches, which release() frees
+  }
+
   private own(cache: CacheHandle, releasedOk = false): HostCache {
     if (!(cache instanceof HostCache)) throw new InferenceError('a cache handle from another backend');
     if (cache.released && !releasedOk) throw new InferenceError('a released cache handle was stepped');
