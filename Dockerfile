@@ -2,7 +2,7 @@
 # mega-asr-server for a CUDA host: docker build -t mega-asr-server .
 # No model is baked in: on first start the server downloads it into the Hugging Face cache under /data
 # (HF_HOME), a volume, so it is fetched once and kept across restarts. Needs the NVIDIA container toolkit
-# and an NVIDIA driver that supports CUDA 13 (driver 580 or newer).
+# and an NVIDIA driver that supports CUDA 13 (driver 580 or newer); the webgpu backend also uses the driver's Vulkan.
 
 # Both stages are linux/amd64 whatever the host: the CUDA provider exists only for linux/x64, and onnxruntime-node's
 # install script refuses it on any other architecture. On an arm64 machine (Apple silicon, Graviton) the build
@@ -47,8 +47,12 @@ RUN ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/in
 # quietly falling back to the CPU.
 FROM --platform=linux/amd64 nvidia/cuda:13.2.1-cudnn-runtime-ubuntu24.04
 # ffmpeg decodes every upload format except PCM/float WAV; tini forwards SIGTERM so the server drains.
+# The webgpu backend (ASR_BACKEND=webgpu) runs on NVIDIA's Vulkan driver: libvulkan1 is the loader that finds it;
+# the driver itself (its ICD json and libGLX_nvidia/libEGL_nvidia) comes from the host, mounted by the NVIDIA
+# container toolkit, and needs libxext6 and libegl1 in the image (NVIDIA/nvidia-container-toolkit#16, #1021, #1952).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates ffmpeg tini \
+      libvulkan1 libxext6 libegl1 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 app \
  && useradd --uid 10001 --gid 10001 --no-log-init --no-create-home --home-dir /app --shell /usr/sbin/nologin app \
@@ -68,6 +72,8 @@ RUN cd node_modules/onnxruntime-node/bin/napi-v6/linux/x64 \
  && test -f libonnxruntime_providers_shared.so \
  && missing="$(LD_LIBRARY_PATH=. ldd libonnxruntime_providers_cuda.so 2>&1 | grep 'not found' | grep -v 'libcuda\.so\.1' || true)" \
  && if [ -n "$missing" ]; then echo "the CUDA provider cannot load on this base image:" >&2; echo "$missing" >&2; exit 1; fi
+# graphics: the toolkit mounts NVIDIA's Vulkan driver only with it (the base image asks for compute,utility alone).
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics
 ENV NODE_ENV=production \
     ORT_DISABLE_TELEMETRY=1 \
     HF_HOME=/data \

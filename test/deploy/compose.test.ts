@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { allValue, DASHBOARD_PATH, datasourceUid, grafanaRegex, loadDashboard, promql, variable } from '../support/dashboard.js';
+import { configSchema } from '../../src/config.js';
 import { promtoolCheckConfig } from '../support/prometheus.js';
 import { repoRoot } from '../support/shared.js';
 
@@ -64,10 +65,17 @@ describe('docker-compose.yml', () => {
 
   it('passes the model, hub and server settings through from the shell, without defaults that shadow the image', () => {
     const env = services['mega-asr']!.environment!;
-    for (const key of ['MODEL', 'MODEL_REVISION', 'HF_TOKEN', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'WORKERS', 'MAX_BATCH', 'MAX_QUEUE', 'API_KEYS', 'LOG_LEVEL']) {
+    for (const key of ['MODEL', 'MODEL_REVISION', 'HF_TOKEN', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'WORKERS', 'MAX_BATCH', 'MAX_QUEUE', 'API_KEYS', 'LOG_LEVEL', 'ASR_DEVICE', 'ASR_BACKEND']) {
       expect(env, key).toHaveProperty(key, null);
     }
     expect(env).not.toHaveProperty('MODEL_DIR'); // the model comes from the hub into /data
+    // NVIDIA_DRIVER_CAPABILITIES stays the image's (graphics included, for the webgpu backend's Vulkan driver)
+    expect(env).not.toHaveProperty('NVIDIA_DRIVER_CAPABILITIES');
+  });
+
+  it('passes only settings the service knows', () => {
+    const known = Object.keys(configSchema.shape);
+    for (const key of Object.keys(services['mega-asr']!.environment!)) expect(known, key).toContain(key);
   });
 
   it('checks readiness on /ready, with a start period long enough for the first download', () => {

@@ -199,6 +199,23 @@ describe('Dockerfile', () => {
     expect(args(keyword(finalStage, 'CMD')[0]!).join(' ')).toMatch(/node.*dist\/server\.js/);
   });
 
+  it("carries what the webgpu backend needs on an NVIDIA host: the Vulkan loader, the libraries NVIDIA's driver loads, the graphics capability", () => {
+    const installed = keyword(finalStage, 'RUN')
+      .flatMap(shellCommands)
+      .filter((w) => w[0] === 'DEBIAN_FRONTEND=noninteractive' && w[1] === 'apt-get' && w[2] === 'install')
+      .flat();
+    for (const pkg of ['libvulkan1', 'libxext6', 'libegl1']) expect(installed, pkg).toContain(pkg);
+    // The toolkit mounts NVIDIA's Vulkan ICD only when asked for graphics; compute and utility keep CUDA and nvidia-smi.
+    const capabilities = dockerfile
+      .getENVs()
+      .filter((e) => lineOf(e) >= lineOf(finalFrom))
+      .flatMap((e) => e.getProperties())
+      .filter((p) => p.getName() === 'NVIDIA_DRIVER_CAPABILITIES')
+      .map((p) => p.getValue()!.split(','));
+    expect(capabilities).toHaveLength(1);
+    expect(capabilities[0]!.sort()).toEqual(['compute', 'graphics', 'utility']);
+  });
+
   it('runs as the non-root user 10001, which owns the /data volume', () => {
     const users = keyword(finalStage, 'USER');
     expect(users.length).toBeGreaterThan(0);

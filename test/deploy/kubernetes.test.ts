@@ -8,6 +8,7 @@ import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ConfigMap, PersistentVolumeClaim, Service, type IContainer, type IHTTPGetAction } from 'kubernetes-models/v1';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { configSchema } from '../../src/config.js';
 import { startPrometheus, type Prometheus } from '../support/prometheus.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { repoRoot } from '../support/shared.js';
@@ -218,6 +219,14 @@ describe('deploy/kubernetes manifests fit together', () => {
     const secretEnv = [...server.env!, ...downloader!.env!].filter((e) => e.valueFrom?.secretKeyRef);
     expect(secretEnv.map((e) => e.name).sort()).toEqual(['API_KEYS', 'HF_TOKEN']);
     for (const e of secretEnv) expect(e.valueFrom!.secretKeyRef!.optional).toBe(true);
+  });
+
+  it('the ConfigMap holds only settings the service knows, each a value it accepts, the decoder backend among them', () => {
+    const known = Object.keys(configSchema.shape);
+    for (const key of Object.keys(configMap.data!)) expect(known, key).toContain(key);
+    const parsed = configSchema.safeParse(configMap.data);
+    expect(parsed.error?.issues ?? []).toEqual([]);
+    expect(configMap.data).toHaveProperty('ASR_BACKEND');
   });
 
   it('the optional PodMonitor scrapes the server pods on the named port, and copies the label the KEDA query filters on', () => {
