@@ -43,6 +43,7 @@ dir="${dir:-${XDG_CACHE_HOME:-$HOME/.cache}/mega-asr/lavapipe-25.0.7}"
 mkdir -p "$(dirname "$dir")"
 dir="$(cd "$(dirname "$dir")" && pwd -P)/$(basename "$dir")" # the json must name the library by an absolute path
 readonly json="$dir/lvp_icd.json" lib="$dir/$LIB_IN_PACKAGE"
+[[ "$dir" != *[\"\\]* ]] || die "DIR must not contain \" or \\ (the ICD json names the driver by its path): $dir"
 
 # Installs Debian packages with the system's own apt, only when allowed; else says which ones to install.
 provide() {
@@ -133,10 +134,14 @@ dpkg-deb -x "$deb" "$staging"
 dpkg-deb -f "$deb" Depends >"$staging/depends"
 check_libraries "$staging/$LIB_IN_PACKAGE" "$staging/depends"
 # The package's json names the library by file name only (found through the system's paths); ours names it where
-# it lies. Characters JSON would need escaped are refused rather than written wrongly.
-[[ "$lib" != *[\"\\]* ]] || die "DIR must not contain \" or \\: $dir"
-sed -E 's|"library_path": *"[^"]*"|"library_path": "'"$lib"'"|' "$staging/usr/share/vulkan/icd.d/lvp_icd.json" >"$staging/lvp_icd.json"
-grep -qF "\"library_path\": \"$lib\"" "$staging/lvp_icd.json" || die "unexpected lvp_icd.json in $PACKAGE $VERSION"
+# it lies (a path JSON would need escaped was refused above).
+api="$(sed -nE 's/.*"api_version": *"([0-9.]+)".*/\1/p' "$staging/usr/share/vulkan/icd.d/lvp_icd.json")"
+[[ -n "$api" ]] || die "no api_version in $PACKAGE $VERSION's lvp_icd.json"
+printf '{\n  "file_format_version": "1.0.0",\n  "ICD": {\n    "library_path": "%s",\n    "api_version": "%s"\n  }\n}\n' \
+  "$lib" "$api" >"$staging/lvp_icd.json"
+# Only lavapipe is used: the package's hardware drivers, layers and their jsons (~50 MB) go; its copyright stays.
+find "$staging/usr/lib" -type f ! -name libvulkan_lvp.so -delete
+rm -r "$staging/usr/share/vulkan"
 mv -T "$staging" "$dir"
 chmod 755 "$dir"
 echo "$json"
