@@ -9,7 +9,8 @@
 #                      is installed.
 # Bookworm's Mesa 22.3.6 is refused by Dawn (onnxruntime's WebGPU); the 25.0.7 build from bookworm-backports works.
 # It is downloaded with a private apt configuration and unpacked into DIR, never installed: the system's apt
-# configuration and package state are left alone. Idempotent: a second run only checks and prints the path.
+# sources, lists and packages are left alone (but for what --install-missing installs). Idempotent: a second run
+# only checks and prints the path.
 # stdout carries only the path; every message goes to stderr.
 set -euo pipefail
 
@@ -29,7 +30,7 @@ for arg in "$@"; do
   case "$arg" in
     --install-missing) install_missing=true ;;
     -h | --help)
-      sed -n '2,13s/^# \{0,1\}//p' "$0" >&2
+      sed -n '2,14s/^# \{0,1\}//p' "$0" >&2
       exit 0
       ;;
     -*) die "unknown option $arg (usage: tools/lavapipe.sh [--install-missing] [DIR])" ;;
