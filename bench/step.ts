@@ -1,14 +1,19 @@
 /**
- * One decode step, measured through the engine's decoder backend, next to its floor on the same machine: the step
+ * One decode step, measured through the engine's decoder backends, next to its floor on the same machine: the step
  * graph's weight matmuls alone (bench/floor.ts) run at the same batch size, one floor run before each measured
  * step so both see the same machine (a shared one included). For each batch size x context length: ms per step
- * (median, p90), host ms per step (outside session.run), floor ms, step/floor and tokens/s; with the lean graphs
- * (greedy ids in the graph, src/asr/lean-graph.ts), the original ones, or both; with 4-bit matmuls taking int8
- * activations (the engine's CPU default), fp32 ones, or both. Each variant's floor is read from its own step graph.
+ * (median, p90), host ms per step (outside session.run), floor ms, step/floor, tokens/s and the bytes a step moves
+ * between JavaScript and the session's device each way; with the host backend (the cache in JavaScript memory),
+ * the webgpu backend (the cache on the device, src/asr/backends/webgpu.ts), or both; with the lean graphs (greedy
+ * ids in the graph, src/asr/lean-graph.ts), the original ones, or both; with 4-bit matmuls taking int8 activations
+ * (the engine's CPU default), fp32 ones, or both. Each variant's floor is read from its own step graph.
  *
- *   npm run bench:step -- --model-dir DIR [--batch 1,2,4,8] [--context 100,300,600] [--steps N]
- *                         [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean]
+ *   npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600]
+ *                         [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean]
  *                         [--int8 on|off|both] [--out FILE]
+ *
+ * The webgpu backend runs on the webgpu provider (the default provider when --backend is webgpu or both; on a
+ * machine without a GPU, VK_ICD_FILENAMES=$(bash tools/lavapipe.sh) selects Mesa's software Vulkan).
  */
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 
@@ -18,6 +23,7 @@ import { parseArgs } from 'node:util';
 import { env, InferenceSession, Tensor } from 'onnxruntime-node';
 import type { CacheHandle, DecoderBackend } from '../src/asr/backend.js';
 import { HostBackend } from '../src/asr/backends/host.js';
+import { deviceResidentCache, WebGpuBackend, type StepTraffic } from '../src/asr/backends/webgpu.js';
 import { checkDecoderPair, readDecoderContract, type DecoderContract, type SessionInfo } from '../src/asr/contract.js';
 import { DecoderInputs } from '../src/asr/decoder-io.js';
 import { EmbeddingLookup, findEmbeddingFiles, loadEmbeddingTableOnce } from '../src/asr/embeddings.js';
@@ -28,6 +34,7 @@ import { Tokenizer } from '../src/asr/tokenizer.js';
 import { floorFeeds, floorGraph } from './floor.js';
 
 type Provider = 'cpu' | 'cuda' | 'webgpu';
+type Backend = 'host' | 'webgpu';
 type Role = 'prefill' | 'step';
 
 interface Settings {
@@ -36,13 +43,16 @@ interface Settings {
   contexts: number[];
   steps: number;
   provider: Provider;
+  /** as given: host, webgpu or both */
+  backend: string;
   threads?: number;
   variants: Variant[];
   out?: string;
 }
 
-/** Which graph rewrites a measured decoder has. */
+/** Where a measured decoder keeps its cache, and which graph rewrites it has. */
 interface Variant {
+  backend: Backend;
   lean: boolean;
   int8: boolean;
 }
@@ -52,7 +62,7 @@ const WARMUP_STEPS = 2;
 function usage(message: string): never {
   console.error(`bench:step: ${message}`);
   console.error(
-    'usage: npm run bench:step -- --model-dir DIR [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--int8 on|off|both] [--out FILE]',
+    'usage: npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--int8 on|off|both] [--out FILE]',
   );
   process.exit(2);
 }
@@ -70,10 +80,11 @@ function parseSettings(argv: string[]): Settings {
       args: argv,
       options: {
         'model-dir': { type: 'string' },
+        backend: { type: 'string', default: 'host' },
         batch: { type: 'string', default: '1,2,4,8' },
         context: { type: 'string', default: '100,300,600' },
         steps: { type: 'string', default: '8' },
-        provider: { type: 'string', default: 'cpu' },
+        provider: { type: 'string' },
         threads: { type: 'string' },
         lean: { type: 'string', default: 'on' },
         'no-lean': { type: 'boolean', default: false },
@@ -85,13 +96,20 @@ function parseSettings(argv: string[]): Settings {
     usage((err as Error).message);
   }
   if (!values['model-dir']) usage('--model-dir is required');
-  const provider = values.provider;
+  const backend = values.backend;
+  if (backend !== 'host' && backend !== 'webgpu' && backend !== 'both') usage(`--backend is host, webgpu or both; got '${backend}'`);
+  // Both backends on one provider, so that `both` compares where the cache lives on the same device.
+  const provider = values.provider ?? (backend === 'host' ? 'cpu' : 'webgpu');
   if (provider !== 'cpu' && provider !== 'cuda' && provider !== 'webgpu') usage(`--provider is cpu, cuda or webgpu; got '${provider}'`);
+  if (backend !== 'host' && provider !== 'webgpu') usage(`--backend ${backend} runs on the webgpu provider; got --provider ${provider}`);
   const lean = values['no-lean'] ? 'off' : values.lean;
   if (lean !== 'on' && lean !== 'off' && lean !== 'both') usage(`--lean is on, off or both; got '${lean}'`);
   // As the engine: int8 activations on the CPU only, unless asked.
   const int8 = values.int8 ?? (provider === 'cpu' ? 'on' : 'off');
   if (int8 !== 'on' && int8 !== 'off' && int8 !== 'both') usage(`--int8 is on, off or both; got '${int8}'`);
+  if (backend !== 'host' && int8 !== 'off') usage(`--int8 ${int8}: int8 matmuls run on the CPU only; the webgpu backend takes --int8 off`);
+  // webgpu first: a run cut short by a time limit (bench/device/run.sh) has the device-resident numbers
+  const backends: Backend[] = backend === 'both' ? ['webgpu', 'host'] : backend === 'webgpu' ? ['webgpu'] : ['host'];
   const choices = (v: string) => (v === 'both' ? [false, true] : [v === 'on']);
   const [steps] = positiveList(values.steps, 'steps');
   const threads = values.threads === undefined ? undefined : positiveList(values.threads, 'threads')[0];
@@ -101,8 +119,9 @@ function parseSettings(argv: string[]): Settings {
     contexts: positiveList(values.context, 'context'),
     steps: steps!,
     provider,
+    backend,
     ...(threads ? { threads } : {}),
-    variants: choices(int8).flatMap((i) => choices(lean).map((l) => ({ lean: l, int8: i }))),
+    variants: backends.flatMap((b) => choices(int8).flatMap((i) => choices(lean).map((l) => ({ backend: b, lean: l, int8: i })))),
     ...(values.out ? { out: values.out } : {}),
   };
 }
@@ -179,13 +198,36 @@ interface Decoder {
   backend: DecoderBackend;
   prefill: DecoderContract;
   graphs: Record<Role, { file: string; greedy: boolean; int8Matmuls: number; reason?: string }>;
-  sessions: InferenceSession[];
   maxBatch: number;
   /** the step graph's floor, read from the graph as loaded */
   floor: Floor;
+  /** bytes the last step moved between JavaScript and the session's device */
+  traffic(): StepTraffic;
+  close(): Promise<void>;
 }
 
-/** The engine's host backend over the model's decoders, with the variant's rewrites, on the chosen provider. */
+/** Bytes of the host tensors among these: what JavaScript hands a session or gets back from it. */
+function hostBytes(tensors: Iterable<Tensor | null | undefined>): number {
+  let bytes = 0;
+  for (const t of tensors) if (t && (t.location === 'cpu' || t.location === 'cpu-pinned')) bytes += (t.data as ArrayBufferView).byteLength;
+  return bytes;
+}
+
+/**
+ * The host backend's step session, counting each run's host tensors in and out: the whole past cache, ids, mask and
+ * positions in; the whole present cache and the greedy ids (or logits) out.
+ */
+function countingTraffic(session: InferenceSession) {
+  let last: StepTraffic = { toDevice: 0, toHost: 0 };
+  const run = async (feeds: InferenceSession.FeedsType, ...rest: unknown[]) => {
+    const out = await (session.run as (...args: unknown[]) => Promise<InferenceSession.ReturnType>).call(session, feeds, ...rest);
+    last = { toDevice: hostBytes(Object.values(feeds)), toHost: hostBytes(Object.values(out)) };
+    return out;
+  };
+  return { session: { run: run as InferenceSession['run'] }, last: () => last };
+}
+
+/** The model's decoders with the variant's rewrites, on the chosen provider, behind the engine's backend of that variant. */
 async function openDecoder(s: Settings, variant: Variant, embeddings: EmbeddingLookup | undefined): Promise<Decoder> {
   const files = findModelFiles(s.modelDir);
   const sessions: InferenceSession[] = [];
@@ -204,18 +246,43 @@ async function openDecoder(s: Settings, variant: Variant, embeddings: EmbeddingL
       const folder = extra?.session?.model_external_initializers_file_folder_path;
       stepGraph = { file: graph.file, dataFolder: typeof folder === 'string' ? folder : undefined };
     }
-    const session = await InferenceSession.create(graph.file, { ...sessionOptions(s), ...graph.sessionOptions });
+    // As the engine opens them for its webgpu backend: present.* stay on the device.
+    const onDevice = variant.backend === 'webgpu' ? await deviceResidentCache(graph.file) : {};
+    const session = await InferenceSession.create(graph.file, { ...sessionOptions(s), ...graph.sessionOptions, ...onDevice });
     sessions.push(session);
     return { session, contract: readDecoderContract(sessionInfo(session, graph.file), role) };
   };
-  const prefill = await open('prefill');
-  const step = await open('step');
-  checkDecoderPair(prefill.contract, step.contract);
-  const batchDim = sessionInfo(step.session, files.step).inputs.find((t) => t.name === step.contract.token.name)!.shape[0];
-  const maxBatch = typeof batchDim === 'number' ? batchDim : Math.max(...s.batches);
-  const backend = new HostBackend({ prefill, step, inputs: new DecoderInputs(embeddings, 'float32'), maxBatch });
-  const floor = await openFloor(s, stepGraph.file, stepGraph.dataFolder);
-  return { backend, prefill: prefill.contract, graphs, sessions, maxBatch, floor };
+  let backend: DecoderBackend | undefined;
+  try {
+    const prefill = await open('prefill');
+    const step = await open('step');
+    checkDecoderPair(prefill.contract, step.contract);
+    const batchDim = sessionInfo(step.session, files.step).inputs.find((t) => t.name === step.contract.token.name)!.shape[0];
+    const maxBatch = typeof batchDim === 'number' ? batchDim : Math.max(...s.batches);
+    const inputs = new DecoderInputs(embeddings, 'float32');
+    let traffic: () => StepTraffic;
+    if (variant.backend === 'webgpu') {
+      const device = await WebGpuBackend.create(
+        { prefill, step, inputs, maxBatch },
+        { embeddings, session: sessionOptions(s), logger: { warn: (message) => console.log(`note: ${message}`) } },
+      );
+      [backend, traffic] = [device, () => device.lastStepTraffic];
+    } else {
+      const counted = countingTraffic(step.session);
+      [backend, traffic] = [new HostBackend({ prefill, step: { ...step, session: counted.session }, inputs, maxBatch }), counted.last];
+    }
+    const floor = await openFloor(s, stepGraph.file, stepGraph.dataFolder);
+    const opened = backend;
+    const close = async () => {
+      await opened.dispose();
+      await Promise.all([...sessions.map((session) => session.release()), floor.release()]);
+    };
+    return { backend, prefill: prefill.contract, graphs, maxBatch, floor, traffic, close };
+  } catch (err) {
+    await backend?.dispose();
+    await Promise.all(sessions.map((session) => session.release()));
+    throw err;
+  }
 }
 
 /** Prompts of exactly `context` tokens: the ASR chat template around audio pads, with random audio rows. */
@@ -233,6 +300,8 @@ function promptOf(tokenizer: Tokenizer, context: number, hidden: number, seed: n
 
 /** One measured batch x context, as the JSON report lists it. */
 export interface StepBenchRow {
+  /** where the cache lives: host (JavaScript memory) or webgpu (the device) */
+  backend: Backend;
   lean: boolean;
   /** 4-bit matmuls took int8 activations (in the step and in its floor) */
   int8: boolean;
@@ -247,13 +316,15 @@ export interface StepBenchRow {
   floorMs: number;
   stepOverFloor: number;
   tokensPerSecond: number;
+  /** bytes a step moved between JavaScript and the session's device each way (median over the measured steps) */
+  bytesPerStep: StepTraffic;
 }
 
 async function measureDecoder(s: Settings, variant: Variant, tokenizer: Tokenizer, embeddings: EmbeddingLookup | undefined) {
   const decoder = await openDecoder(s, variant, embeddings);
   const { floor } = decoder;
   const rows: StepBenchRow[] = [];
-  const skipped: { lean: boolean; int8: boolean; batch: number; reason: string }[] = [];
+  const skipped: (Variant & { batch: number; reason: string })[] = [];
   const batches = s.batches.filter((b) => {
     if (b <= decoder.maxBatch) return true;
     skipped.push({ ...variant, batch: b, reason: `the step graph's batch is fixed at ${decoder.maxBatch}` });
@@ -277,7 +348,7 @@ async function measureDecoder(s: Settings, variant: Variant, tokenizer: Tokenize
             const t = performance.now();
             const result = await decoder.backend.step(active.map((cache, i) => ({ cache, token: last[i]! })));
             result.ids.forEach((id, i) => (last[i] = id));
-            return { ms: performance.now() - t, runMs: result.runMs };
+            return { ms: performance.now() - t, runMs: result.runMs, traffic: decoder.traffic() };
           };
           for (let i = 0; i < WARMUP_STEPS; i++) await step();
           const startLength = active[0]!.length;
@@ -301,6 +372,7 @@ async function measureDecoder(s: Settings, variant: Variant, tokenizer: Tokenize
             floorMs,
             stepOverFloor: round(stepMs.median / floorMs),
             tokensPerSecond: round((batch * 1000) / stepMs.median, 1),
+            bytesPerStep: { toDevice: spread(measured.map((m) => m.traffic.toDevice)).median, toHost: spread(measured.map((m) => m.traffic.toHost)).median },
           });
           printRow(rows[rows.length - 1]!);
         }
@@ -311,18 +383,34 @@ async function measureDecoder(s: Settings, variant: Variant, tokenizer: Tokenize
     const floorRows = [...floor.runs].filter(([, ms]) => ms.length > 0).map(([batch, ms]) => ({ batch, ms: spread(ms) }));
     return { ...variant, rows, skipped, graphs: decoder.graphs, maxBatch: decoder.maxBatch, floor: { matmuls: floor.matmuls, quantized: floor.quantized, weightMB: floor.weightMB, rows: floorRows } };
   } finally {
-    await Promise.all([...decoder.sessions.map((session) => session.release()), floor.release()]);
+    await decoder.close();
   }
 }
 
-const COLUMNS = ['graphs', 'batch', 'context', 'step ms p50', 'p90', 'host ms', 'host min', 'run ms', 'floor ms', 'step/floor', 'tokens/s', 'prefill ms/token'];
+const COLUMNS = ['backend/graphs', 'batch', 'context', 'step ms p50', 'p90', 'host ms', 'host min', 'run ms', 'floor ms', 'step/floor', 'tokens/s', 'prefill ms/token', 'to device/step', 'to host/step'];
 const WIDTHS = COLUMNS.map((c) => Math.max(c.length, 8));
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS[i]!) : c.padStart(WIDTHS[i]!))).join('  ');
+
+const variantName = (v: Variant) => `${v.backend}/${v.lean ? 'lean' : 'original'}${v.int8 ? '+int8' : ''}`;
+
+/** 24 B, 3.5 KiB, 67.2 MiB, 2.15 GiB */
+function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  const i = Math.min(units.length - 1, Math.max(0, Math.floor(Math.log(Math.max(n, 1)) / Math.log(1024))));
+  return i === 0 ? `${n} B` : `${(n / 1024 ** i).toFixed(i === 3 ? 2 : 1)} ${units[i]}`;
+}
+
+/** What the bytes columns count, in the report and under the table. */
+const BYTES_NOTE =
+  'bytes per step: host backend: what JavaScript hands the step session and gets back (the whole past cache in, the whole present cache out, ' +
+  'plus ids, mask, positions and the greedy ids or logits): on cuda or webgpu this crosses PCIe each way, on the cpu provider nothing crosses ' +
+  "(the session computes in the same memory); webgpu backend: what a step sends to the device and reads back (ids, positions, each row's first " +
+  'column; the greedy ids), the cache never leaves the device';
 
 function printRow(r: StepBenchRow): void {
   console.log(
     line([
-      `${r.lean ? 'lean' : 'original'}${r.int8 ? '+int8' : ''}`,
+      variantName(r),
       String(r.batch),
       String(r.context),
       r.stepMs.median.toFixed(1),
@@ -334,6 +422,8 @@ function printRow(r: StepBenchRow): void {
       r.stepOverFloor.toFixed(2),
       r.tokensPerSecond.toFixed(1),
       r.prefillMsPerToken.toFixed(2),
+      bytes(r.bytesPerStep.toDevice),
+      bytes(r.bytesPerStep.toHost),
     ]),
   );
 }
@@ -349,34 +439,55 @@ async function main(): Promise<void> {
     usage((err as Error).message);
   }
   const startedAt = new Date().toISOString();
-  console.log(`bench:step ${s.modelDir} on ${s.provider}${s.threads ? ` with ${s.threads} threads` : ''}: ${s.steps} steps after ${WARMUP_STEPS} warm-up per row`);
+  console.log(
+    `bench:step ${s.modelDir}: ${s.backend === 'both' ? 'webgpu and host backends' : `${s.backend} backend`} on ${s.provider}${s.threads ? ` with ${s.threads} threads` : ''}: ` +
+      `${s.steps} steps after ${WARMUP_STEPS} warm-up per row`,
+  );
   const embeddingFile = findEmbeddingFiles(s.modelDir)[0];
   const embeddings = embeddingFile ? new EmbeddingLookup(loadEmbeddingTableOnce(embeddingFile)) : undefined;
   console.log(line(COLUMNS));
-  const runs = [];
-  for (const variant of s.variants) runs.push(await measureDecoder(s, variant, tokenizer, embeddings));
+  const runs: Awaited<ReturnType<typeof measureDecoder>>[] = [];
+  const report = (complete: boolean) => ({
+    bench: 'step',
+    startedAt,
+    complete,
+    modelDir: s.modelDir,
+    provider: s.provider,
+    backend: s.backend,
+    threads: s.threads ?? null,
+    steps: s.steps,
+    warmupSteps: WARMUP_STEPS,
+    bytesNote: BYTES_NOTE,
+    machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: round(totalmem() / 2 ** 30, 1), node: process.version },
+    variants: runs.map((r) => ({ backend: r.backend, lean: r.lean, int8: r.int8, maxBatch: r.maxBatch, graphs: r.graphs, floor: r.floor })),
+    rows: runs.flatMap((r) => r.rows),
+    skipped: runs.flatMap((r) => r.skipped),
+  });
+  const write = (complete: boolean) => s.out && writeFileSync(s.out, `${JSON.stringify(report(complete), null, 2)}\n`);
+  for (const variant of s.variants) {
+    try {
+      runs.push(await measureDecoder(s, variant, tokenizer, embeddings));
+    } catch (err) {
+      // What was measured so far stays in the report; the failure is one line, not a stack trace.
+      write(false);
+      const message = String((err as Error).message ?? err).split('\n')[0];
+      const hint = s.provider === 'webgpu' ? ' (the webgpu provider needs a Vulkan loader and driver; on a CPU: VK_ICD_FILENAMES=$(bash tools/lavapipe.sh))' : '';
+      console.error(`bench:step: ${variantName(variant)} on ${s.provider} failed: ${message}${hint}`);
+      process.exit(1);
+    }
+    // After each variant, so a run stopped by a time limit keeps what it measured.
+    write(false);
+  }
+  console.log(BYTES_NOTE);
   for (const run of runs) {
-    const name = `${run.lean ? 'lean' : 'original'}${run.int8 ? '+int8' : ''}`;
+    const name = variantName(run);
     const f = run.floor;
     console.log(`${name} floor: ${f.matmuls} ${f.quantized ? 'MatMulNBits' : 'MatMul'} nodes, ${f.weightMB} MiB of weights`);
     for (const [role, g] of Object.entries(run.graphs)) if (g.reason) console.log(`${name} ${role} graph: ${g.reason}`);
     for (const k of run.skipped) console.log(`${name} batch ${k.batch} skipped: ${k.reason}`);
   }
-  const report = {
-    bench: 'step',
-    startedAt,
-    modelDir: s.modelDir,
-    provider: s.provider,
-    threads: s.threads ?? null,
-    steps: s.steps,
-    warmupSteps: WARMUP_STEPS,
-    machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: round(totalmem() / 2 ** 30, 1), node: process.version },
-    variants: runs.map((r) => ({ lean: r.lean, int8: r.int8, maxBatch: r.maxBatch, graphs: r.graphs, floor: r.floor })),
-    rows: runs.flatMap((r) => r.rows),
-    skipped: runs.flatMap((r) => r.skipped),
-  };
   if (s.out) {
-    writeFileSync(s.out, `${JSON.stringify(report, null, 2)}\n`);
+    write(true);
     console.log(`wrote ${s.out}`);
   }
 }

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fixtureModel } from '../support/fixture-models.js';
 import { repoRoot } from '../support/shared.js';
+import { lavapipeIcd } from '../support/webgpu.js';
 import type { StepBenchRow as StepRow } from '../../bench/step.js';
 
 const run = promisify(execFile);
@@ -13,12 +14,12 @@ const scratch = mkdtempSync(join(tmpdir(), 'bench-step-test-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 /** npm run bench:step -- ARGS, as a child process: its exit code and output. */
-async function benchStep(args: string[]) {
+async function benchStep(args: string[], env: Record<string, string> = {}) {
   try {
     const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'step.ts'), ...args], {
       cwd: repoRoot,
       timeout: 120_000,
-      env: { ...process.env, XDG_CACHE_HOME: join(scratch, 'cache') },
+      env: { ...process.env, XDG_CACHE_HOME: join(scratch, 'cache'), ...env },
     });
     return { code: 0, stdout, stderr };
   } catch (err) {
@@ -68,8 +69,10 @@ describe('npm run bench:step', () => {
       expect(r.contextMeasured).toBeGreaterThan(r.context);
       expect(r.contextMeasured).toBeLessThan(r.context + 20);
     }
-    expect(result.stdout).toMatch(/^lean floor: \d+ MatMul nodes/m);
-    expect(result.stdout).toMatch(/^lean\s+2\s+70\s/m);
+    expect(result.stdout).toMatch(/^host\/lean floor: \d+ MatMul nodes/m);
+    expect(result.stdout).toMatch(/^host\/lean\s+2\s+70\s/m);
+    // on the CPU provider the host backend's cache bytes are counted too (they cross nothing there)
+    for (const r of rows) expect(r.bytesPerStep.toDevice).toBeGreaterThan(1000);
   });
 
   it('refuses bad arguments with one line of usage, not a stack trace', async () => {
@@ -77,8 +80,49 @@ describe('npm run bench:step', () => {
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/^bench:step: --batch takes positive integers separated by commas; got '0,2'\nusage: /);
     expect(result.stderr).not.toMatch(/\n\s+at /);
+    for (const [args, message] of [
+      [['--backend', 'webgpu', '--provider', 'cpu'], '--backend webgpu runs on the webgpu provider; got --provider cpu'],
+      [['--backend', 'both', '--int8', 'on'], '--int8 on: int8 matmuls run on the CPU only; the webgpu backend takes --int8 off'],
+      [['--backend', 'gpu'], "--backend is host, webgpu or both; got 'gpu'"],
+    ]) {
+      const refused = await benchStep(['--model-dir', fixtureModel('default'), ...args!]);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr.split('\n')[0]).toBe(`bench:step: ${message}`);
+    }
     const missing = await benchStep(['--model-dir', join(scratch, 'nowhere')]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/^bench:step: .*nowhere/);
+  });
+
+  it('measures the webgpu backend beside the host one on the same device (lavapipe here), with the bytes a step moves each way', async () => {
+    const out = join(scratch, 'step-webgpu.json');
+    const args = ['--model-dir', fixtureModel('default'), '--backend', 'both', '--batch', '1,2', '--context', '40', '--steps', '2', '--out', out];
+    const result = await benchStep(args, { VK_ICD_FILENAMES: lavapipeIcd() });
+    expect(result.stderr).not.toMatch(/bench:step|\n\s+at /);
+    expect(result.code).toBe(0);
+    const report = JSON.parse(readFileSync(out, 'utf8'));
+    expect(report).toMatchObject({ bench: 'step', provider: 'webgpu', backend: 'both', complete: true, skipped: [] });
+    expect(report.bytesNote).toMatch(/on cuda or webgpu this crosses PCIe each way, on the cpu provider nothing crosses/);
+    expect(report.variants.map((v: { backend: string; int8: boolean }) => `${v.backend}/${v.int8}`)).toEqual(['webgpu/false', 'host/false']);
+
+    const rows = report.rows as StepRow[];
+    expect(rows.map((r) => `${r.backend}/${r.batch}`)).toEqual(['webgpu/1', 'webgpu/2', 'host/1', 'host/2']);
+    const at = (backend: string, batch: number) => rows.find((r) => r.backend === backend && r.batch === batch)!.bytesPerStep;
+    for (const r of rows) expect(r.stepMs.median).toBeGreaterThan(0);
+    for (const batch of [1, 2]) {
+      // the device-resident cache: a few bytes per sequence each way (its id and position in, its greedy id out)
+      const device = at('webgpu', batch);
+      for (const n of [device.toDevice, device.toHost]) {
+        expect(n).toBeGreaterThan(0);
+        expect(n).toBeLessThan(100 * batch);
+      }
+      // the host backend hands the session the whole cache and gets the whole cache back
+      const host = at('host', batch);
+      expect(host.toDevice).toBeGreaterThan(1000 * batch);
+      expect(host.toHost).toBeGreaterThan(1000 * batch);
+    }
+    expect(at('host', 2).toDevice).toBeGreaterThan(at('host', 1).toDevice);
+    expect(result.stdout).toMatch(/^webgpu\/lean\s+2\s+40\s.*\s\d+ B\s+\d+ B$/m);
+    expect(result.stdout).toMatch(/^host\/lean\s+2\s+40\s.*\s[\d.]+ KiB\s+[\d.]+ KiB$/m);
   });
 });
