@@ -78,6 +78,8 @@ export const configSchema = z.object({
   HF_HOME: z.string().min(1).optional(),
   XDG_CACHE_HOME: z.string().min(1).optional(),
   ASR_DEVICE: z.enum(['auto', 'cuda', 'cpu']).default('auto'),
+  /** where the decoder keeps its KV cache: host memory, or the GPU through WebGPU (auto: host until measured) */
+  ASR_BACKEND: z.enum(['auto', 'host', 'webgpu']).default('auto'),
   ASR_CUDA_DEVICE_ID: z.coerce.number().int().min(0).default(0),
   /** ORT intra-op threads per session; 0 lets onnxruntime decide. */
   ASR_INTRA_OP_THREADS: z.coerce.number().int().min(0).default(0),
@@ -123,6 +125,7 @@ export type Config = z.infer<typeof configSchema>;
 export function engineSettings(config: Config) {
   return {
     device: config.ASR_DEVICE,
+    backend: config.ASR_BACKEND,
     cudaDeviceId: config.ASR_CUDA_DEVICE_ID,
     intraOpThreads: config.ASR_INTRA_OP_THREADS,
     maxBatch: config.MAX_BATCH,

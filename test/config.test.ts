@@ -30,6 +30,7 @@ describe('config', () => {
       HF_ENDPOINT: 'https://huggingface.co',
       HF_HUB_OFFLINE: false,
       ASR_DEVICE: 'auto',
+      ASR_BACKEND: 'auto',
       ASR_CUDA_DEVICE_ID: 0,
       ASR_INTRA_OP_THREADS: 0,
       LEAN_GRAPHS: true,
@@ -68,8 +69,9 @@ describe('config', () => {
 
   it('passes the batch size and the graph rewrite switches to the engine', () => {
     expect(engineSettings(loadConfig({}))).toMatchObject({ maxBatch: 8, leanGraphs: true, cpuInt8Matmuls: true });
-    expect(engineSettings(loadConfig({ MAX_BATCH: '32', LEAN_GRAPHS: 'false', CPU_INT8_MATMULS: 'false', ASR_DEVICE: 'cpu' }))).toEqual({
+    expect(engineSettings(loadConfig({ MAX_BATCH: '32', LEAN_GRAPHS: 'false', CPU_INT8_MATMULS: 'false', ASR_DEVICE: 'cpu', ASR_BACKEND: 'webgpu' }))).toEqual({
       device: 'cpu',
+      backend: 'webgpu',
       cudaDeviceId: 0,
       intraOpThreads: 0,
       maxBatch: 32,
@@ -80,6 +82,7 @@ describe('config', () => {
     expect(() => loadConfig({ MAX_BATCH: '2.5' })).toThrow(/MAX_BATCH/);
     expect(() => loadConfig({ LEAN_GRAPHS: 'sometimes' })).toThrow(/LEAN_GRAPHS/);
     expect(() => loadConfig({ CPU_INT8_MATMULS: 'fast' })).toThrow(/CPU_INT8_MATMULS/);
+    expect(() => loadConfig({ ASR_BACKEND: 'cuda' })).toThrow(/ASR_BACKEND/);
   });
 
   it('names the bad variable', () => {

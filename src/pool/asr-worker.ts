@@ -22,6 +22,7 @@ async function load(): Promise<AsrEngine> {
     const engine = await AsrEngine.load({
       modelDir: data.modelDir,
       device: data.device,
+      backend: data.backend,
       cudaDeviceId: data.cudaDeviceId,
       intraOpThreads: data.intraOpThreads,
       maxBatch: data.maxBatch,

@@ -1,5 +1,5 @@
 import { MessageChannel, type Worker } from 'node:worker_threads';
-import type { DeviceSetting } from '../asr/engine.js';
+import type { BackendSetting, DeviceSetting } from '../asr/engine.js';
 import { ModelLoadError } from '../asr/errors.js';
 import { Admissions, type Admission, type AdmissionRefusal } from './admission.js';
 import { AsrThreads } from './asr-threads.js';
@@ -22,6 +22,8 @@ export type { PoolLogger } from './log-once.js';
 export interface AsrPoolOptions {
   modelDir: string;
   device: DeviceSetting;
+  /** where the decoder keeps its KV cache (engine.ts BackendSetting) */
+  backend: BackendSetting;
   cudaDeviceId: number;
   intraOpThreads: number;
   /** sequences one worker decodes together (its engine may allow fewer, e.g. 1 for graphs with a fixed batch) */
@@ -127,6 +129,7 @@ export class AsrPool {
       {
         modelDir: o.modelDir,
         device: o.device,
+        backend: o.backend,
         cudaDeviceId: o.cudaDeviceId,
         intraOpThreads: o.intraOpThreads,
         maxBatch: o.maxBatch,

@@ -1,5 +1,5 @@
 import type { MessagePort } from 'node:worker_threads';
-import type { DeviceSetting } from '../asr/engine.js';
+import type { BackendSetting, DeviceSetting } from '../asr/engine.js';
 import type { SharedEmbeddingTable } from '../asr/embeddings.js';
 import type { Language } from '../asr/languages.js';
 import type { TranscriptPrefix } from '../asr/prompt.js';
@@ -13,6 +13,7 @@ import { PoolError } from './errors.js';
 export interface AsrWorkerData {
   modelDir: string;
   device: DeviceSetting;
+  backend: BackendSetting;
   cudaDeviceId: number;
   intraOpThreads: number;
   /** sequences one engine may decode together (the engine may allow fewer: it reports how many when ready) */

@@ -32,6 +32,7 @@ function options(o: Partial<AsrPoolOptions>): AsrPoolOptions {
   return {
     modelDir: fixtureModel('default'),
     device: 'cpu',
+    backend: 'host',
     cudaDeviceId: 0,
     intraOpThreads: 1,
     maxBatch: 8,

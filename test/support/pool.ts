@@ -9,6 +9,7 @@ export async function startPool(variant: FixtureVariantName, o: Partial<AsrPoolO
   const pool = await AsrPool.start({
     modelDir: fixtureModel(variant),
     device: 'cpu',
+    backend: 'host',
     cudaDeviceId: 0,
     intraOpThreads: 1,
     maxBatch: 4,

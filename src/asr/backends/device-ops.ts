@@ -101,6 +101,8 @@ const int64 = (values: readonly number[], dims: number[]) => new Tensor('int64',
 const leftPads = (left: number) => int64([0, 0, left, 0, 0, 0, 0, 0], [8]);
 
 export class DeviceOps {
+  private readonly uploadSessions: InferenceSession[] = [];
+
   private constructor(
     private readonly o: DeviceOpsOptions,
     private readonly selectSession: InferenceSession,
@@ -120,14 +122,14 @@ export class DeviceOps {
     return new DeviceOps(o, opened[0]!, opened[1]!, opened[2]!);
   }
 
-  /** A host tensor [rows, cols] as a device tensor (one copy; the table, at load). */
+  /**
+   * A host tensor [rows, cols] as a device tensor (one copy; the table, at load). The session that made it stays
+   * open until release(): disposing a device tensor after its session is gone crashes onnxruntime 1.30.
+   */
   async upload(host: Tensor): Promise<Tensor> {
     const session = await InferenceSession.create(uploadGraph(host.type), { ...this.o.session, preferredOutputLocation: 'gpu-buffer' });
-    try {
-      return (await session.run({ host })).device!;
-    } finally {
-      await session.release();
-    }
+    this.uploadSessions.push(session);
+    return (await session.run({ host })).device!;
   }
 
   /** Rows `rows` of a batch cache, in that order, without their first `start` columns. New tensors; the input stays. */
@@ -161,7 +163,8 @@ export class DeviceOps {
     return { mask: out.mask!, ...(out.embeds ? { embeds: out.embeds } : {}) };
   }
 
+  /** Closes the graphs' sessions: every tensor they made must have been disposed before. */
   async release(): Promise<void> {
-    await Promise.all([this.selectSession.release(), this.appendSession.release(), this.inputsSession.release()]);
+    await Promise.all([this.selectSession, this.appendSession, this.inputsSession, ...this.uploadSessions].map((s) => s.release()));
   }
 }
