@@ -8,18 +8,22 @@
 # 2. unpacks Node, the pruned onnxruntime-node and the bundled scripts into $DEVICE_WORK (default /tmp/mega-asr-device);
 # 3. probes onnxruntime-node's WebGPU provider (over NVIDIA's Vulkan driver) with a tiny graph;
 # 4. generates the full-size stand-in there (npm run fixture-model's code, bundled);
-# 5. runs bench:step on the webgpu provider (batch 1,8,32 x context 100,600) unless the probe found no adapter,
-#    and on the cpu provider (batch 1) for comparison.
+# 5. runs bench:step on the webgpu provider with both decoder backends (--backend both: the webgpu backend, whose
+#    cache stays on the GPU, then the host backend, whose cache crosses to JavaScript and back every step, on the
+#    same GPU) at batch 1,8,32 x context 128,600 unless the probe found no adapter, and the host backend on the cpu
+#    provider (batch 1) for comparison; then one line per measured row in summary.txt: ms per step, tokens/s and
+#    the bytes a step moved between JavaScript and the device each way.
 # Each stage has a hard time limit, cut further so the whole run ends within RUN_LIMIT (440 s) with the CPU
-# comparison's CPU_RESERVE (90 s) kept for it. Everything is logged to OUT_DIR/run.log, the stage outcomes to
-# OUT_DIR/summary.txt, bench:step's reports to OUT_DIR/step-webgpu-1-8.json, step-webgpu-32.json, step-cpu-1.json,
+# comparison's CPU_RESERVE (90 s) kept for it. Everything is logged to OUT_DIR/run.log, the stage outcomes and the
+# rows to OUT_DIR/summary.txt, bench:step's reports to OUT_DIR/step-webgpu-1-8.json, step-webgpu-32.json,
+# step-cpu-1.json (each written after each backend, so a process stopped at its limit keeps what it measured),
 # nvidia-smi's samples during the WebGPU steps to OUT_DIR/gpu-usage.csv (at most 8 files, as the device tool returns).
 # Exit 0 when every stage ran, 3 when WebGPU had no adapter (the CPU comparison still runs), 1 otherwise.
 #
 # Overrides (environment): STANDIN_ARGS (default "--full-size --stop-after 64"), WEBGPU_BATCHES ("1,8 32": one
-# bench:step process per group), CPU_BATCH (1), CONTEXTS (100,600), STEP_ARGS (extra bench:step flags, default
-# "--steps 8"), LIMIT_GEN / LIMIT_WEBGPU (each group) / LIMIT_CPU (seconds: 120 / 130 / 90), RUN_LIMIT,
-# CPU_RESERVE, DEVICE_WORK.
+# bench:step process per group), WEBGPU_BACKEND (both; webgpu or host measures one), CPU_BATCH (1), CONTEXTS
+# (128,600), STEP_ARGS (extra bench:step flags, default "--steps 8"), LIMIT_GEN / LIMIT_WEBGPU (each group) /
+# LIMIT_CPU (seconds: 120 / 150 / 90), RUN_LIMIT, CPU_RESERVE, DEVICE_WORK.
 set -uo pipefail
 
 out=${1:?usage: bash bench/device/run.sh OUT_DIR}
@@ -29,7 +33,7 @@ dist=$root/bench/device/dist
 work=${DEVICE_WORK:-/tmp/mega-asr-device}
 standin_args=${STANDIN_ARGS:---full-size --stop-after 64}
 step_args=${STEP_ARGS:---steps 8}
-contexts=${CONTEXTS:-100,600}
+contexts=${CONTEXTS:-128,600}
 exec > >(tee -a "$out/run.log") 2>&1
 # At exit, let tee write the last lines before the script's end is taken as the run's end.
 tee_pid=$!
@@ -42,6 +46,7 @@ note() { echo "== $(date -u +%H:%M:%S) [$((SECONDS - started)) s] $*"; }
 record() { summary+=("$1"); echo "$1" >>"$out/summary.txt"; }
 die() { note "STOP: $*"; record "STOP: $*"; exit 1; }
 : >"$out/summary.txt"
+rm -f "$out"/step-*.json # an earlier run's reports would be summarised as this one's
 # Paths of a library in the linker cache (awk reads all of ldconfig's output: no SIGPIPE under pipefail).
 ldfind() { ldconfig -p 2>/dev/null | awk -v name="$1" '$1 == name && /x86-64/ {print $NF}'; }
 
@@ -187,13 +192,13 @@ else
 fi
 
 # --- 5. decode steps ---------------------------------------------------------------------------------------------
-step() { # provider batches wanted-limit reserve: one bench:step process, its report in step-PROVIDER-BATCHES.json
-  local t0=$SECONDS rc name="step-$1-${2//,/-}" lim
-  lim=$(limit "$3" "$4")
+step() { # provider backend batches wanted-limit reserve: one bench:step process, its report in step-PROVIDER-BATCHES.json
+  local t0=$SECONDS rc name="step-$1-${3//,/-}" lim
+  lim=$(limit "$4" "$5")
   if [ "$lim" -lt 20 ]; then record "$name: SKIPPED, only $lim s left of RUN_LIMIT"; return 1; fi
-  note "bench:step --provider $1 --batch $2 --context $contexts $step_args (limit $lim s)"
+  note "bench:step --provider $1 --backend $2 --batch $3 --context $contexts $step_args (limit $lim s)"
   # shellcheck disable=SC2086
-  timeout -k 10 "$lim" "$node" "$work/app/step.mjs" --model-dir "$model" --provider "$1" --batch "$2" \
+  timeout -k 10 "$lim" "$node" "$work/app/step.mjs" --model-dir "$model" --provider "$1" --backend "$2" --batch "$3" \
     --context "$contexts" $step_args --out "$out/$name.json"
   rc=$?
   case $rc in
@@ -213,7 +218,7 @@ if [ $webgpu = yes ]; then
   fi
   # Separate processes, so that a failure at the widest batch (its prefill is the largest) keeps the others' report.
   for batches in ${WEBGPU_BATCHES:-1,8 32}; do
-    step webgpu "$batches" "${LIMIT_WEBGPU:-130}" "$cpu_reserve" || status=1
+    step webgpu "${WEBGPU_BACKEND:-both}" "$batches" "${LIMIT_WEBGPU:-150}" "$cpu_reserve" || status=1
   done
   if [ -n "$sampler" ]; then
     kill "$sampler" 2>/dev/null
@@ -223,7 +228,33 @@ if [ $webgpu = yes ]; then
 else
   status=3
 fi
-step cpu "${CPU_BATCH:-1}" "${LIMIT_CPU:-90}" 0 || { [ $status = 0 ] && status=1; }
+step cpu host "${CPU_BATCH:-1}" "${LIMIT_CPU:-90}" 0 || { [ $status = 0 ] && status=1; }
+
+# --- 6. the rows, one line each -----------------------------------------------------------------------------------
+# From the reports (a stopped process's report holds the backends it finished). Bytes per step: the host backend
+# hands the session the whole cache and gets it back (over PCIe on the GPU; nothing crosses on the cpu provider),
+# the webgpu backend sends ids and positions and reads back greedy ids; bench:step's bytesNote says it in full.
+reports=()
+for f in "$out"/step-webgpu-*.json "$out"/step-cpu-*.json; do [ -f "$f" ] && reports+=("$f"); done
+[ ${#reports[@]} -gt 0 ] && rows=$("$node" -e '
+  const { readFileSync } = require("node:fs");
+  const size = (n) => n < 1024 ? `${n} B` : n < 2 ** 20 ? `${(n / 1024).toFixed(1)} KiB` : n < 2 ** 30 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${(n / 2 ** 30).toFixed(2)} GiB`;
+  for (const file of process.argv.slice(1)) {
+    let r;
+    try {
+      r = JSON.parse(readFileSync(file, "utf8"));
+    } catch (err) {
+      console.log(`${file}: unreadable report (${err.message})`);
+      continue;
+    }
+    const name = file.replace(/^.*\//, "").replace(/\.json$/, "") + (r.complete === false ? " (stopped early)" : "");
+    for (const w of r.rows) {
+      console.log(`${name}: ${w.backend} backend on ${r.provider}, batch ${w.batch}, context ${w.context}: ${w.stepMs.median} ms/step (p90 ${w.stepMs.p90}), ` +
+        `${w.tokensPerSecond} tokens/s, per step ${size(w.bytesPerStep.toDevice)} to the device and ${size(w.bytesPerStep.toHost)} back`);
+    }
+  }' "${reports[@]}" 2>&1)
+[ -z "${rows:-}" ] || record "rows (bytes per step: the host backend hands the session the whole cache and gets it back, over PCIe on a GPU, nothing crosses on cpu; the webgpu backend sends ids and positions and reads greedy ids back):"
+while IFS= read -r row; do [ -z "$row" ] || record "  $row"; done <<<"${rows:-}"
 
 note "done in $((SECONDS - started)) s"
 printf '%s\n' "${summary[@]}"
