@@ -114,10 +114,16 @@ export const configSchema = z.object({
   /** PEM certificate (chain) and private key files: both set, the server listens with HTTPS (and wss:) */
   TLS_CERT: z.string().min(1).optional(),
   TLS_KEY: z.string().min(1).optional(),
-}).refine((c) => (c.TLS_CERT === undefined) === (c.TLS_KEY === undefined), {
-  message: 'set both TLS_CERT and TLS_KEY (HTTPS), or neither (HTTP)',
-  path: ['TLS_CERT'],
-});
+})
+  .refine((c) => (c.TLS_CERT === undefined) === (c.TLS_KEY === undefined), {
+    message: 'set both TLS_CERT and TLS_KEY (HTTPS), or neither (HTTP)',
+    path: ['TLS_CERT'],
+  })
+  // Two threads running sessions on onnxruntime's WebGPU device (one per process) crash it (measured on 1.30).
+  .refine((c) => c.ASR_BACKEND !== 'webgpu' || c.WORKERS === 1, {
+    message: 'ASR_BACKEND=webgpu takes WORKERS=1: the GPU is driven by one worker, which decodes up to MAX_BATCH sequences together',
+    path: ['WORKERS'],
+  });
 
 export type Config = z.infer<typeof configSchema>;
 

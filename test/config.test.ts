@@ -83,6 +83,8 @@ describe('config', () => {
     expect(() => loadConfig({ LEAN_GRAPHS: 'sometimes' })).toThrow(/LEAN_GRAPHS/);
     expect(() => loadConfig({ CPU_INT8_MATMULS: 'fast' })).toThrow(/CPU_INT8_MATMULS/);
     expect(() => loadConfig({ ASR_BACKEND: 'cuda' })).toThrow(/ASR_BACKEND/);
+    expect(() => loadConfig({ ASR_BACKEND: 'webgpu', WORKERS: '2' })).toThrow(/WORKERS.*ASR_BACKEND=webgpu takes WORKERS=1/);
+    expect(loadConfig({ ASR_BACKEND: 'webgpu' }).WORKERS).toBe(1);
   });
 
   it('names the bad variable', () => {
