@@ -4,7 +4,7 @@ import type { CacheHandle, DecoderBackend, PrefillInput, Prefilled, StepResult, 
 import { parseKvName, type DecoderContract, type FloatType } from '../contract.js';
 import { DecoderInputs, int64, type Feeds } from '../decoder-io.js';
 import type { EmbeddingLookup } from '../embeddings.js';
-import { InferenceError } from '../errors.js';
+import { InferenceError, ModelLoadError } from '../errors.js';
 import { GRAPH_OUTPUT, readModel, tensorInfo } from '../onnx-model.js';
 import { DeviceOps } from './device-ops.js';
 
@@ -99,6 +99,8 @@ export class WebGpuBackend implements DecoderBackend {
     o: { embeddings: EmbeddingLookup | undefined; session: InferenceSession.SessionOptions; logger?: { warn(message: string): void } },
   ): Promise<WebGpuBackend> {
     const c = decoders.step.contract;
+    const p = decoders.prefill.contract;
+    if (p.kv.some((kv) => kv.input)) throw new ModelLoadError(`${p.file} takes a cache: the webgpu backend needs a prefill graph without one (ASR_BACKEND=host runs it)`);
     if (!c.greedyIds) o.logger?.warn(`${c.file}: kept with its logits, so the webgpu backend reads a row of logits back per sequence and step`);
     const embedsType = c.token.kind === 'inputs_embeds' ? c.token.type : undefined;
     const ops = await DeviceOps.create({ kvCount: c.kv.length, kvType: c.kvType, ...(embedsType ? { embedsType } : {}), session: o.session });
@@ -133,7 +135,6 @@ export class WebGpuBackend implements DecoderBackend {
 
   private async prefillOne(input: PrefillInput): Promise<Prefilled> {
     const { session, contract: c } = this.o.prefill;
-    if (c.kv.some((kv) => kv.input)) throw new InferenceError(`${c.file} takes a cache: the webgpu backend needs a prefill graph without one`);
     const n = input.ids.length;
     // The prompt goes up once (its embeddings with the audio rows in place): a step sends only ids.
     const feeds: Feeds = { [c.token.name]: this.o.inputs.tokens(c, input.ids, 1, c.token.kind === 'inputs_embeds' ? input.audio : undefined) };
