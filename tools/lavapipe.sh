@@ -3,18 +3,21 @@
 # ICD json that selects it, for VK_ICD_FILENAMES, e.g.
 #   VK_ICD_FILENAMES=$(bash tools/lavapipe.sh) ASR_BACKEND=webgpu npm start
 # Usage: tools/lavapipe.sh [--install-missing] [DIR]
-#   DIR defaults to ${XDG_CACHE_HOME:-$HOME/.cache}/mega-asr/lavapipe-25.0.7.
+#   DIR defaults to ${XDG_CACHE_HOME:-$HOME/.cache}/mega-asr/lavapipe. A DIR that exists and is not a copy this
+#                      script made is refused, never emptied.
 #   --install-missing  as root, apt-get install the Vulkan loader (libvulkan1) and any library lavapipe needs
 #                      that is not installed (.ci/run uses it); without it, what is missing is named and nothing
 #                      is installed.
 # Bookworm's Mesa 22.3.6 is refused by Dawn (onnxruntime's WebGPU); the 25.0.7 build from bookworm-backports works.
+# The archive keeps only the newest build of a backport: once 25.0.7 is gone, the newest Mesa 25 or later there is
+# taken instead (and said on stderr), so a fresh machine still gets a driver.
 # It is downloaded with a private apt configuration and unpacked into DIR, never installed: the system's apt
 # sources, lists and packages are left alone (but for what --install-missing installs). Idempotent: a second run
 # only checks and prints the path.
 # stdout carries only the path; every message goes to stderr.
 set -euo pipefail
 
-readonly PACKAGE=mesa-vulkan-drivers VERSION=25.0.7-2~bpo12+1
+readonly PACKAGE=mesa-vulkan-drivers VERSION=25.0.7-2~bpo12+1 MIN_MAJOR=25
 readonly LIB_IN_PACKAGE=usr/lib/x86_64-linux-gnu/libvulkan_lvp.so
 readonly KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 PATH="$PATH:/usr/sbin:/sbin" # ldconfig lives there; appended, so a PATH entry the caller chose comes first
@@ -40,7 +43,7 @@ for arg in "$@"; do
       ;;
   esac
 done
-dir="${dir:-${XDG_CACHE_HOME:-$HOME/.cache}/mega-asr/lavapipe-25.0.7}"
+dir="${dir:-${XDG_CACHE_HOME:-$HOME/.cache}/mega-asr/lavapipe}"
 mkdir -p "$(dirname "$dir")"
 dir="$(cd "$(dirname "$dir")" && pwd -P)/$(basename "$dir")" # the json must name the library by an absolute path
 readonly json="$dir/lvp_icd.json" lib="$dir/$LIB_IN_PACKAGE"
@@ -102,7 +105,13 @@ if [[ -f "$json" && -f "$lib" && -f "$dir/depends" ]]; then
   echo "$json"
   exit 0
 fi
-rm -rf "$dir" "$dir".staging.* # left by a run that was killed
+# DIR appears whole, by one rename, with its depends file: anything else there is not ours to remove.
+if [[ -e "$dir" ]]; then
+  [[ -f "$dir/depends" ]] || die "$dir exists and is not a lavapipe copy made by this script: choose another DIR, or remove it"
+  echo "$dir is incomplete (a file was removed?): making it again" >&2
+  rm -rf "$dir"
+fi
+rm -rf "$dir".staging.* # left by a run that was killed
 
 work="$(mktemp -d)"
 staging="$(mktemp -d "$dir.staging.XXXXXX")"
@@ -126,18 +135,26 @@ apt_private=(
 )
 echo "downloading $PACKAGE $VERSION from bookworm-backports into $dir (unpacked, not installed)" >&2
 apt-get "${apt_private[@]}" -q update >&2 || die "apt-get update of bookworm-backports failed (network? proxy?)"
-(cd "$work/deb" && apt-get "${apt_private[@]}" -q download "$PACKAGE=$VERSION" >&2) || die "apt-get download $PACKAGE=$VERSION failed"
+if ! (cd "$work/deb" && apt-get "${apt_private[@]}" -q download "$PACKAGE=$VERSION" >&2); then
+  echo "$PACKAGE $VERSION is no longer in bookworm-backports: taking the newest build there" >&2
+  (cd "$work/deb" && apt-get "${apt_private[@]}" -q download "$PACKAGE" >&2) || die "apt-get download $PACKAGE from bookworm-backports failed"
+fi
 deb="$(echo "$work/deb/${PACKAGE}"_*.deb)"
 [[ -f "$deb" ]] || die "apt-get download left no $PACKAGE .deb"
+got="$(dpkg-deb -f "$deb" Version)"
+major="${got#*:}"
+major="${major%%.*}"
+[[ "$major" =~ ^[0-9]+$ ]] && ((major >= MIN_MAJOR)) || die "bookworm-backports has $PACKAGE $got; Dawn needs Mesa $MIN_MAJOR or newer"
 
 dpkg-deb -x "$deb" "$staging"
-[[ -f "$staging/$LIB_IN_PACKAGE" ]] || die "$PACKAGE $VERSION has no $LIB_IN_PACKAGE"
+[[ -f "$staging/$LIB_IN_PACKAGE" ]] || die "$PACKAGE $got has no $LIB_IN_PACKAGE"
 dpkg-deb -f "$deb" Depends >"$staging/depends"
+echo "$got" >"$staging/version"
 check_libraries "$staging/$LIB_IN_PACKAGE" "$staging/depends"
 # The package's json names the library by file name only (found through the system's paths); ours names it where
 # it lies (a path JSON would need escaped was refused above).
 api="$(sed -nE 's/.*"api_version": *"([0-9.]+)".*/\1/p' "$staging/usr/share/vulkan/icd.d/lvp_icd.json")"
-[[ -n "$api" ]] || die "no api_version in $PACKAGE $VERSION's lvp_icd.json"
+[[ -n "$api" ]] || die "no api_version in $PACKAGE $got's lvp_icd.json"
 printf '{\n  "file_format_version": "1.0.0",\n  "ICD": {\n    "library_path": "%s",\n    "api_version": "%s"\n  }\n}\n' \
   "$lib" "$api" >"$staging/lvp_icd.json"
 # Only lavapipe is used: the package's hardware drivers, layers and their jsons (~50 MB) go; its copyright stays.

@@ -5,7 +5,7 @@ import { repoRoot } from './shared.js';
 let icd: string | undefined;
 
 /**
- * The Vulkan ICD json of Mesa's software driver (lavapipe 25.0.7), from tools/lavapipe.sh: downloaded and
+ * The Vulkan ICD json of Mesa's software driver (lavapipe, Mesa 25), from tools/lavapipe.sh: downloaded and
  * unpacked on the first call on a machine, then only checked. Throws with the script's own words when it cannot be
  * had (no Vulkan loader, no network on the first call): a webgpu test fails rather than skips.
  */
