@@ -142,7 +142,7 @@ function spread(xs: number[]): Spread {
 const round = (x: number, digits = 2) => Number(x.toFixed(digits));
 
 function sessionOptions(s: Settings): InferenceSession.SessionOptions {
-  // As the engine opens its sessions; the provider is the bench's own choice (webgpu is not an engine device).
+  // As the engine opens its sessions; the provider is the bench's own choice (--backend webgpu needs webgpu).
   return {
     executionProviders: [s.provider],
     graphOptimizationLevel: 'all',

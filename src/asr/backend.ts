@@ -1,4 +1,5 @@
 import type { Tensor } from 'onnxruntime-node';
+import { InferenceError } from './errors.js';
 
 /*
  * The decoder backend: the only code that knows where and how a sequence's KV cache is stored. The generation
@@ -57,6 +58,43 @@ export interface DecoderBackend {
   readonly liveHandles: number;
   /** Frees what the backend holds besides caches (device graphs, an uploaded table); the engine calls it last. */
   dispose(): Promise<void>;
+}
+
+/** What every backend's cache handle knows of itself: its length and whether it may still be stepped. */
+export class SequenceCache implements CacheHandle {
+  released = false;
+  /** left the batch without being released: its cache is gone */
+  dropped = false;
+  constructor(public length: number) {}
+}
+
+/** `cache` as this backend's own kind of handle, refused when it is another backend's or may not be stepped. */
+export function ownCache<T extends SequenceCache>(cache: CacheHandle, kind: abstract new (...args: never[]) => T, releasedOk = false): T {
+  if (!(cache instanceof kind)) throw new InferenceError('a cache handle from another backend');
+  if (cache.released && !releasedOk) throw new InferenceError('a released cache handle was stepped');
+  if (cache.dropped && !releasedOk) throw new InferenceError('a cache handle that left the batch was stepped again');
+  return cache;
+}
+
+/** Prefills one prompt after the other, timing the runs; on a failure the sequences already made are released. */
+export async function prefillEach(
+  inputs: readonly PrefillInput[],
+  one: (input: PrefillInput) => Promise<Prefilled>,
+  release: (cache: CacheHandle) => void,
+): Promise<{ sequences: Prefilled[]; runMs: number }> {
+  const sequences: Prefilled[] = [];
+  let runMs = 0;
+  try {
+    for (const input of inputs) {
+      const t0 = performance.now();
+      sequences.push(await one(input));
+      runMs += performance.now() - t0;
+    }
+  } catch (err) {
+    for (const s of sequences) release(s.cache);
+    throw err;
+  }
+  return { sequences, runMs };
 }
 
 // The engine's backend is `engine.backend` (AsrEngine.load builds it from the model's graphs): a benchmark drives

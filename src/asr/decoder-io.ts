@@ -1,4 +1,5 @@
 import { Tensor } from 'onnxruntime-node';
+import type { PrefillInput } from './backend.js';
 import type { DecoderContract, FloatType } from './contract.js';
 import type { EmbeddingLookup } from './embeddings.js';
 import { InferenceError } from './errors.js';
@@ -50,6 +51,16 @@ export class DecoderInputs {
     return new Tensor(type, data, [rows, length, width]);
   }
 
+  /** A prompt's feeds but the cache: its tokens (embeddings with the audio rows in place), audio, mask, positions. */
+  prefill(c: DecoderContract, input: PrefillInput): Feeds {
+    const n = input.ids.length;
+    const feeds: Feeds = { [c.token.name]: this.tokens(c, input.ids, 1, c.token.kind === 'inputs_embeds' ? input.audio : undefined) };
+    if (c.audio) feeds[c.audio.name] = this.audio(c, input.audio.rows);
+    if (c.attentionMask) feeds[c.attentionMask] = new Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]);
+    if (c.positionIds) feeds[c.positionIds.name] = this.positions(c, [0], n);
+    return feeds;
+  }
+
   /** Encoder rows fed beside input_ids (graphs that embed the ids themselves). */
   audio(c: DecoderContract, rows: Tensor): Tensor {
     const a = c.audio!;
@@ -83,6 +94,14 @@ export class DecoderInputs {
       if (!Number.isFinite(value)) throw new InferenceError(`${c.file} produced non-finite logits`);
       return id;
     });
+  }
+}
+
+/** Throws unless every present.* of a prefill of `length` tokens is [1, heads, length, headDim]. */
+export function checkPrefillCache(c: DecoderContract, present: readonly Tensor[], length: number, heads: number, headDim: number): void {
+  const bad = present.find((t) => t.dims[0] !== 1 || t.dims[1] !== heads || t.dims[2] !== length || t.dims[3] !== headDim);
+  if (bad) {
+    throw new InferenceError(`${c.file} returned a cache of shape [${bad.dims.join(', ')}] for ${length} prompt tokens; expected [1, ${heads}, ${length}, ${headDim}]`);
   }
 }
 

@@ -216,9 +216,12 @@ async function openOnDevice(files: ModelFiles, o: EngineOptions): Promise<{ prov
     try {
       return { provider: 'webgpu', sessions: await openSessions(await chooseGraphs(files, 'webgpu', o), 'webgpu', o) };
     } catch (err) {
+      const reason = firstLine(err);
+      // the hint only where the provider found no device: a bad graph is a bad graph on any driver
+      const noDevice = /adapter|vulkan|vkCreateInstance/i.test(reason);
       throw new ModelLoadError(
-        `ASR_BACKEND=webgpu, but the WebGPU execution provider could not start: ${firstLine(err)} (on Linux it needs a Vulkan loader, ` +
-          `libvulkan1, and a Vulkan driver: NVIDIA's, with the container's "graphics" capability, or Mesa lavapipe 25 on a CPU)`,
+        `ASR_BACKEND=webgpu, but the WebGPU execution provider could not start: ${reason}` +
+          (noDevice ? ` (on Linux it needs a Vulkan loader, libvulkan1, and a Vulkan driver: NVIDIA's, with the container's "graphics" capability, or Mesa lavapipe 25 on a CPU)` : ''),
       );
     }
   }

@@ -25,7 +25,13 @@ const deviceOutputs: Tensor[] = [];
 // InferenceSession is typed as a factory; at run time it is the class every session is made from
 const sessions = (InferenceSession as unknown as { prototype: InferenceSession }).prototype;
 const run = sessions.run;
+/** the next run of a session this picks fails (once): a device graph or a decoder failing mid-batch */
+let failNext: ((session: InferenceSession) => boolean) | undefined;
 sessions.run = async function (this: InferenceSession, ...args: Parameters<typeof run>) {
+  if (failNext?.(this)) {
+    failNext = undefined;
+    throw new Error('failed on purpose');
+  }
   const out = await run.apply(this, args);
   for (const t of Object.values(out)) if (t.location === 'gpu-buffer') deviceOutputs.push(t);
   return out;
@@ -126,6 +132,23 @@ describe('the webgpu backend on lavapipe', () => {
     expect(gpu.backend.liveHandles).toBe(0);
     expect(undisposed()).toHaveLength(1);
     expect((await transcribe(gpu, jobs[2]!)).tokens).toEqual(solo[2]!.tokens);
+  });
+
+  it.each([
+    ['a row joining the batch (the append graph)', (s: InferenceSession) => s.inputNames.includes('row_pads')],
+    ['a prefill', (s: InferenceSession) => s === (gpu.sessions.prefill as InferenceSession)],
+  ])('fails only what %s touched when it fails, disposes every cache on the device, and keeps working', async (_, which) => {
+    failNext = which;
+    const outcomes = await Promise.allSettled(jobs.slice(0, 3).map((job) => transcribe(gpu, job)));
+    expect(failNext).toBeUndefined();
+    expect(outcomes.some((o) => o.status === 'rejected')).toBe(true);
+    outcomes.forEach((o, i) => {
+      if (o.status === 'rejected') expect(o.reason).toMatchObject({ message: 'failed on purpose' });
+      else expect(o.value.tokens).toEqual(solo[i]!.tokens);
+    });
+    expect(gpu.backend.liveHandles).toBe(0);
+    expect(undisposed()).toHaveLength(1);
+    expect((await transcribe(gpu, jobs[1]!)).tokens).toEqual(solo[1]!.tokens);
   });
 
   it('frees the table and its device graphs on release', async () => {

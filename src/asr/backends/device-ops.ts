@@ -1,5 +1,6 @@
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import type { FloatType } from '../contract.js';
+import { int64 } from '../decoder-io.js';
 import { GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, int64Initializer, node, standaloneModel, valueInfo } from '../onnx-model.js';
 import { bytesField } from '../onnx-proto.js';
 
@@ -96,7 +97,6 @@ function uploadGraph(type: string): Uint8Array {
   return standaloneModel('upload', [io(GRAPH_INPUT, 'host', type, ['rows', 'cols']), op('Identity', 'device', ['host']), io(GRAPH_OUTPUT, 'device', type, ['rows', 'cols'])], OPSET);
 }
 
-const int64 = (values: readonly number[], dims: number[]) => new Tensor('int64', BigInt64Array.from(values, BigInt), dims);
 /** Pad's pads for a [B, heads, width, headDim] tensor: `left` zero columns before the width axis */
 const leftPads = (left: number) => int64([0, 0, left, 0, 0, 0, 0, 0], [8]);
 

@@ -1,7 +1,7 @@
 import { Tensor, type InferenceSession } from 'onnxruntime-node';
-import type { CacheHandle, DecoderBackend, PrefillInput, Prefilled, StepResult, StepRow } from '../backend.js';
+import { ownCache, prefillEach, SequenceCache, type CacheHandle, type DecoderBackend, type PrefillInput, type Prefilled, type StepResult, type StepRow } from '../backend.js';
 import type { DecoderContract } from '../contract.js';
-import { DecoderInputs, type Feeds } from '../decoder-io.js';
+import { checkPrefillCache, DecoderInputs, type Feeds } from '../decoder-io.js';
 import { InferenceError } from '../errors.js';
 
 type Session = Pick<InferenceSession, 'run'>;
@@ -16,17 +16,16 @@ export interface HostBackendOptions {
 }
 
 /** A sequence's cache: its own prefill output until it joins the batch, then a row of the batch's buffers. */
-class HostCache implements CacheHandle {
-  released = false;
-  /** left the batch without being released: its cache is gone */
-  dropped = false;
+class HostCache extends SequenceCache {
   constructor(
-    public length: number,
+    length: number,
     /** the most positions it will reach, when known */
     readonly maxLength: number,
     /** present.* of its prefill, [1, heads, length, headDim] each; dropped once copied into the batch */
     public prefilled: Tensor[] | undefined,
-  ) {}
+  ) {
+    super(length);
+  }
 }
 
 /** Without a known maximum length, grow by half again, so a cache growing one column per step reallocates O(log n) times. */
@@ -70,38 +69,20 @@ export class HostBackend implements DecoderBackend {
     return this.live;
   }
 
-  async prefill(inputs: readonly PrefillInput[]): Promise<{ sequences: Prefilled[]; runMs: number }> {
-    const sequences: Prefilled[] = [];
-    let runMs = 0;
-    try {
-      for (const input of inputs) {
-        const t0 = performance.now();
-        sequences.push(await this.prefillOne(input));
-        runMs += performance.now() - t0;
-      }
-    } catch (err) {
-      for (const s of sequences) this.release(s.cache);
-      throw err;
-    }
-    return { sequences, runMs };
+  prefill(inputs: readonly PrefillInput[]): Promise<{ sequences: Prefilled[]; runMs: number }> {
+    return prefillEach(inputs, (input) => this.prefillOne(input), (cache) => this.release(cache));
   }
 
   private async prefillOne(input: PrefillInput): Promise<Prefilled> {
     const { session, contract: c } = this.o.prefill;
     const n = input.ids.length;
-    const feeds: Feeds = { [c.token.name]: this.o.inputs.tokens(c, input.ids, 1, c.token.kind === 'inputs_embeds' ? input.audio : undefined) };
-    if (c.audio) feeds[c.audio.name] = this.o.inputs.audio(c, input.audio.rows);
-    if (c.attentionMask) feeds[c.attentionMask] = new Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]);
-    if (c.positionIds) feeds[c.positionIds.name] = this.o.inputs.positions(c, [0], n);
+    const feeds = this.o.inputs.prefill(c, input);
     // A prefill graph that also takes a cache (merged decoders) gets an empty one.
     for (const kv of c.kv) if (kv.input) feeds[kv.input] = new Tensor(c.kvType, this.array(c, 0), [1, this.heads, 0, this.headDim]);
     const out = await session.run(feeds, this.prefillFetches);
     const [firstId] = this.o.inputs.nextIds(c, out, 1);
     const present = c.kv.map((kv) => out[kv.output]!);
-    const bad = present.find((t) => t.dims[0] !== 1 || t.dims[1] !== this.heads || t.dims[2] !== n || t.dims[3] !== this.headDim);
-    if (bad) {
-      throw new InferenceError(`${c.file} returned a cache of shape [${bad.dims.join(', ')}] for ${n} prompt tokens; expected [1, ${this.heads}, ${n}, ${this.headDim}]`);
-    }
+    checkPrefillCache(c, present, n, this.heads, this.headDim);
     this.live += 1;
     return { firstId: firstId!, cache: new HostCache(n, Math.max(n, input.maxLength ?? n), present) };
   }
@@ -159,10 +140,7 @@ export class HostBackend implements DecoderBackend {
   }
 
   private own(cache: CacheHandle, releasedOk = false): HostCache {
-    if (!(cache instanceof HostCache)) throw new InferenceError('a cache handle from another backend');
-    if (cache.released && !releasedOk) throw new InferenceError('a released cache handle was stepped');
-    if (cache.dropped && !releasedOk) throw new InferenceError('a cache handle that left the batch was stepped again');
-    return cache;
+    return ownCache(cache, HostCache, releasedOk);
   }
 
   private elements(rows: number, width: number): number {

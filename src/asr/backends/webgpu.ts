@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { Tensor, type InferenceSession } from 'onnxruntime-node';
-import type { CacheHandle, DecoderBackend, PrefillInput, Prefilled, StepResult, StepRow } from '../backend.js';
+import { ownCache, prefillEach, SequenceCache, type CacheHandle, type DecoderBackend, type PrefillInput, type Prefilled, type StepResult, type StepRow } from '../backend.js';
 import { parseKvName, type DecoderContract, type FloatType } from '../contract.js';
-import { DecoderInputs, int64, type Feeds } from '../decoder-io.js';
+import { checkPrefillCache, DecoderInputs, int64, type Feeds } from '../decoder-io.js';
 import type { EmbeddingLookup } from '../embeddings.js';
 import { InferenceError, ModelLoadError } from '../errors.js';
 import { GRAPH_OUTPUT, readModel, tensorInfo } from '../onnx-model.js';
@@ -45,15 +45,14 @@ export interface StepTraffic {
 }
 
 /** A sequence's cache on the device: its prefill's present.* until it joins the batch, then a row of the batch's. */
-class DeviceCache implements CacheHandle {
-  released = false;
-  /** left the batch without being released: its cache is gone */
-  dropped = false;
+class DeviceCache extends SequenceCache {
   constructor(
-    public length: number,
+    length: number,
     /** present.* of its prefill, [1, heads, length, headDim] each, on the device; handed to the batch on joining */
     public prefilled: Tensor[] | undefined,
-  ) {}
+  ) {
+    super(length);
+  }
 }
 
 const bytesOf = (t: Tensor) => (t.location === 'cpu' ? (t.data as ArrayLike<unknown> & { byteLength: number }).byteLength : 0);
@@ -72,7 +71,8 @@ export class WebGpuBackend implements DecoderBackend {
   readonly maxBatch: number;
   /** bytes moved by the last step (the bench reports them) */
   lastStepTraffic: StepTraffic = { toDevice: 0, toHost: 0 };
-  private live = 0;
+  /** handles made and not released: dispose() frees a prefill cache that never joined the batch too */
+  private readonly live = new Set<DeviceCache>();
   private rows: DeviceCache[] = [];
   private width = 0;
   /** the batch cache on the device, in the step contract's kv order; empty when no row is in the batch */
@@ -104,54 +104,38 @@ export class WebGpuBackend implements DecoderBackend {
     if (!c.greedyIds) o.logger?.warn(`${c.file}: kept with its logits, so the webgpu backend reads a row of logits back per sequence and step`);
     const embedsType = c.token.kind === 'inputs_embeds' ? c.token.type : undefined;
     const ops = await DeviceOps.create({ kvCount: c.kv.length, kvType: c.kvType, ...(embedsType ? { embedsType } : {}), session: o.session });
+    let table: Tensor | undefined;
     try {
-      const table = embedsType ? await ops.upload(embeddingTable(o.embeddings!, embedsType)) : undefined;
+      table = embedsType ? await ops.upload(embeddingTable(o.embeddings!, embedsType)) : undefined;
       return new WebGpuBackend({ ...decoders, ops, ...(table ? { table } : {}) });
     } catch (err) {
+      table?.dispose(); // before its session goes
       await ops.release();
       throw err;
     }
   }
 
   get liveHandles(): number {
-    return this.live;
+    return this.live.size;
   }
 
-  async prefill(inputs: readonly PrefillInput[]): Promise<{ sequences: Prefilled[]; runMs: number }> {
-    const sequences: Prefilled[] = [];
-    let runMs = 0;
-    try {
-      for (const input of inputs) {
-        const t0 = performance.now();
-        sequences.push(await this.prefillOne(input));
-        runMs += performance.now() - t0;
-      }
-    } catch (err) {
-      for (const s of sequences) this.release(s.cache);
-      throw err;
-    }
-    return { sequences, runMs };
+  prefill(inputs: readonly PrefillInput[]): Promise<{ sequences: Prefilled[]; runMs: number }> {
+    return prefillEach(inputs, (input) => this.prefillOne(input), (cache) => this.release(cache));
   }
 
   private async prefillOne(input: PrefillInput): Promise<Prefilled> {
     const { session, contract: c } = this.o.prefill;
     const n = input.ids.length;
     // The prompt goes up once (its embeddings with the audio rows in place): a step sends only ids.
-    const feeds: Feeds = { [c.token.name]: this.o.inputs.tokens(c, input.ids, 1, c.token.kind === 'inputs_embeds' ? input.audio : undefined) };
-    if (c.audio) feeds[c.audio.name] = this.o.inputs.audio(c, input.audio.rows);
-    if (c.attentionMask) feeds[c.attentionMask] = new Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]);
-    if (c.positionIds) feeds[c.positionIds.name] = this.o.inputs.positions(c, [0], n);
-    const out = await session.run(feeds);
+    const out = await session.run(this.o.inputs.prefill(c, input));
     const present = c.kv.map((kv) => out[kv.output]!);
     try {
-      const bad = present.find((t) => t.dims[0] !== 1 || t.dims[1] !== this.heads || t.dims[2] !== n || t.dims[3] !== this.headDim);
-      if (bad) {
-        throw new InferenceError(`${c.file} returned a cache of shape [${bad.dims.join(', ')}] for ${n} prompt tokens; expected [1, ${this.heads}, ${n}, ${this.headDim}]`);
-      }
+      checkPrefillCache(c, present, n, this.heads, this.headDim);
       if (present.some((t) => t.location !== 'gpu-buffer')) throw new InferenceError(`${c.file}: the cache came back to the host; its session must keep present.* on the device`);
       const [firstId] = this.o.inputs.nextIds(c, out, 1);
-      this.live += 1;
-      return { firstId: firstId!, cache: new DeviceCache(n, present) };
+      const cache = new DeviceCache(n, present);
+      this.live.add(cache);
+      return { firstId: firstId!, cache };
     } catch (err) {
       dispose(present);
       throw err;
@@ -169,14 +153,18 @@ export class WebGpuBackend implements DecoderBackend {
       const { session, contract: c } = this.o.step;
       const b = caches.length;
       const ids = caches.map((h) => tokens.get(h)!);
-      const { mask, embeds } = await this.o.ops.stepInputs(
-        caches.map((h) => this.width - h.length),
-        this.width + 1,
-        c.token.kind === 'inputs_embeds' ? { ids, table: this.o.table! } : undefined,
-      );
-      made.push(mask, ...(embeds ? [embeds] : []));
+      const embed = c.token.kind === 'inputs_embeds';
+      // a graph that takes neither a mask nor embeddings (one sequence at a time, ids) needs no step-inputs run
+      const { mask, embeds } =
+        c.attentionMask || embed
+          ? await this.o.ops.stepInputs(caches.map((h) => this.width - h.length), this.width + 1, embed ? { ids, table: this.o.table! } : undefined)
+          : { mask: undefined, embeds: undefined };
+      if (mask) made.push(mask);
+      if (embeds) made.push(embeds);
+      // to the step-inputs graph: each row's first column (and id), and the column count
+      const toStepInputs = mask ? 8 * b + 8 + (embeds ? 8 * b : 0) : 0;
       const feeds: Feeds = { [c.token.name]: embeds ?? int64(ids, [b, 1]) };
-      if (c.attentionMask) feeds[c.attentionMask] = mask;
+      if (c.attentionMask) feeds[c.attentionMask] = mask!;
       if (c.positionIds) feeds[c.positionIds.name] = this.o.inputs.positions(c, caches.map((h) => h.length), 1);
       c.kv.forEach((kv, i) => (feeds[kv.input!] = this.batch[i]!));
       const t0 = performance.now();
@@ -185,8 +173,7 @@ export class WebGpuBackend implements DecoderBackend {
       const present = c.kv.map((kv) => out[kv.output]!);
       made.push(...present);
       const next = this.o.inputs.nextIds(c, out, b);
-      // ids, first columns and the column count went to the step-inputs graph; positions (and ids) to the step
-      const sent = Object.values(feeds).reduce((sum, t) => sum + bytesOf(t), 0) + 8 * b + 8 + (embeds ? 8 * b : 0);
+      const sent = Object.values(feeds).reduce((sum, t) => sum + bytesOf(t), 0) + toStepInputs;
       const read = Object.entries(out).reduce((sum, [name, t]) => sum + (c.kv.some((kv) => kv.output === name) ? 0 : bytesOf(t)), 0);
       this.lastStepTraffic = { toDevice: sent, toHost: read };
       dispose(this.batch);
@@ -210,13 +197,18 @@ export class WebGpuBackend implements DecoderBackend {
     h.released = true;
     dispose(h.prefilled);
     h.prefilled = undefined;
-    this.live -= 1;
+    this.live.delete(h);
     // An idle engine holds no device memory for caches.
     if (this.rows.every((r) => r.released)) this.dropBatch();
   }
 
+  /** Frees every device tensor (caches still alive included: their handles are unusable after) before the sessions. */
   async dispose(): Promise<void> {
     this.dropBatch();
+    for (const h of this.live) {
+      dispose(h.prefilled);
+      h.prefilled = undefined;
+    }
     this.o.table?.dispose();
     await this.o.ops.release();
   }
@@ -230,10 +222,7 @@ export class WebGpuBackend implements DecoderBackend {
   }
 
   private own(cache: CacheHandle, releasedOk = false): DeviceCache {
-    if (!(cache instanceof DeviceCache)) throw new InferenceError('a cache handle from another backend');
-    if (cache.released && !releasedOk) throw new InferenceError('a released cache handle was stepped');
-    if (cache.dropped && !releasedOk) throw new InferenceError('a cache handle that left the batch was stepped again');
-    return cache;
+    return ownCache(cache, DeviceCache, releasedOk);
   }
 
   /**
@@ -269,6 +258,9 @@ export class WebGpuBackend implements DecoderBackend {
         dispose(this.batch);
         [this.batch, this.width] = [joined, width];
         this.rows = [...this.rows, h];
+      } catch (err) {
+        h.dropped = true; // its cache went with the failed append
+        throw err;
       } finally {
         dispose(own);
       }
