@@ -61,7 +61,7 @@ export class LiveSession {
   private readonly maxTurnSamples: number;
   private readonly maxBacklogSamples: number;
   private readonly host: TurnHost;
-  readonly stats: LiveStats = { turns: 0, partials: 0, partialsRefused: 0, droppedSeconds: 0 };
+  readonly stats: LiveStats = { turns: 0, partials: 0, partialsRefused: 0, partialsFailed: 0, droppedSeconds: 0 };
 
   constructor(
     private readonly o: LiveSessionOptions,
@@ -308,6 +308,7 @@ export class LiveSession {
       .partial(this.buffer.slice(turn.start, end), this.lastArrival, abort.signal)
       .then((outcome) => {
         if (outcome === 'refused') this.stats.partialsRefused++;
+        if (outcome === 'failed') this.stats.partialsFailed++;
       })
       .finally(() => {
         this.partial = undefined;

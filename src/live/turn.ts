@@ -50,16 +50,16 @@ export class LiveTurn {
 
   /**
    * Re-transcribes the turn so far (`pcm`, whose last sample arrived at `arrival`) and emits what became
-   * stable. Resolves when done; refusals and failures only skip this partial.
+   * stable. Resolves when done; refusals and failures only skip this partial (and say which it was).
    */
-  async partial(pcm: Float32Array, arrival: number, signal: AbortSignal): Promise<'ran' | 'refused'> {
+  async partial(pcm: Float32Array, arrival: number, signal: AbortSignal): Promise<'ran' | 'refused' | 'failed'> {
     this.partialAt = pcm.length;
     let result: Transcription;
     try {
       result = await this.host.transcribe(pcm, this.call(signal));
     } catch (err) {
       if (err instanceof TranscribeRefused) return 'refused';
-      return 'ran';
+      return signal.aborted ? 'ran' : 'failed';
     }
     if (signal.aborted || result.cancelled || !result.text.startsWith(this.text)) return 'ran';
     // Until text is emitted the session's language may still change; after, later transcriptions continue it.

@@ -133,6 +133,8 @@ export interface LiveStats {
   partials: number;
   /** partials the pool refused (skipped) */
   partialsRefused: number;
+  /** partials that failed for another reason (skipped: the final still runs; the session's close log has the count) */
+  partialsFailed: number;
   /** input audio dropped, in seconds of 16 kHz audio: appended after close or beyond the backlog limit */
   droppedSeconds: number;
 }

@@ -19,6 +19,23 @@ afterAll(async () => {
 const config = { turnDetection: null, format: { encoding: 'pcm16', sampleRate: 16000 } } as const;
 
 describe('live session when the pool has no room', () => {
+  // before the test that drains the pool
+  it('counts a partial that fails for another reason, skips it, and still completes the turn', async () => {
+    const recorder = new Recorder(pool);
+    let calls = 0;
+    const transcribe: typeof recorder.transcribe = (...args) => (++calls === 1 ? Promise.reject(new Error('the engine failed')) : recorder.transcribe(...args));
+    const events = new Events();
+    const live = new LiveSession({ transcribe, config }, events.listener);
+    live.append(pcm16(speech.subarray(0, 2 * SR), 16000));
+    await live.idle();
+    live.commit();
+    await events.until(() => events.of('completed').length === 1);
+    expect(live.stats).toMatchObject({ partialsFailed: 1, partialsRefused: 0 });
+    expect(live.stats.partials).toBeGreaterThanOrEqual(1);
+    expect(events.of('failed')).toHaveLength(0);
+    await live.close();
+  });
+
   it('skips refused partials, retries a refused final until it runs, and fails finals once the pool drains', async () => {
     const recorder = new Recorder(pool);
     const events = new Events();

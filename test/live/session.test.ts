@@ -74,7 +74,7 @@ describe('live session on the generated model, the client committing', () => {
     expect(done!.usage.outputTokens).toBeGreaterThan(0);
     expect(done!.usage.audioTokens).toBeGreaterThan(0);
     expectConsistent(events);
-    expect(live.stats).toMatchObject({ turns: 1, partials: partials.length, partialsRefused: 0, droppedSeconds: 0 });
+    expect(live.stats).toMatchObject({ turns: 1, partials: partials.length, partialsRefused: 0, partialsFailed: 0, droppedSeconds: 0 });
     await live.close();
   });
 
