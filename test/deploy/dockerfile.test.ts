@@ -227,7 +227,7 @@ describe('Dockerfile', () => {
     expect(keyword(finalStage, 'VOLUME').map(text)).toContain('/data');
   });
 
-  it('sets ORT_DISABLE_TELEMETRY=1 and HF_HOME to the volume', () => {
+  it('sets ORT_DISABLE_TELEMETRY=1, MALLOC_ARENA_MAX=2 and HF_HOME to the volume', () => {
     const env = new Map(
       dockerfile
         .getENVs()
@@ -235,6 +235,7 @@ describe('Dockerfile', () => {
         .flatMap((e) => e.getProperties().map((p) => [p.getName(), p.getValue()] as const)),
     );
     expect(env.get('ORT_DISABLE_TELEMETRY')).toBe('1');
+    expect(env.get('MALLOC_ARENA_MAX')).toBe('2');
     expect(env.get('HF_HOME')).toBe('/data');
     expect(env.has('MODEL_DIR')).toBe(false);
   });
