@@ -1,27 +1,17 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { BenchReport } from '../../bench/report.js';
 import { fixtureModel } from '../support/fixture-models.js';
-import { repoRoot, sharedPath } from '../support/shared.js';
+import { benchScript } from '../support/cli.js';
+import { sharedPath } from '../support/shared.js';
 
-const run = promisify(execFile);
 const out = mkdtempSync(join(tmpdir(), 'bench-test-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
-/** `npm run bench -- ARGS` as a child process (the service it starts is this checkout's dist/, built by npm test). */
-async function bench(args: string[]) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'bench.ts'), ...args], { cwd: repoRoot, timeout: 90_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+/** `npm run bench -- ARGS` as a child process. */
+const bench = (args: string[]) => benchScript('bench', args, { timeoutMs: 90_000 });
 
 describe('npm run bench', () => {
   it('drives the real service at each concurrency level and reports every figure in JSON and Markdown', async () => {

@@ -1,14 +1,13 @@
-import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClipResult } from '../../bench/eval.js';
 import { alignWords, describeDifferences, normalizeWords, scoreClip, scoreCorpus, type CorpusScore } from '../../bench/wer.js';
 import { FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.js';
 import { megaAsr } from '../support/cli.js';
 import { CLIP_NAMES, fixtureModel } from '../support/fixture-models.js';
-import { repoRoot, sharedPath } from '../support/shared.js';
+import { benchScript } from '../support/cli.js';
+import { sharedPath } from '../support/shared.js';
 import { tempDir } from '../support/transcode.js';
 
 describe('normalisation (the card: lowercase, no punctuation, collapsed whitespace)', () => {
@@ -109,22 +108,9 @@ describe('word error rate', () => {
   });
 });
 
-const run = promisify(execFile);
 
-/** `npm run eval -- ARGS` without npm: the same command line package.json runs. */
-async function evalCommand(args: string[]) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'eval.ts'), ...args], {
-      cwd: repoRoot,
-      env: { ...process.env, ORT_DISABLE_TELEMETRY: '1', ASR_DEVICE: 'cpu' },
-      timeout: 120_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+/** `npm run eval -- ARGS` as a child process, on the CPU. */
+const evalCommand = (args: string[]) => benchScript('eval', args, { timeoutMs: 120_000, env: { ORT_DISABLE_TELEMETRY: '1', ASR_DEVICE: 'cpu' } });
 
 describe('npm run eval on the generated model and the voices-in-the-wild clips', () => {
   const clips = sharedPath('fixtures', 'voices-in-the-wild');

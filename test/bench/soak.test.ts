@@ -1,27 +1,16 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { SoakReport } from '../../bench/soak.js';
 import { judgeIdle, judgeSeries, slope, SERIES, type Sample } from '../../bench/soak-series.js';
-import { repoRoot } from '../support/shared.js';
+import { benchScript } from '../support/cli.js';
 
-const run = promisify(execFile);
 const out = mkdtempSync(join(tmpdir(), 'soak-test-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
-/** `npm run soak -- ARGS` as a child process (the service it starts is this checkout's dist/, built by npm test). */
-async function soak(args: string[]) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'soak.ts'), ...args], { cwd: repoRoot, timeout: 240_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+/** `npm run soak -- ARGS` as a child process. */
+const soak = (args: string[]) => benchScript('soak', args, { timeoutMs: 240_000 });
 
 /** Samples every 5 s for `minutes`, each series flat at `level` plus what `grow` adds at t seconds. */
 function samples(minutes: number, grow: Partial<Record<(typeof SERIES)[number], (t: number) => number>> = {}): Sample[] {

@@ -1,32 +1,18 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fixtureModel } from '../support/fixture-models.js';
-import { repoRoot } from '../support/shared.js';
+import { benchScript } from '../support/cli.js';
 import { lavapipeIcd } from '../support/webgpu.js';
 import type { StepBenchRow as StepRow } from '../../bench/step.js';
 
-const run = promisify(execFile);
 const scratch = mkdtempSync(join(tmpdir(), 'bench-step-test-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-/** npm run bench:step -- ARGS, as a child process: its exit code and output. */
-async function benchStep(args: string[], env: Record<string, string> = {}) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'step.ts'), ...args], {
-      cwd: repoRoot,
-      timeout: 120_000,
-      env: { ...process.env, XDG_CACHE_HOME: join(scratch, 'cache'), ...env },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+/** npm run bench:step -- ARGS, as a child process, with its own graph cache. */
+const benchStep = (args: string[], env: Record<string, string> = {}) =>
+  benchScript('step', args, { timeoutMs: 120_000, env: { XDG_CACHE_HOME: join(scratch, 'cache'), ...env } });
 
 describe('npm run bench:step', () => {
   it('measures every batch x context with and without lean graphs, next to a weights-only floor', async () => {
