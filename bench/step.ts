@@ -23,7 +23,7 @@ import { parseArgs } from 'node:util';
 import { env, InferenceSession, Tensor } from 'onnxruntime-node';
 import type { CacheHandle, DecoderBackend } from '../src/asr/backend.js';
 import { HostBackend } from '../src/asr/backends/host.js';
-import { deviceResidentCache, WebGpuBackend, type StepTraffic } from '../src/asr/backends/webgpu.js';
+import { deviceResidentCache, hostBytes, WebGpuBackend, type StepTraffic } from '../src/asr/backends/webgpu.js';
 import { checkDecoderPair, readDecoderContract, type DecoderContract, type SessionInfo } from '../src/asr/contract.js';
 import { DecoderInputs } from '../src/asr/decoder-io.js';
 import { EmbeddingLookup, findEmbeddingFiles, loadEmbeddingTableOnce } from '../src/asr/embeddings.js';
@@ -204,13 +204,6 @@ interface Decoder {
   /** bytes the last step moved between JavaScript and the session's device */
   traffic(): StepTraffic;
   close(): Promise<void>;
-}
-
-/** Bytes of the host tensors among these: what JavaScript hands a session or gets back from it. */
-function hostBytes(tensors: Iterable<Tensor | null | undefined>): number {
-  let bytes = 0;
-  for (const t of tensors) if (t && (t.location === 'cpu' || t.location === 'cpu-pinned')) bytes += (t.data as ArrayBufferView).byteLength;
-  return bytes;
 }
 
 /**

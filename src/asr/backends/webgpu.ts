@@ -55,7 +55,12 @@ class DeviceCache extends SequenceCache {
   }
 }
 
-const bytesOf = (t: Tensor) => (t.location === 'cpu' ? (t.data as ArrayLike<unknown> & { byteLength: number }).byteLength : 0);
+/** Bytes of the host tensors among these: what JavaScript hands a session or gets back (device tensors count 0). */
+export function hostBytes(tensors: Iterable<Tensor | null | undefined>): number {
+  let bytes = 0;
+  for (const t of tensors) if (t && (t.location === 'cpu' || t.location === 'cpu-pinned')) bytes += (t.data as ArrayBufferView).byteLength;
+  return bytes;
+}
 const dispose = (tensors: readonly Tensor[] | undefined) => tensors?.forEach((t) => t.dispose());
 
 /**
@@ -173,8 +178,8 @@ export class WebGpuBackend implements DecoderBackend {
       const present = c.kv.map((kv) => out[kv.output]!);
       made.push(...present);
       const next = this.o.inputs.nextIds(c, out, b);
-      const sent = Object.values(feeds).reduce((sum, t) => sum + bytesOf(t), 0) + toStepInputs;
-      const read = Object.entries(out).reduce((sum, [name, t]) => sum + (c.kv.some((kv) => kv.output === name) ? 0 : bytesOf(t)), 0);
+      const sent = hostBytes(Object.values(feeds)) + toStepInputs;
+      const read = hostBytes(Object.values(out));
       this.lastStepTraffic = { toDevice: sent, toHost: read };
       dispose(this.batch);
       dispose(made.filter((t) => !present.includes(t)));
