@@ -64,8 +64,8 @@ export class BenchService {
         ...process.env,
         LOG_LEVEL: 'info',
         SHUTDOWN_GRACE_SECONDS: '1',
-        // as npm start and the image run it (an --env setting overrides it)
-        MALLOC_ARENA_MAX: '2',
+        // as npm start and the image run it: 2 unless this environment or an --env setting says otherwise
+        MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2',
         ...o.env,
         MODEL_DIR: o.modelDir,
         ORT_DISABLE_TELEMETRY: '1',

@@ -23,9 +23,10 @@ import { parseArgs } from 'node:util';
 import { env, InferenceSession, Tensor } from 'onnxruntime-node';
 import type { CacheHandle, DecoderBackend } from '../src/asr/backend.js';
 import { HostBackend } from '../src/asr/backends/host.js';
-import { deviceResidentCache, hostBytes, WebGpuBackend, type StepTraffic } from '../src/asr/backends/webgpu.js';
+import { deviceResidentCache, WebGpuBackend, type StepTraffic } from '../src/asr/backends/webgpu.js';
+import { baseSessionOptions } from '../src/asr/engine.js';
 import { checkDecoderPair, readDecoderContract, type DecoderContract, type SessionInfo } from '../src/asr/contract.js';
-import { DecoderInputs } from '../src/asr/decoder-io.js';
+import { DecoderInputs, hostBytes } from '../src/asr/decoder-io.js';
 import { EmbeddingLookup, findEmbeddingFiles, loadEmbeddingTableOnce } from '../src/asr/embeddings.js';
 import { rewriteGraph, type GraphRewrite } from '../src/asr/lean-graph.js';
 import { findModelFiles } from '../src/asr/model-dir.js';
@@ -141,16 +142,8 @@ function spread(xs: number[]): Spread {
 
 const round = (x: number, digits = 2) => Number(x.toFixed(digits));
 
-function sessionOptions(s: Settings): InferenceSession.SessionOptions {
-  // As the engine opens its sessions; the provider is the bench's own choice (--backend webgpu needs webgpu).
-  return {
-    executionProviders: [s.provider],
-    graphOptimizationLevel: 'all',
-    enableMemPattern: false,
-    logSeverityLevel: 3,
-    ...(s.threads ? { intraOpNumThreads: s.threads } : {}),
-  };
-}
+/** As the engine opens its sessions; the provider is the bench's own choice (--backend webgpu needs webgpu). */
+const sessionOptions = (s: Settings) => baseSessionOptions(s.provider, s.threads ? { intraOpThreads: s.threads } : {});
 
 function sessionInfo(session: InferenceSession, file: string): SessionInfo {
   const tensors = (list: InferenceSession['inputMetadata']) =>

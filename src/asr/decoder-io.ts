@@ -97,6 +97,13 @@ export class DecoderInputs {
   }
 }
 
+/** Bytes of the host tensors among these: what JavaScript hands a session or gets back (device tensors count 0). */
+export function hostBytes(tensors: Iterable<Tensor | null | undefined>): number {
+  let bytes = 0;
+  for (const t of tensors) if (t && (t.location === 'cpu' || t.location === 'cpu-pinned')) bytes += (t.data as ArrayBufferView).byteLength;
+  return bytes;
+}
+
 /** Throws unless every present.* of a prefill of `length` tokens is [1, heads, length, headDim]. */
 export function checkPrefillCache(c: DecoderContract, present: readonly Tensor[], length: number, heads: number, headDim: number): void {
   const bad = present.find((t) => t.dims[0] !== 1 || t.dims[1] !== heads || t.dims[2] !== length || t.dims[3] !== headDim);

@@ -170,13 +170,13 @@ async function chooseGraphs(files: ModelFiles, provider: Provider, o: EngineOpti
 }
 
 /** The providers' own options: CUDA on its device, WebGPU on the default adapter (every session shares its device). */
-function executionProviders(provider: Provider, o: EngineOptions): InferenceSession.SessionOptions['executionProviders'] {
+function executionProviders(provider: Provider, o: Pick<EngineOptions, 'cudaDeviceId'>): InferenceSession.SessionOptions['executionProviders'] {
   if (provider === 'cuda') return [{ name: 'cuda', deviceId: o.cudaDeviceId ?? 0 }];
   return [provider];
 }
 
-/** The session options every graph of the engine is opened with (DeviceOps' graphs too, on WebGPU). */
-function baseSessionOptions(provider: Provider, o: EngineOptions): InferenceSession.SessionOptions {
+/** The session options every graph of the engine is opened with (DeviceOps' graphs too, on WebGPU; bench:step's). */
+export function baseSessionOptions(provider: Provider, o: Pick<EngineOptions, 'cudaDeviceId' | 'intraOpThreads'>): InferenceSession.SessionOptions {
   return {
     executionProviders: executionProviders(provider, o),
     graphOptimizationLevel: 'all',

@@ -1,6 +1,6 @@
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import type { FloatType } from '../contract.js';
-import { int64 } from '../decoder-io.js';
+import { hostBytes, int64 } from '../decoder-io.js';
 import { GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, int64Initializer, node, standaloneModel, valueInfo } from '../onnx-model.js';
 import { bytesField } from '../onnx-proto.js';
 
@@ -151,16 +151,21 @@ export class DeviceOps {
 
   /**
    * The mask for a step over `columns` columns (the cache plus the token fed), row r attending from starts[r] on,
-   * and the embeddings of `ids` from the device table when the step takes embeddings.
+   * and the embeddings of `ids` from the device table when the step takes embeddings; `sent`: the bytes its feeds
+   * took from the host (the table is on the device already).
    */
-  async stepInputs(starts: readonly number[], columns: number, embed?: { ids: readonly number[]; table: Tensor }): Promise<{ mask: Tensor; embeds?: Tensor }> {
+  async stepInputs(
+    starts: readonly number[],
+    columns: number,
+    embed?: { ids: readonly number[]; table: Tensor },
+  ): Promise<{ mask: Tensor; embeds?: Tensor; sent: number }> {
     const feeds: Record<string, Tensor> = { starts: int64(starts, [starts.length, 1]), columns: int64([columns], []) };
     if (embed) {
       feeds.ids = int64(embed.ids, [embed.ids.length, 1]);
       feeds.table = embed.table;
     }
     const out = await this.inputsSession.run(feeds);
-    return { mask: out.mask!, ...(out.embeds ? { embeds: out.embeds } : {}) };
+    return { mask: out.mask!, ...(out.embeds ? { embeds: out.embeds } : {}), sent: hostBytes(Object.values(feeds)) };
   }
 
   /** Closes the graphs' sessions: every tensor they made must have been disposed before. */

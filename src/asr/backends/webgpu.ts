@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { Tensor, type InferenceSession } from 'onnxruntime-node';
 import { ownCache, prefillEach, SequenceCache, type CacheHandle, type DecoderBackend, type PrefillInput, type Prefilled, type StepResult, type StepRow } from '../backend.js';
 import { parseKvName, type DecoderContract, type FloatType } from '../contract.js';
-import { checkPrefillCache, DecoderInputs, int64, type Feeds } from '../decoder-io.js';
+import { checkPrefillCache, DecoderInputs, hostBytes, int64, type Feeds } from '../decoder-io.js';
 import type { EmbeddingLookup } from '../embeddings.js';
 import { InferenceError, ModelLoadError } from '../errors.js';
 import { GRAPH_OUTPUT, readModel, tensorInfo } from '../onnx-model.js';
@@ -55,12 +55,6 @@ class DeviceCache extends SequenceCache {
   }
 }
 
-/** Bytes of the host tensors among these: what JavaScript hands a session or gets back (device tensors count 0). */
-export function hostBytes(tensors: Iterable<Tensor | null | undefined>): number {
-  let bytes = 0;
-  for (const t of tensors) if (t && (t.location === 'cpu' || t.location === 'cpu-pinned')) bytes += (t.data as ArrayBufferView).byteLength;
-  return bytes;
-}
 const dispose = (tensors: readonly Tensor[] | undefined) => tensors?.forEach((t) => t.dispose());
 
 /**
@@ -160,14 +154,12 @@ export class WebGpuBackend implements DecoderBackend {
       const ids = caches.map((h) => tokens.get(h)!);
       const embed = c.token.kind === 'inputs_embeds';
       // a graph that takes neither a mask nor embeddings (one sequence at a time, ids) needs no step-inputs run
-      const { mask, embeds } =
+      const { mask, embeds, sent: toStepInputs } =
         c.attentionMask || embed
           ? await this.o.ops.stepInputs(caches.map((h) => this.width - h.length), this.width + 1, embed ? { ids, table: this.o.table! } : undefined)
-          : { mask: undefined, embeds: undefined };
+          : { mask: undefined, embeds: undefined, sent: 0 };
       if (mask) made.push(mask);
       if (embeds) made.push(embeds);
-      // to the step-inputs graph: each row's first column (and id), and the column count
-      const toStepInputs = mask ? 8 * b + 8 + (embeds ? 8 * b : 0) : 0;
       const feeds: Feeds = { [c.token.name]: embeds ?? int64(ids, [b, 1]) };
       if (c.attentionMask) feeds[c.attentionMask] = mask!;
       if (c.positionIds) feeds[c.positionIds.name] = this.o.inputs.positions(c, caches.map((h) => h.length), 1);

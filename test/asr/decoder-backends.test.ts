@@ -2,21 +2,25 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeWavToPcm } from '../../src/audio/pcm.js';
 import type { PrefillInput } from '../../src/asr/backend.js';
-import { AsrEngine } from '../../src/asr/engine.js';
+import { AsrEngine, type BackendSetting } from '../../src/asr/engine.js';
 import { AsrProcessor } from '../../src/asr/processor.js';
 import { StageLock } from '../../src/asr/stage-lock.js';
 import { fixtureModel } from '../support/fixture-models.js';
 import { sharedPath } from '../support/shared.js';
+import { useLavapipe } from '../support/webgpu.js';
+
+// the webgpu backend runs on Mesa's software Vulkan here
+useLavapipe();
 
 const clip = (name: string) => decodeWavToPcm(readFileSync(sharedPath('fixtures', 'voices-in-the-wild', `${name}.wav`)));
 
-/** The backend driven by hand, as a benchmark would: prompts from the processor, then steps and releases. */
-describe('host backend', () => {
+/** Each backend driven by hand, as a benchmark would: prompts from the processor, then steps and releases. */
+describe.each<BackendSetting>(['host', 'webgpu'])('%s backend', (backend) => {
   let engine: AsrEngine;
   let prompts: PrefillInput[];
 
   beforeAll(async () => {
-    engine = await AsrEngine.load({ modelDir: fixtureModel('default'), device: 'cpu', logger: { warn: () => {} }, maxBatch: 3 });
+    engine = await AsrEngine.load({ modelDir: fixtureModel('default'), device: 'cpu', backend, logger: { warn: () => {} }, maxBatch: 3 });
     const processor = new AsrProcessor(engine.sessions.encoder, engine.encoderContract, engine.tokenizer, new StageLock());
     prompts = await Promise.all(['noise', 'echo', 'mixed'].map(async (name) => (await processor.process(clip(name), {})).prompt));
   });
