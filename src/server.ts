@@ -8,7 +8,6 @@ import { pino } from 'pino';
 import { findModelFiles } from './asr/model-dir.js';
 import { reportDecoderCapabilities } from './audio/decode.js';
 import { engineSettings, loadConfig, transcriptionSettings, type Config } from './config.js';
-import { SileroVad } from './audio/silero-vad.js';
 import { buildApp } from './http/app.js';
 import { RealtimeSessions } from './http/realtime/sessions.js';
 import { poolTranscribe } from './live/pool-transcribe.js';
@@ -18,6 +17,7 @@ import { ensureModel } from './hub/ensure-model.js';
 import { logProgress } from './hub/progress.js';
 import { PendingBackend } from './pool/pending-backend.js';
 import { AsrPool } from './pool/pool.js';
+import { VadThread } from './pool/vad-thread.js';
 
 /**
  * The service: a piscina pool of warm ASR workers behind Fastify. It listens at once (so /health answers while
@@ -43,7 +43,7 @@ export async function startServer(config: Config = loadConfig()) {
   });
   const app = await buildApp({ config, backend, metrics, logger, realtime });
   await app.listen({ host: config.HOST, port: config.PORT });
-  let vad: SileroVad | undefined;
+  let vad: VadThread | undefined;
 
   const download = new AbortController();
   let stopping: Promise<void> | undefined;
@@ -71,15 +71,16 @@ export async function startServer(config: Config = loadConfig()) {
     });
     backend.attach(pool);
     await pool.waitUntilReady();
-    // Live turns are detected on this thread (a frame costs well under a millisecond), one VAD stream per session.
-    const silero = (vad = await SileroVad.load());
+    // Live turns are detected on a thread of their own (a model run per 32 ms per session would hold up this
+    // one), one VAD stream per session.
+    const vadThread = (vad = await VadThread.start(logger));
     const transcribe = poolTranscribe(pool);
     // A turn is transcribed whole, which the workers refuse past ASR_CHUNK_SECONDS: it is committed before that.
     const maxTurnSeconds = Math.min(DEFAULT_MAX_TURN_SECONDS, config.ASR_CHUNK_SECONDS);
     realtime.attach(
       (live, listener) =>
         new LiveSession(
-          { transcribe, vadStream: () => silero.stream(), partialSeconds: config.REALTIME_PARTIAL_SECONDS, maxTurnSeconds, config: live },
+          { transcribe, vadStream: () => vadThread.stream(), partialSeconds: config.REALTIME_PARTIAL_SECONDS, maxTurnSeconds, config: live },
           listener,
         ),
     );
@@ -108,7 +109,7 @@ export async function startServer(config: Config = loadConfig()) {
         clearInterval(sweep);
         clearTimeout(cut);
       });
-      await vad?.release();
+      await vad?.close();
       logger.info('stopped');
     })());
 

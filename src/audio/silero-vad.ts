@@ -140,6 +140,8 @@ export interface VadStream {
   push(pcm: Float32Array): Promise<Float32Array>;
   /** Back to the state of a new stream (silence before, no partial frame); not while a push runs. */
   reset(): void;
+  /** Done with the stream: what it holds may be freed (after a push still running). */
+  close(): void;
 }
 
 class SileroStream implements VadStream {
@@ -179,6 +181,9 @@ class SileroStream implements VadStream {
       this.busy = false;
     }
   }
+
+  /** Nothing to free: the state is this object's, collected with it. */
+  close(): void {}
 
   reset(): void {
     this.window.fill(0);

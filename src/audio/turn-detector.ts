@@ -92,6 +92,11 @@ export class TurnDetector {
     return events;
   }
 
+  /** Done: the VAD stream is closed (after a push still running). */
+  close(): void {
+    this.vad.close();
+  }
+
   /** A new stream: sample 0 is the next sample pushed. */
   reset(): void {
     this.vad.reset();

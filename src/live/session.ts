@@ -164,7 +164,8 @@ export class LiveSession {
     if (!this.isClosed) {
       this.closer.abort();
       this.partial?.abort.abort();
-      // Dropped, not reset: a push may still be running on it.
+      // Closed, not reset: a push may still be running on it.
+      this.detector?.close();
       this.detector = undefined;
       this.turn = undefined;
     }
@@ -221,7 +222,7 @@ export class LiveSession {
   }
 
   private setDetector(options: LiveConfig['turnDetection']): void {
-    this.detector?.reset();
+    this.detector?.close();
     this.detector = options && this.o.vadStream ? new TurnDetector(this.o.vadStream(), options) : undefined;
     this.detectorOffset = this.buffer.end;
   }

@@ -37,6 +37,7 @@ function scripted(probs: number[]): VadStream {
       frame = 0;
       pending = 0;
     },
+    close: () => {},
   };
 }
 

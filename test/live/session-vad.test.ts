@@ -1,23 +1,26 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SileroVad, type VadStream } from '../../src/audio/silero-vad.js';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { VadStream } from '../../src/audio/silero-vad.js';
 import { LiveSession } from '../../src/live/session.js';
 import { LiveError } from '../../src/live/types.js';
 import type { AsrPool } from '../../src/pool/pool.js';
+import { VadThread } from '../../src/pool/vad-thread.js';
 import { clip, concat, Events, HEADER, pcm16, play, Recorder, silence, SR, startPool } from './live-support.js';
 
 let pool: AsrPool;
-let vad: SileroVad;
+let vad: VadThread;
+const silentLogger = { info: () => {}, warn: () => {}, error: () => {} };
 let farField: Float32Array;
 let recording: Float32Array;
 
 beforeAll(async () => {
-  [pool, vad] = await Promise.all([startPool('default'), SileroVad.load()]);
+  // the server's own arrangement: turn detection on the VAD thread, off this one
+  [pool, vad] = await Promise.all([startPool('default'), VadThread.start(silentLogger)]);
   farField = await clip(pool, 'far_field');
   recording = await clip(pool, 'recording');
 });
 
 afterAll(async () => {
-  await Promise.all([pool?.drain(1000), vad?.release()]);
+  await Promise.all([pool?.drain(1000), vad?.close()]);
 });
 
 function session(recorder: Recorder, events: Events): LiveSession {
@@ -98,6 +101,7 @@ describe('live session with server turn detection (Silero VAD)', () => {
     const failing: VadStream = {
       push: () => (++calls === 1 ? Promise.reject(new Error('model run failed')) : Promise.resolve(new Float32Array(0))),
       reset: () => {},
+      close: () => {},
     };
     const live = new LiveSession(
       { transcribe: recorder.transcribe, vadStream: () => failing, config: { format: { encoding: 'pcm16', sampleRate: 16000 } } },
@@ -121,5 +125,22 @@ describe('live session with server turn detection (Silero VAD)', () => {
     expect(() => withVad.configure({ turnDetection: { threshold: 1.5, prefixPaddingMs: 300, silenceDurationMs: 500 } })).toThrow(
       expect.objectContaining({ code: 'invalid_config' }) as LiveError,
     );
+  });
+
+  it("frees its VAD stream on the thread when turn detection is replaced and when the session closes", async () => {
+    const held = async () => (await vad.stats()).streams;
+    await vi.waitFor(async () => expect(await held()).toBe(0));
+    const recorder = new Recorder(pool);
+    const live = session(recorder, new Events());
+    live.append(pcm16(recording.subarray(0, SR), 24000));
+    await live.idle();
+    expect(await held()).toBe(1);
+    // new settings: a new detector with a stream of its own, the old one's state let go
+    live.configure({ turnDetection: { threshold: 0.6, prefixPaddingMs: 300, silenceDurationMs: 500 } });
+    live.append(pcm16(recording.subarray(SR, 2 * SR), 24000));
+    await live.idle();
+    await vi.waitFor(async () => expect(await held()).toBe(1));
+    await live.close();
+    await vi.waitFor(async () => expect(await held()).toBe(0));
   });
 });

@@ -1,0 +1,31 @@
+import { SileroVad, type VadStream } from '../audio/silero-vad.js';
+import type { VadTask, VadThreadStats } from './vad-thread.js';
+
+const streams = new Map<number, VadStream>();
+
+/**
+ * Piscina worker for VadThread: scores live streams' audio with Silero VAD, each stream's state kept here by id.
+ * A push marked `first` starts the state afresh; any other push for a stream this thread does not hold means
+ * the thread was restarted and the state is gone, which the stream's owner must hear about.
+ */
+function handler(vad: SileroVad) {
+  return async (task: VadTask): Promise<Float32Array | VadThreadStats | undefined> => {
+    switch (task.op) {
+      case 'push': {
+        let stream = streams.get(task.stream);
+        if (task.first) streams.set(task.stream, (stream = vad.stream()));
+        else if (!stream) throw new Error('the stream was lost when the voice activity thread restarted');
+        return stream.push(task.pcm);
+      }
+      case 'close':
+        streams.delete(task.stream);
+        return undefined;
+      case 'stats':
+        return { streams: streams.size };
+    }
+  };
+}
+
+// A Promise of the handler (no top-level await: under tsx piscina require()s the module first), which piscina
+// awaits before the first task: VadThread.start() fails when the model cannot be loaded.
+export default SileroVad.load().then(handler);

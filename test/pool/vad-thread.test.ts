@@ -1,0 +1,78 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { decodeWavToPcm } from '../../src/audio/pcm.js';
+import { SileroVad, type VadStream } from '../../src/audio/silero-vad.js';
+import { VadThread } from '../../src/pool/vad-thread.js';
+import { sharedPath } from '../support/shared.js';
+
+const clip = (name: string) => decodeWavToPcm(readFileSync(sharedPath('fixtures', 'voices-in-the-wild', `${name}.wav`)));
+const errors: unknown[] = [];
+const logger = { info: () => {}, warn: () => {}, error: (o: unknown) => void errors.push(o) };
+
+/** Pushes `pcm` in 100 ms pieces (as a live client's appends arrive), collecting the probabilities. */
+async function scores(stream: VadStream, pcm: Float32Array): Promise<number[]> {
+  const out: number[] = [];
+  for (let at = 0; at < pcm.length; at += 1600) out.push(...(await stream.push(pcm.subarray(at, at + 1600))));
+  return out;
+}
+
+describe('VadThread: Silero VAD for live streams off the HTTP thread', () => {
+  let thread: VadThread;
+  let here: SileroVad;
+  let farField: Float32Array;
+  let noise: Float32Array;
+  let expected: { farField: number[]; noise: number[] };
+
+  beforeAll(async () => {
+    [thread, here] = await Promise.all([VadThread.start(logger), SileroVad.load()]);
+    [farField, noise] = [clip('far_field'), clip('noise')];
+    // the same model run on this thread: what the VAD thread must reproduce exactly
+    expected = { farField: await scores(here.stream(), farField), noise: await scores(here.stream(), noise) };
+  });
+  afterAll(async () => {
+    await Promise.all([thread?.close(), here?.release()]);
+  });
+
+  it('scores a stream exactly as Silero on this thread does, frame for frame', async () => {
+    const stream = thread.stream();
+    const got = await scores(stream, farField);
+    expect(got).toHaveLength(Math.floor(farField.length / 512));
+    expect(got).toEqual(expected.farField);
+    expect(Math.max(...got)).toBeGreaterThan(0.5); // there is speech in it
+    stream.close();
+  });
+
+  it('keeps each stream its own state when their pushes interleave, and starts afresh after reset', async () => {
+    const [a, b] = [thread.stream(), thread.stream()];
+    const got: { a: number[]; b: number[] } = { a: [], b: [] };
+    const n = Math.min(farField.length, noise.length);
+    for (let at = 0; at < n; at += 1600) {
+      const [pa, pb] = await Promise.all([a.push(farField.subarray(at, at + 1600)), b.push(noise.subarray(at, at + 1600))]);
+      got.a.push(...pa);
+      got.b.push(...pb);
+    }
+    expect(got.a).toEqual(expected.farField.slice(0, got.a.length));
+    expect(got.b).toEqual(expected.noise.slice(0, got.b.length));
+    // b after a reset is a new stream: noise from its start again, with no memory of the first pass
+    b.reset();
+    expect(await scores(b, noise)).toEqual(expected.noise);
+    a.close();
+    b.close();
+  });
+
+  it('frees a stream on the thread when it is closed, and refuses pushes after', async () => {
+    const held = async () => (await thread.stats()).streams;
+    // the earlier tests' streams are closed: the thread lets go of every one
+    await vi.waitFor(async () => expect(await held()).toBe(0));
+    const streams = [thread.stream(), thread.stream(), thread.stream()];
+    await Promise.all(streams.map((s) => s.push(farField.subarray(0, 2048))));
+    expect(await held()).toBe(3);
+    // closed while its push is still running: the push completes, then the state goes
+    const pending = streams[0]!.push(farField.subarray(2048, 4096));
+    for (const s of streams) s.close();
+    expect(await pending).toHaveLength(4);
+    await vi.waitFor(async () => expect(await held()).toBe(0));
+    await expect(streams[1]!.push(farField.subarray(0, 512))).rejects.toThrow('VadStream.push after close');
+    expect(errors).toEqual([]);
+  });
+});
