@@ -2,7 +2,7 @@ import { Piscina } from 'piscina';
 import type { VadStream } from '../audio/silero-vad.js';
 import { PoolError } from './errors.js';
 import type { PoolLogger } from './log-once.js';
-import { MAX_TIMEOUT_MS, ownBuffer, workerScript } from './worker-script.js';
+import { MAX_TIMEOUT_MS, workerScript } from './worker-script.js';
 
 /** One task for the VAD thread: audio for a stream, the end of one, or a count of those it holds. */
 export type VadTask =
@@ -87,14 +87,14 @@ class ThreadVadStream implements VadStream {
 
   async push(pcm: Float32Array): Promise<Float32Array> {
     if (this.closed) throw new Error('VadStream.push after close');
-    const { view, transfer } = ownBuffer(pcm, (p) => p.slice());
+    // A copy goes (transferred): the caller keeps its samples.
+    const copy = pcm.slice();
     const first = this.fresh;
     this.fresh = false;
-    const run = this.thread.run({ op: 'push', stream: this.id, pcm: view, first }, transfer);
-    this.last = run.catch(() => {});
-    const probs = (await run) as Float32Array;
-    if (!(probs instanceof Float32Array)) throw new PoolError('worker_lost', `voice activity detection: ${String(probs)}`);
-    return probs;
+    const run = this.thread.run({ op: 'push', stream: this.id, pcm: copy, first }, [copy.buffer]);
+    // After a failure (a lost thread lost every state) the next push starts afresh instead of failing again.
+    this.last = run.catch(() => (this.fresh = true));
+    return (await run) as Float32Array;
   }
 
   reset(): void {
