@@ -2,18 +2,20 @@
  * One decode step, measured through the engine's decoder backends, next to its floor on the same machine: the step
  * graph's weight matmuls alone (bench/floor.ts) run at the same batch size, one floor run before each measured
  * step so both see the same machine (a shared one included). For each batch size x context length: ms per step
- * (median, p90), host ms per step (outside session.run), floor ms, step/floor, tokens/s and the bytes a step moves
- * between JavaScript and the session's device each way; with the host backend (the cache in JavaScript memory),
+ * (median, p90), host ms per step (outside session.run), floor ms, step/floor, tokens/s, the bytes a step moves
+ * between JavaScript and the session's device each way, and audio seconds per second at the speech rate of a folder
+ * of transcribed clips (bench/speech-rate.ts; decode steps alone, and with each clip's prefill); with the host backend (the cache in JavaScript memory),
  * the webgpu backend (the cache on the device, src/asr/backends/webgpu.ts), or both; with the lean graphs (greedy
  * ids in the graph, src/asr/lean-graph.ts), the original ones, or both; with 4-bit matmuls taking int8 activations
  * (the engine's CPU default), fp32 ones, or both. Each variant's floor is read from its own step graph.
  *
  *   npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600]
  *                         [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean]
- *                         [--int8 on|off|both] [--out FILE]
+ *                         [--int8 on|off|both] [--clips DIR] [--out FILE]
  *
  * The webgpu backend runs on the webgpu provider (the default provider when --backend is webgpu or both; on a
- * machine without a GPU, VK_ICD_FILENAMES=$(bash tools/lavapipe.sh) selects Mesa's software Vulkan).
+ * machine without a GPU, VK_ICD_FILENAMES=$(bash tools/lavapipe.sh) selects Mesa's software Vulkan). --clips
+ * defaults to the service benches' clips: $SHARED_DIR or ../shared, then fixtures/voices-in-the-wild.
  */
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 
@@ -33,6 +35,7 @@ import { findModelFiles } from '../src/asr/model-dir.js';
 import { buildPrompt } from '../src/asr/prompt.js';
 import { Tokenizer } from '../src/asr/tokenizer.js';
 import { floorFeeds, floorGraph } from './floor.js';
+import { defaultClipsDir, speechRate, SpeechRateError, type SpeechRate } from './speech-rate.js';
 
 type Provider = 'cpu' | 'cuda' | 'webgpu';
 type Backend = 'host' | 'webgpu';
@@ -48,6 +51,7 @@ interface Settings {
   backend: string;
   threads?: number;
   variants: Variant[];
+  clipsDir: string;
   out?: string;
 }
 
@@ -60,11 +64,14 @@ interface Variant {
 
 const WARMUP_STEPS = 2;
 
-function usage(message: string): never {
+/** Exit 2 with the message, and the usage line unless the arguments were well formed (a bad --clips folder). */
+function usage(message: string, withUsage = true): never {
   console.error(`bench:step: ${message}`);
-  console.error(
-    'usage: npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--int8 on|off|both] [--out FILE]',
-  );
+  if (withUsage) {
+    console.error(
+      'usage: npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--int8 on|off|both] [--clips DIR] [--out FILE]',
+    );
+  }
   process.exit(2);
 }
 
@@ -90,6 +97,7 @@ function parseSettings(argv: string[]): Settings {
         lean: { type: 'string', default: 'on' },
         'no-lean': { type: 'boolean', default: false },
         int8: { type: 'string' },
+        clips: { type: 'string' },
         out: { type: 'string' },
       },
     }));
@@ -123,6 +131,7 @@ function parseSettings(argv: string[]): Settings {
     backend,
     ...(threads ? { threads } : {}),
     variants: backends.flatMap((b) => choices(int8).flatMap((i) => choices(lean).map((l) => ({ backend: b, lean: l, int8: i })))),
+    clipsDir: values.clips ?? defaultClipsDir(),
     ...(values.out ? { out: values.out } : {}),
   };
 }
@@ -304,9 +313,31 @@ export interface StepBenchRow {
   tokensPerSecond: number;
   /** bytes a step moved between JavaScript and the session's device each way (median over the measured steps) */
   bytesPerStep: StepTraffic;
+  /** audio seconds per second at the clips' speech rate (AUDIO_NOTE) */
+  audioSecondsPerSecond: AudioRate;
 }
 
-async function measureDecoder(s: Settings, variant: Variant, tokenizer: Tokenizer, embeddings: EmbeddingLookup | undefined) {
+export interface AudioRate {
+  /** tokens/s over the clips' answer tokens per audio second: decode steps alone */
+  decode: number;
+  /** `batch` clips, each prefilled alone, then decoded together */
+  withPrefill: number;
+}
+
+/** Three significant digits: the audio rates span 0.1 to thousands. */
+const significant = (x: number) => Number(x.toPrecision(3));
+
+/** A row's audio seconds per second, from its reported figures and the clips' (AUDIO_NOTE says how). */
+function audioRate(row: Omit<StepBenchRow, 'audioSecondsPerSecond'>, speech: SpeechRate): AudioRate {
+  const prefillMs = row.batch * speech.promptTokens * row.prefillMsPerToken;
+  const decodeMs = speech.answerTokens * row.stepMs.median;
+  return {
+    decode: significant(row.tokensPerSecond / speech.answerTokensPerAudioSecond),
+    withPrefill: significant((row.batch * speech.audioSeconds * 1000) / (prefillMs + decodeMs)),
+  };
+}
+
+async function measureDecoder(s: Settings, variant: Variant, tokenizer: Tokenizer, embeddings: EmbeddingLookup | undefined, speech: SpeechRate) {
   const decoder = await openDecoder(s, variant, embeddings);
   const { floor } = decoder;
   const rows: StepBenchRow[] = [];
@@ -346,12 +377,13 @@ async function measureDecoder(s: Settings, variant: Variant, tokenizer: Tokenize
           }
           const stepMs = spread(measured.map((m) => m.ms));
           const floorMs = spread(floorRuns).median;
-          rows.push({
+          const row = {
             ...variant,
             batch,
             context,
             contextMeasured: round(startLength + (s.steps - 1) / 2, 1),
-            prefillMsPerToken: round(prefillMsPerToken),
+            // four places: on a GPU a prefilled token can take well under 0.01 ms
+            prefillMsPerToken: round(prefillMsPerToken, 4),
             stepMs,
             hostMs: spread(measured.map((m) => m.ms - m.runMs)),
             runMs: spread(measured.map((m) => m.runMs)),
@@ -359,7 +391,8 @@ async function measureDecoder(s: Settings, variant: Variant, tokenizer: Tokenize
             stepOverFloor: round(stepMs.median / floorMs),
             tokensPerSecond: round((batch * 1000) / stepMs.median, 1),
             bytesPerStep: { toDevice: spread(measured.map((m) => m.traffic.toDevice)).median, toHost: spread(measured.map((m) => m.traffic.toHost)).median },
-          });
+          };
+          rows.push({ ...row, audioSecondsPerSecond: audioRate(row, speech) });
           printRow(rows[rows.length - 1]!);
         }
       } finally {
@@ -373,7 +406,7 @@ async function measureDecoder(s: Settings, variant: Variant, tokenizer: Tokenize
   }
 }
 
-const COLUMNS = ['backend/graphs', 'batch', 'context', 'step ms p50', 'p90', 'host ms', 'host min', 'run ms', 'floor ms', 'step/floor', 'tokens/s', 'prefill ms/token', 'to device/step', 'to host/step'];
+const COLUMNS = ['backend/graphs', 'batch', 'context', 'step ms p50', 'p90', 'host ms', 'host min', 'run ms', 'floor ms', 'step/floor', 'tokens/s', 'audio s/s', '+prefill', 'prefill ms/token', 'to device/step', 'to host/step'];
 const WIDTHS = COLUMNS.map((c) => Math.max(c.length, 8));
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS[i]!) : c.padStart(WIDTHS[i]!))).join('  ');
 
@@ -393,6 +426,17 @@ const BYTES_NOTE =
   "(the session computes in the same memory); webgpu backend: what a step sends to the device and reads back (ids, positions, each row's first " +
   'column; the greedy ids), the cache never leaves the device';
 
+/** What the audio columns count, in the report and under the table. */
+function audioNote(speech: SpeechRate): string {
+  return (
+    `audio s/s at the speech rate of ${speech.clips} clips in ${speech.source} (mean ${speech.audioSeconds} s, a ${speech.promptTokens}-token prompt, ` +
+    `${speech.answerTokens} answer tokens: ${speech.answerTokensPerAudioSecond} per audio second): decode = tokens/s / answer tokens per audio second, ` +
+    'the audio this step rate transcribes, decode steps alone; +prefill = batch x audio seconds / (batch x prompt tokens x prefill ms/token + ' +
+    'answer tokens x step ms): `batch` such clips, each prefilled alone, then decoded together one step per answer token; ' +
+    'neither counts the log-mel features or the encoder (bench:step runs neither)'
+  );
+}
+
 function printRow(r: StepBenchRow): void {
   console.log(
     line([
@@ -407,7 +451,9 @@ function printRow(r: StepBenchRow): void {
       r.floorMs.toFixed(1),
       r.stepOverFloor.toFixed(2),
       r.tokensPerSecond.toFixed(1),
-      r.prefillMsPerToken.toFixed(2),
+      String(r.audioSecondsPerSecond.decode),
+      String(r.audioSecondsPerSecond.withPrefill),
+      r.prefillMsPerToken.toFixed(3),
       bytes(r.bytesPerStep.toDevice),
       bytes(r.bytesPerStep.toHost),
     ]),
@@ -423,6 +469,13 @@ async function main(): Promise<void> {
     tokenizer = Tokenizer.fromModelDir(s.modelDir);
   } catch (err) {
     usage((err as Error).message);
+  }
+  let speech: SpeechRate;
+  try {
+    speech = speechRate(s.clipsDir, tokenizer);
+  } catch (err) {
+    if (!(err instanceof SpeechRateError)) throw err;
+    usage(`--clips: ${err.message}`, false);
   }
   const startedAt = new Date().toISOString();
   console.log(
@@ -444,6 +497,8 @@ async function main(): Promise<void> {
     steps: s.steps,
     warmupSteps: WARMUP_STEPS,
     bytesNote: BYTES_NOTE,
+    speech,
+    audioNote: audioNote(speech),
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: round(totalmem() / 2 ** 30, 1), node: process.version },
     variants: runs.map((r) => ({ backend: r.backend, lean: r.lean, int8: r.int8, maxBatch: r.maxBatch, graphs: r.graphs, floor: r.floor })),
     rows: runs.flatMap((r) => r.rows),
@@ -452,7 +507,7 @@ async function main(): Promise<void> {
   const write = (complete: boolean) => s.out && writeFileSync(s.out, `${JSON.stringify(report(complete), null, 2)}\n`);
   for (const variant of s.variants) {
     try {
-      runs.push(await measureDecoder(s, variant, tokenizer, embeddings));
+      runs.push(await measureDecoder(s, variant, tokenizer, embeddings, speech));
     } catch (err) {
       // What was measured so far stays in the report; the failure is one line, not a stack trace.
       write(false);
@@ -465,6 +520,7 @@ async function main(): Promise<void> {
     write(false);
   }
   console.log(BYTES_NOTE);
+  console.log(audioNote(speech));
   for (const run of runs) {
     const name = variantName(run);
     const f = run.floor;

@@ -1,10 +1,12 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fixtureModel } from '../support/fixture-models.js';
 import { benchScript } from '../support/cli.js';
+import { sharedPath } from '../support/shared.js';
 import { lavapipeIcd } from '../support/webgpu.js';
+import type { SpeechRate } from '../../bench/speech-rate.js';
 import type { StepBenchRow as StepRow } from '../../bench/step.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'bench-step-test-'));
@@ -13,6 +15,16 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 /** npm run bench:step -- ARGS, as a child process, with its own graph cache. */
 const benchStep = (args: string[], env: Record<string, string> = {}) =>
   benchScript('step', args, { timeoutMs: 120_000, env: { XDG_CACHE_HOME: join(scratch, 'cache'), ...env } });
+
+/** A row's audio seconds per second, by the definitions the report's audioNote gives, from its own figures. */
+function expectAudioRate(r: StepRow, speech: SpeechRate): void {
+  const decode = r.tokensPerSecond / speech.answerTokensPerAudioSecond;
+  const withPrefill = (r.batch * speech.audioSeconds * 1000) / (r.batch * speech.promptTokens * r.prefillMsPerToken + speech.answerTokens * r.stepMs.median);
+  // three significant digits
+  expect(r.audioSecondsPerSecond.decode / decode).toBeCloseTo(1, 2);
+  expect(r.audioSecondsPerSecond.withPrefill / withPrefill).toBeCloseTo(1, 2);
+  expect(r.audioSecondsPerSecond.withPrefill).toBeLessThanOrEqual(r.audioSecondsPerSecond.decode);
+}
 
 describe('npm run bench:step', () => {
   it('measures every batch x context with and without lean graphs, next to a weights-only floor', async () => {
@@ -59,6 +71,28 @@ describe('npm run bench:step', () => {
     expect(result.stdout).toMatch(/^host\/lean\s+2\s+70\s/m);
     // on the CPU provider the host backend's cache bytes are counted too (they cross nothing there)
     for (const r of rows) expect(r.bytesPerStep.toDevice).toBeGreaterThan(1000);
+
+    // audio seconds per second at the speech rate of the default clips: the shared voices-in-the-wild folder
+    const clips = sharedPath('fixtures', 'voices-in-the-wild');
+    const texts = readFileSync(join(clips, 'transcripts.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { text: string }).text);
+    const speech = report.speech as SpeechRate;
+    expect(speech).toMatchObject({ clips: 8, source: clips });
+    expect(speech.audioSeconds).toBeGreaterThan(5);
+    expect(speech.audioSeconds).toBeLessThan(9);
+    // 13 encoder rows a second of audio, and the chat template around them
+    expect(speech.promptTokens).toBeGreaterThan(13 * speech.audioSeconds);
+    expect(speech.promptTokens).toBeLessThan(13 * speech.audioSeconds + 30);
+    // every word at least one token, and the header and <|im_end|> besides
+    const words = texts.reduce((n, t) => n + t.split(' ').length, 0) / texts.length;
+    expect(speech.answerTokens).toBeGreaterThan(words + 4);
+    expect(speech.answerTokensPerAudioSecond).toBeCloseTo(speech.answerTokens / speech.audioSeconds, 2);
+    for (const r of rows) expectAudioRate(r, speech);
+    expect(report.audioNote).toContain(`8 clips in ${clips}`);
+    expect(result.stdout).toContain(report.audioNote);
+    expect(result.stdout).toMatch(/\stokens\/s\s+audio s\/s\s+\+prefill\s/);
   });
 
   it('refuses bad arguments with one line of usage, not a stack trace', async () => {
@@ -78,6 +112,27 @@ describe('npm run bench:step', () => {
     const missing = await benchStep(['--model-dir', join(scratch, 'nowhere')]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/^bench:step: .*nowhere/);
+  });
+
+  it('refuses a clips folder it cannot read with one line, before loading any model', async () => {
+    const unlisted = join(scratch, 'clips-unlisted');
+    mkdirSync(unlisted);
+    copyFileSync(sharedPath('fixtures', 'voices-in-the-wild', 'noise.wav'), join(unlisted, 'noise.wav'));
+    const wrongFile = join(scratch, 'clips-wrong-file');
+    mkdirSync(wrongFile);
+    writeFileSync(join(wrongFile, 'transcripts.jsonl'), '{"file": "noise.wav", "text": "hello"}\n');
+    writeFileSync(join(wrongFile, 'noise.wav'), 'not audio');
+    for (const [dir, message] of [
+      [join(scratch, 'no-clips'), `no clips folder ${join(scratch, 'no-clips')}`],
+      [unlisted, `${join(unlisted, 'transcripts.jsonl')} is missing`],
+      [wrongFile, `${join(wrongFile, 'noise.wav')}: not a readable WAV file`],
+    ]) {
+      const refused = await benchStep(['--model-dir', fixtureModel('default'), '--clips', dir!]);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toMatch(/^bench:step: --clips: .*\n$/);
+      expect(refused.stderr).toContain(message);
+      expect(refused.stdout).toBe('');
+    }
   });
 
   it('measures the webgpu backend beside the host one on the same device (lavapipe here), with the bytes a step moves each way', async () => {
@@ -108,6 +163,7 @@ describe('npm run bench:step', () => {
       expect(host.toHost).toBeGreaterThan(1000 * batch);
     }
     expect(at('host', 2).toDevice).toBeGreaterThan(at('host', 1).toDevice);
+    for (const r of rows) expectAudioRate(r, report.speech as SpeechRate);
     expect(result.stdout).toMatch(/^webgpu\/lean\s+2\s+40\s.*\s\d+ B\s+\d+ B$/m);
     expect(result.stdout).toMatch(/^host\/lean\s+2\s+40\s.*\s[\d.]+ KiB\s+[\d.]+ KiB$/m);
   });
