@@ -1,5 +1,6 @@
 import { GraphBuilder, type Dim, type ExternalRef } from '../onnx-graph.js';
-import { matMulNBits, normWeight, quantLinear, rmsNorm, typicalScale, type QuantLinear } from './layers.js';
+import { BLOCK, matMulNBits, normWeight, quantLinear, rmsNorm, typicalScale, type FixedRow, type QuantLinear } from './layers.js';
+import { SCRIPT_MARKER, type TextScript } from './script.js';
 import type { WeightFile } from './weights.js';
 
 export interface DecoderDims {
@@ -35,13 +36,33 @@ export interface DecoderWeights {
   lmHead: QuantLinear;
 }
 
+/** How much larger than the typical block scale a script row's one weight is: random scales stay below 4/3 of it. */
+const SCRIPT_SCALE = 8;
+
+/**
+ * lm_head rows for the script: the row of the script's token c is zero but for its weight c, 15 x 8 typical
+ * scales (a random row's weight c is at most 15 x 4/3 typical scales). A final hidden state that is a large
+ * multiple of channel c alone then makes token c win by a wide margin (see buildFullDecoder's `script`).
+ */
+function scriptRows(script: TextScript, hidden: number): FixedRow[] {
+  const typical = typicalScale(hidden);
+  return script.tokens.map((row, c) => {
+    const codes = new Uint8Array(hidden / 2);
+    codes[c >> 1] = c % 2 === 0 ? 0x0f : 0xf0;
+    const scale = new Float32Array(hidden / BLOCK).fill(typical);
+    scale[Math.floor(c / BLOCK)] = SCRIPT_SCALE * typical;
+    return { row, codes, zeroPoints: 0x00, scale };
+  });
+}
+
 /**
  * The decoder's weights, written once and shared by the prefill and step graphs. lm_head's <|endoftext|> row
  * dequantises to zeros and its <|im_end|> row to a positive constant; with the final hidden state centred
  * (zero mean) both logits are 0 while the others are random around 0, so neither stop token ever wins, unless
- * the hidden state is replaced by ones (see stopAfter), which makes <|im_end|> win by a wide margin.
+ * the hidden state is replaced by ones (see stopAfter), which makes <|im_end|> win by a wide margin. With a
+ * script, its tokens' rows are set too (scriptRows).
  */
-export function decoderWeights(w: WeightFile, d: DecoderDims): DecoderWeights {
+export function decoderWeights(w: WeightFile, d: DecoderDims, script?: TextScript): DecoderWeights {
   const layers = Array.from({ length: d.layers }, (_, i): LayerWeights => {
     const p = `model.layers.${i}`;
     return {
@@ -64,6 +85,7 @@ export function decoderWeights(w: WeightFile, d: DecoderDims): DecoderWeights {
   const lmHead = quantLinear(w, 'lm_head', d.hidden, d.vocab, [
     { row: STOP_IDS.endOfText, codes: 0x88, zeroPoints: 0x88 },
     { row: STOP_IDS.imEnd, codes: 0xff, zeroPoints: 0x00, scale: typicalScale(d.hidden) },
+    ...(script ? scriptRows(script, d.hidden) : []),
   ]);
   return { layers, finalNorm, lmHead };
 }
@@ -74,12 +96,18 @@ export interface DecoderGraphOptions {
   kv: 'float16' | 'float32';
   /** every row says <|im_end|> after this many generated tokens (default: never) */
   stopAfter?: number;
+  /** every row says the script's header and as many words as its audio allows, then <|im_end|> (not with stopAfter) */
+  script?: TextScript;
 }
 
 const FLOAT = 1;
 const FLOAT16 = 10;
 const BOOL = 9;
 const ROPE_THETA = 1_000_000;
+/** The script's one-hot final state: large enough that its token's logit beats every random row by far. */
+const SCRIPT_LOUDNESS = 64;
+/** How much of the computed final state is kept beside it (logits move by ~0.01: far below the margin). */
+const SCRIPT_TRACE = 0.01;
 
 /**
  * A Qwen3 decoder graph in the plain ops a torch export writes: RMSNorm, q/k RMSNorm, RoPE from position_ids,
@@ -90,8 +118,15 @@ const ROPE_THETA = 1_000_000;
  * prompt), 0 for positions a step wrote. Summed over the positions a row's mask keeps, it gives the row's prompt
  * length, so position + 1 - prompt length is how many tokens the row has generated: batch-safe, whatever the
  * padding, because padding is masked.
+ *
+ * With a script, the prefill's flag is 0 on script tokens too (their embedding's last channel is SCRIPT_MARKER),
+ * so a forced prefix counts as said: position + 1 - (the other prompt tokens) is how far into the script the row
+ * is, and those other tokens minus the template's are its audio rows. The final hidden state becomes a one-hot of
+ * that script index (scriptRows make its token win), or ones (<|im_end|>) once the audio's words are said; a trace
+ * of the computed state is added so that every layer still feeds the logits and none is optimised away.
  */
 export function buildFullDecoder(d: DecoderDims, weights: DecoderWeights, o: DecoderGraphOptions): GraphBuilder {
+  if (o.stopAfter !== undefined && o.script) throw new Error('a decoder stops after N tokens or follows a script, not both');
   const g = new GraphBuilder(`decoder_${o.kind}`);
   const ext = (name: string, ref: ExternalRef) => g.external(name, ref);
   const batch: Dim = o.batch === 1 ? 1 : 'batch_size';
@@ -101,7 +136,8 @@ export function buildFullDecoder(d: DecoderDims, weights: DecoderWeights, o: Dec
   const scalar = (v: number) => g.f32([v], []);
   const lastAxis = (from: number, to: number) => (x: string) => g.op('Slice', [x, g.i64([from]), g.i64([to]), g.i64([-1])]);
 
-  let h = g.input('inputs_embeds', 'float32', [batch, seq, d.hidden]);
+  const embeds = g.input('inputs_embeds', 'float32', [batch, seq, d.hidden]);
+  let h = embeds;
   const mask = g.input('attention_mask', 'int64', [batch, total]);
   const position = g.op('Cast', [g.input('position_ids', 'int64', [batch, seq])], { to: FLOAT });
 
@@ -129,6 +165,14 @@ export function buildFullDecoder(d: DecoderDims, weights: DecoderWeights, o: Dec
   const scale = scalar(1 / Math.sqrt(d.headDim));
   const groups = d.heads / d.kvHeads;
 
+  const counting = o.stopAfter !== undefined || o.script !== undefined;
+  /** the flag a position writes: [B, 1, S, 1] or a scalar */
+  const promptFlag = () => {
+    if (o.kind === 'step') return scalar(0);
+    if (!o.script) return scalar(1);
+    const isScript = g.op('Equal', [lastAxis(d.hidden - 1, d.hidden)(embeds), scalar(SCRIPT_MARKER)]);
+    return g.op('Unsqueeze', [g.op('Where', [isScript, scalar(0), scalar(1)]), g.i64([1])]);
+  };
   let promptLength: string | undefined;
   weights.layers.forEach((lw, i) => {
     const p = `model.layers.${i}`;
@@ -141,8 +185,8 @@ export function buildFullDecoder(d: DecoderDims, weights: DecoderWeights, o: Dec
     const q = rope(headsOf(matMulNBits(g, x, lw.q), d.heads, ext(`${p}.self_attn.q_norm.weight`, lw.qNorm)));
     let k = rope(headsOf(matMulNBits(g, x, lw.k), d.kvHeads, ext(`${p}.self_attn.k_norm.weight`, lw.kNorm)));
     let v = headsOf(matMulNBits(g, x, lw.v), d.kvHeads);
-    if (i === 0 && o.stopAfter !== undefined) {
-      const flag = g.op('Expand', [scalar(o.kind === 'prefill' ? 1 : 0), g.op('Shape', [lastAxis(d.headDim - 1, d.headDim)(k)])]);
+    if (i === 0 && counting) {
+      const flag = g.op('Expand', [promptFlag(), g.op('Shape', [lastAxis(d.headDim - 1, d.headDim)(k)])]);
       k = g.op('Concat', [lastAxis(0, d.headDim - 1)(k), flag], { axis: -1 });
     }
     if (o.kv === 'float16') [k, v] = [g.op('Cast', [k], { to: FLOAT16 }), g.op('Cast', [v], { to: FLOAT16 })];
@@ -156,7 +200,7 @@ export function buildFullDecoder(d: DecoderDims, weights: DecoderWeights, o: Dec
     };
     const keys = cache('key', k);
     const values = cache('value', v);
-    if (i === 0 && o.stopAfter !== undefined) {
+    if (i === 0 && counting) {
       const flags = g.op('Reshape', [g.op('Slice', [keys, g.i64([0, d.headDim - 1]), g.i64([1, d.headDim]), g.i64([1, 3])]), g.i64([0, -1])]);
       promptLength = g.op('ReduceSum', [g.op('Where', [keep, flags, scalar(0)]), g.i64([1])], { keepdims: 1 });
     }
@@ -178,8 +222,19 @@ export function buildFullDecoder(d: DecoderDims, weights: DecoderWeights, o: Dec
   let last = g.op('Sub', [normed, g.op('ReduceMean', [normed], { axes: [-1], keepdims: 1 })]);
   if (promptLength) {
     const generated = g.op('Sub', [g.op('Add', [position, scalar(1)]), promptLength]);
-    const stop = g.op('GreaterOrEqual', [generated, scalar(o.stopAfter!)]);
-    last = g.op('Where', [g.op('Unsqueeze', [stop, g.i64([-1])]), scalar(1), last]);
+    if (o.script) {
+      const s = o.script;
+      const audioRows = g.op('Sub', [promptLength, scalar(s.templateTokens)]);
+      const words = g.op('Min', [g.op('Floor', [g.op('Div', [audioRows, scalar(s.rowsPerWord)])]), scalar(s.words.length)]);
+      const stop = g.op('GreaterOrEqual', [generated, g.op('Add', [words, scalar(s.headerTokens)])]);
+      const channels = g.op('Range', [scalar(0), scalar(d.hidden), scalar(1)]);
+      const oneHot = g.op('Where', [g.op('Equal', [g.op('Unsqueeze', [generated, g.i64([-1])]), channels]), scalar(SCRIPT_LOUDNESS), scalar(0)]);
+      const said = g.op('Where', [g.op('Unsqueeze', [stop, g.i64([-1])]), scalar(1), oneHot]);
+      last = g.op('Add', [said, g.op('Mul', [last, scalar(SCRIPT_TRACE)])]);
+    } else {
+      const stop = g.op('GreaterOrEqual', [generated, scalar(o.stopAfter!)]);
+      last = g.op('Where', [g.op('Unsqueeze', [stop, g.i64([-1])]), scalar(1), last]);
+    }
   }
   g.output('logits', 'float32', [batch, seq, d.vocab], matMulNBits(g, last, weights.lmHead));
   return g;

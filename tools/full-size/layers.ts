@@ -13,22 +13,31 @@ export interface QuantLinear {
 
 export const BLOCK = 32;
 
-/** Rows whose codes, zero points or scales are set rather than random (lm_head's stop rows). */
+/** Rows whose codes, zero points or scales are set rather than random (lm_head's stop and script rows). */
 export interface FixedRow {
   row: number;
-  /** the byte for every packed pair of codes in the row */
-  codes: number;
+  /** the byte for every packed pair of codes in the row, or the row's K/2 packed bytes */
+  codes: number | Uint8Array;
   /** the byte for every packed pair of zero points in the row */
   zeroPoints: number;
-  /** the same scale for every block of the row (a constant row vector when codes and zero points are too) */
-  scale?: number;
+  /** the same scale for every block of the row (a constant row vector when codes and zero points are too), or one per block */
+  scale?: number | Float32Array;
 }
 
-/** Fills the part of `bytes` (which starts at tensor byte `start`) that lies in row `row` of `rowBytes` bytes. */
-function fillRow(bytes: Uint8Array, start: number, rowBytes: number, row: number, set: (from: number, to: number) => void): void {
+/**
+ * Fills the part of `bytes` (which starts at tensor byte `start`) that lies in row `row` of `rowBytes` bytes:
+ * `set(from, to, at)` with `from`..`to` in `bytes` and `at` the offset of `from` in the row.
+ */
+function fillRow(bytes: Uint8Array, start: number, rowBytes: number, row: number, set: (from: number, to: number, at: number) => void): void {
   const from = Math.max(row * rowBytes, start) - start;
   const to = Math.min((row + 1) * rowBytes, start + bytes.length) - start;
-  if (from < to) set(from, to);
+  if (from < to) set(from, to, from + start - row * rowBytes);
+}
+
+/** `value` over bytes[from, to), or the slice of a row's own values that falls there. */
+function fillWith<T extends Uint8Array | Float32Array>(target: T, from: number, to: number, at: number, value: number | T): void {
+  if (typeof value === 'number') target.fill(value, from, to);
+  else target.set(value.subarray(at, at + to - from), from);
 }
 
 /**
@@ -42,12 +51,12 @@ export function quantLinear(w: WeightFile, name: string, k: number, n: number, f
   // (code - zero point) of two uniform 0..15 values has an RMS of sqrt(2 * 21.25) ~ 6.5; scales average 1.5 * 2^e.
   const exponent = Math.round(Math.log2(1 / (6.52 * Math.sqrt(k) * 1.5)));
   const weight = w.tensor('uint8', [n, blocks, BLOCK / 2], { kind: 'bytes' }, (bytes, start) => {
-    for (const f of fixed) fillRow(bytes, start, k / 2, f.row, (a, b) => bytes.fill(f.codes, a, b));
+    for (const f of fixed) fillRow(bytes, start, k / 2, f.row, (a, b, at) => fillWith(bytes, a, b, at, f.codes));
   });
   const scales = w.tensor('float32', [n * blocks], { kind: 'float32', exponent, signed: false }, (bytes, start) => {
     const values = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
     for (const f of fixed) {
-      if (f.scale !== undefined) fillRow(bytes, start, blocks * 4, f.row, (a, b) => values.fill(f.scale!, a / 4, b / 4));
+      if (f.scale !== undefined) fillRow(bytes, start, blocks * 4, f.row, (a, b, at) => fillWith(values, a / 4, b / 4, at / 4, f.scale!));
     }
   });
   const zeroPoints = w.tensor('uint8', [n * (blocks / 2)], { kind: 'bytes' }, (bytes, start) => {

@@ -1,10 +1,13 @@
 import { closeSync, copyFileSync, linkSync, mkdirSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { float32ToBfloat16Bits } from '../../src/asr/half.js';
+import { Tokenizer } from '../../src/asr/tokenizer.js';
 import type { GraphBuilder } from '../onnx-graph.js';
 import { writeAsrTokenizerFiles } from '../tokenizer-files.js';
 import { FIXTURE_FILES, PREPROCESSOR_CONFIG } from '../fixture/model-dir.js';
 import { buildFullDecoder, decoderWeights, type DecoderDims } from './decoder.js';
 import { buildFullEncoder, type EncoderDims } from './encoder.js';
+import { SCRIPT_MARKER, textScript, type TextScript } from './script.js';
 import { FastRandom, WeightFile, writeRandom } from './weights.js';
 
 export interface FullSizeDims {
@@ -28,6 +31,8 @@ export interface FullSizeOptions {
   batch: 'dynamic' | 1;
   kv: 'float16' | 'float32';
   stopAfter?: number;
+  /** say the script (script.ts) as far as the audio allows, then <|im_end|>; not with stopAfter */
+  scriptedText?: boolean;
   seed: number;
   /** smaller shapes with the same topology (tests) */
   dims?: FullSizeDims;
@@ -43,8 +48,9 @@ export const EMBEDDING_FILE = 'embed_tokens.safetensors';
 const EMBEDDING_NAME = 'thinker.model.embed_tokens.weight';
 
 /** safetensors holding one bf16 [vocab, hidden] table of random values (magnitudes 0.5 .. 2, so the token fed
- *  weighs in the residual stream as much as the layers' outputs and the noise text moves from token to token). */
-function writeEmbeddingTable(path: string, vocab: number, hidden: number, random: FastRandom): void {
+ *  weighs in the residual stream as much as the layers' outputs and the noise text moves from token to token).
+ *  The `marked` rows hold SCRIPT_MARKER in their last channel (the script's tokens). */
+function writeEmbeddingTable(path: string, vocab: number, hidden: number, random: FastRandom, marked: readonly number[]): void {
   const length = vocab * hidden * 2;
   let header = JSON.stringify({ __metadata__: { format: 'pt' }, [EMBEDDING_NAME]: { dtype: 'BF16', shape: [vocab, hidden], data_offsets: [0, length] } });
   header += ' '.repeat((8 - (header.length % 8)) % 8);
@@ -54,7 +60,13 @@ function writeEmbeddingTable(path: string, vocab: number, hidden: number, random
   const fd = openSync(path, 'w');
   try {
     writeSync(fd, prefix, 0, prefix.length, 0);
-    writeRandom(fd, prefix.length, length, random, { kind: 'bfloat16', exponent: -1 });
+    const marker = float32ToBfloat16Bits(SCRIPT_MARKER);
+    writeRandom(fd, prefix.length, length, random, { kind: 'bfloat16', exponent: -1 }, (bytes, start) => {
+      for (const row of marked) {
+        const at = (row * hidden + hidden - 1) * 2 - start;
+        if (at >= 0 && at < bytes.length) [bytes[at], bytes[at + 1]] = [marker & 0xff, marker >> 8];
+      }
+    });
   } finally {
     closeSync(fd);
   }
@@ -83,11 +95,13 @@ function linkOrCopy(from: string, to: string): void {
  * read the same weights: the step's .data file is a hard link to the prefill's.
  */
 export function writeFullSizeModel(dir: string, o: FullSizeOptions): FullSizeReport {
+  if (o.stopAfter !== undefined && o.scriptedText) throw new Error('stopAfter and scriptedText exclude each other: the script decides when to stop');
   const started = performance.now();
   const dims = o.dims ?? FULL_SIZE_DIMS;
   const random = new FastRandom(o.seed);
   mkdirSync(join(dir, 'onnx'), { recursive: true });
   writeAsrTokenizerFiles(dir, 'tokenizer.json');
+  const script: TextScript | undefined = o.scriptedText ? textScript(Tokenizer.fromModelDir(dir), dims.decoder.hidden) : undefined;
   writeFileSync(join(dir, 'preprocessor_config.json'), JSON.stringify(PREPROCESSOR_CONFIG, null, 2));
 
   const encoderData = new WeightFile(join(dir, `${FIXTURE_FILES.encoder}.data`), `${FIXTURE_FILES.encoder.split('/').pop()}.data`, random);
@@ -101,8 +115,8 @@ export function writeFullSizeModel(dir: string, o: FullSizeOptions): FullSizeRep
   const stepData = `${FIXTURE_FILES.step.split('/').pop()}.data`;
   const decoderData = new WeightFile(join(dir, 'onnx', prefillData), prefillData, random);
   try {
-    const weights = decoderWeights(decoderData, dims.decoder);
-    const options = { batch: o.batch, kv: o.kv, ...(o.stopAfter !== undefined ? { stopAfter: o.stopAfter } : {}) };
+    const weights = decoderWeights(decoderData, dims.decoder, script);
+    const options = { batch: o.batch, kv: o.kv, ...(o.stopAfter !== undefined ? { stopAfter: o.stopAfter } : {}), ...(script ? { script } : {}) };
     saveGraph(dir, FIXTURE_FILES.prefill, buildFullDecoder(dims.decoder, weights, { ...options, kind: 'prefill' }));
     const step = buildFullDecoder(dims.decoder, weights, { ...options, kind: 'step' });
     step.moveExternals(prefillData, stepData);
@@ -112,10 +126,15 @@ export function writeFullSizeModel(dir: string, o: FullSizeOptions): FullSizeRep
   }
   linkOrCopy(join(dir, 'onnx', prefillData), join(dir, 'onnx', stepData));
 
-  writeEmbeddingTable(join(dir, EMBEDDING_FILE), dims.decoder.vocab, dims.decoder.hidden, random);
+  writeEmbeddingTable(join(dir, EMBEDDING_FILE), dims.decoder.vocab, dims.decoder.hidden, random, script?.tokens ?? []);
+  const scriptedText = script && {
+    rule: `language English<asr_text> then one word per ${script.rowsPerWord} encoder rows (13 a second of audio), at most ${script.words.length}, then <|im_end|>; assumes no context and no language other than English`,
+    header: 'language English<asr_text>',
+    words: script.words,
+  };
   writeFileSync(
     join(dir, 'fixture.json'),
-    JSON.stringify({ variant: 'full-size', seed: o.seed, batch: o.batch, kv: o.kv, stopAfter: o.stopAfter ?? null, dims }, null, 2),
+    JSON.stringify({ variant: 'full-size', seed: o.seed, batch: o.batch, kv: o.kv, stopAfter: o.stopAfter ?? null, scriptedText: scriptedText ?? null, dims }, null, 2),
   );
   const files: Record<string, number> = {};
   for (const f of [FIXTURE_FILES.encoder, FIXTURE_FILES.prefill, FIXTURE_FILES.step]) {
