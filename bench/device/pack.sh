@@ -6,7 +6,10 @@
 #                                      and vk/: the Vulkan loader and the libraries NVIDIA's Vulkan driver links to
 #                                      (Debian's libvulkan1, libglvnd0, libx11-6, ...; used where the machine has none)
 #   bench/device/dist/app.tar.xz       tools/fixture-model.ts, bench/step.ts and bench/device/probe.ts bundled by
-#                                      esbuild (onnxruntime-node left external, found in runtime's node_modules)
+#                                      esbuild (onnxruntime-node left external, found in runtime's node_modules), and
+#                                      app/clips/: the clips whose speech rate bench:step turns into audio seconds per
+#                                      second (transcripts.jsonl and its WAVs, 2.6 MB; PACK_CLIPS=DIR, default
+#                                      $SHARED_DIR or ../shared, then fixtures/voices-in-the-wild)
 #   bench/device/dist/MANIFEST.txt     versions, commit, sizes and sha256 of the above
 # The JavaScript is rebuilt from the checkout every time; node.xz and runtime.tar.xz are kept when their inputs'
 # sha256 is unchanged (xz -9 of ~150 MB takes minutes on two cores): PACK_FRESH=1 rebuilds them too.
@@ -35,6 +38,9 @@ for tool in xz tar sha256sum; do command -v "$tool" >/dev/null || die "$tool is 
 for entry in tools/fixture-model.ts bench/step.ts bench/device/probe.ts; do
   [ -f "$entry" ] || die "$entry is missing: the bundle needs it"
 done
+clips=${PACK_CLIPS:-${SHARED_DIR:-$root/../shared}/fixtures/voices-in-the-wild}
+[ -f "$clips/transcripts.jsonl" ] ||
+  die "$clips/transcripts.jsonl is missing: bench:step needs a clips folder for audio seconds per second (set PACK_CLIPS=DIR or SHARED_DIR)"
 mkdir -p "$dist"
 # Two packs at once would interleave their archives and manifest: the second waits.
 exec 9>"$dist/.lock"
@@ -52,12 +58,24 @@ for entry in tools/fixture-model.ts bench/step.ts bench/device/probe.ts; do
     --external:onnxruntime-node "--banner:js=$banner" --outfile="$a/app/$(basename "$entry" .ts).mjs" ||
     die "esbuild could not bundle $entry"
 done
+# The clips transcripts.jsonl names (bench:step reads each WAV's header), and their licence where there is one.
+mkdir -p "$a/app/clips"
+cp "$clips/transcripts.jsonl" "$a/app/clips/"
+[ ! -f "$clips/LICENSE" ] || cp "$clips/LICENSE" "$a/app/clips/"
+clip_files=$(node -e '
+  const lines = require("node:fs").readFileSync(process.argv[1], "utf8").split("\n").filter((l) => l.trim());
+  for (const l of lines) console.log(JSON.parse(l).file);' "$clips/transcripts.jsonl") ||
+  die "$clips/transcripts.jsonl is not one JSON object a line"
+[ -n "$clip_files" ] || die "$clips/transcripts.jsonl lists no clips"
+while IFS= read -r f; do
+  cp "$clips/$f" "$a/app/clips/" || die "$clips/$f, named in transcripts.jsonl, cannot be copied"
+done <<<"$clip_files"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git status --porcelain -- tools bench src 2>/dev/null | grep -c . || true)
 [ "${dirty:-0}" = 0 ] && dirty_note= || dirty_note=" (+$dirty uncommitted files in tools/ bench/ src/)"
 echo "$commit$dirty_note" >"$a/app/COMMIT"
 tar -C "$a" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - app | xz -9 -T1 >"$dist/app.tar.xz"
-echo "app.tar.xz: fixture-model, step and probe bundled from $(cat "$a/app/COMMIT")"
+echo "app.tar.xz: fixture-model, step and probe bundled from $(cat "$a/app/COMMIT"), $(wc -l <<<"$clip_files") clips from $clips"
 [ "$only" = all ] || exit 0
 
 node_bin=$(readlink -f "$(command -v node)") || die "node is not on PATH"

@@ -11,8 +11,10 @@
 # 5. runs bench:step on the webgpu provider with both decoder backends (--backend both: the webgpu backend, whose
 #    cache stays on the GPU, then the host backend, whose cache crosses to JavaScript and back every step, on the
 #    same GPU) at batch 1,8,32 x context 128,600 unless the probe found no adapter, and the host backend on the cpu
-#    provider (batch 1) for comparison; then one line per measured row in summary.txt: ms per step, tokens/s and
-#    the bytes a step moved between JavaScript and the device each way.
+#    provider (batch 1) for comparison; then one line per measured row in summary.txt: ms per step, tokens/s,
+#    audio seconds per second at the speech rate of the packed clips (app/clips: decode steps alone, and with each
+#    clip's prefill; the encoder not counted; bench:step's audioNote says how) and the bytes a step moved between
+#    JavaScript and the device each way.
 # Each stage has a hard time limit, cut further so the whole run ends within RUN_LIMIT (440 s) with the CPU
 # comparison's CPU_RESERVE (90 s) kept for it. Everything is logged to OUT_DIR/run.log, the stage outcomes and the
 # rows to OUT_DIR/summary.txt, bench:step's reports to OUT_DIR/step-webgpu-1-8.json, step-webgpu-32.json,
@@ -110,6 +112,7 @@ note "node $("$node" --version), scripts from commit $(cat "$work/app/COMMIT")"
 rm -rf "$work/vk-used" && mkdir -p "$work/vk-used"
 used=
 for f in "$work"/vk/*.so.*; do
+  [ -e "$f" ] || continue # none carried
   n=$(basename "$f")
   [ -n "$(ldfind "$n")" ] || { ln -s "$f" "$work/vk-used/$n"; used="$used $n"; }
 done
@@ -199,7 +202,7 @@ step() { # provider backend batches wanted-limit reserve: one bench:step process
   note "bench:step --provider $1 --backend $2 --batch $3 --context $contexts $step_args (limit $lim s)"
   # shellcheck disable=SC2086
   timeout -k 10 "$lim" "$node" "$work/app/step.mjs" --model-dir "$model" --provider "$1" --backend "$2" --batch "$3" \
-    --context "$contexts" $step_args --out "$out/$name.json"
+    --context "$contexts" --clips "$work/app/clips" $step_args --out "$out/$name.json"
   rc=$?
   case $rc in
     0) record "$name: done in $((SECONDS - t0)) s" ;;
@@ -231,9 +234,10 @@ fi
 step cpu host "${CPU_BATCH:-1}" "${LIMIT_CPU:-90}" 0 || { [ $status = 0 ] && status=1; }
 
 # --- 6. the rows, one line each -----------------------------------------------------------------------------------
-# From the reports (a stopped process's report holds the backends it finished). Bytes per step: the host backend
-# hands the session the whole cache and gets it back (over PCIe on the GPU; nothing crosses on the cpu provider),
-# the webgpu backend sends ids and positions and reads back greedy ids; bench:step's bytesNote says it in full.
+# From the reports (a stopped process's report holds the backends it finished). Audio-s/s: the step rate read at the
+# clips' answer tokens per audio second, then with each clip's prompt prefilled first (audioNote). Bytes per step:
+# the host backend hands the session the whole cache and gets it back (over PCIe on the GPU; nothing crosses on the
+# cpu provider), the webgpu backend sends ids and positions and reads back greedy ids; bytesNote says it in full.
 reports=()
 for f in "$out"/step-webgpu-*.json "$out"/step-cpu-*.json; do [ -f "$f" ] && reports+=("$f"); done
 [ ${#reports[@]} -gt 0 ] && rows=$("$node" -e '
@@ -250,10 +254,11 @@ for f in "$out"/step-webgpu-*.json "$out"/step-cpu-*.json; do [ -f "$f" ] && rep
     const name = file.replace(/^.*\//, "").replace(/\.json$/, "") + (r.complete === false ? " (stopped early)" : "");
     for (const w of r.rows) {
       console.log(`${name}: ${w.backend} backend on ${r.provider}, batch ${w.batch}, context ${w.context}: ${w.stepMs.median} ms/step (p90 ${w.stepMs.p90}), ` +
-        `${w.tokensPerSecond} tokens/s, per step ${size(w.bytesPerStep.toDevice)} to the device and ${size(w.bytesPerStep.toHost)} back`);
+        `${w.tokensPerSecond} tokens/s, ${w.audioSecondsPerSecond.decode} audio-s/s decoding (${w.audioSecondsPerSecond.withPrefill} with prefill), ` +
+        `per step ${size(w.bytesPerStep.toDevice)} to the device and ${size(w.bytesPerStep.toHost)} back`);
     }
   }' "${reports[@]}" 2>&1)
-[ -z "${rows:-}" ] || record "rows (bytes per step: the host backend hands the session the whole cache and gets it back, over PCIe on a GPU, nothing crosses on cpu; the webgpu backend sends ids and positions and reads greedy ids back):"
+[ -z "${rows:-}" ] || record "rows (audio-s/s: at the packed clips' speech rate, decode steps alone, then with each clip's prefill, the encoder not counted; bytes per step: the host backend hands the session the whole cache and gets it back, over PCIe on a GPU, nothing crosses on cpu; the webgpu backend sends ids and positions and reads greedy ids back):"
 while IFS= read -r row; do [ -z "$row" ] || record "  $row"; done <<<"${rows:-}"
 
 note "done in $((SECONDS - started)) s"
