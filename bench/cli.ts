@@ -8,6 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { BenchService } from './bench-service.js';
+import { defaultClipsDir } from './speech-rate.js';
 
 export class UsageError extends Error {}
 
@@ -70,7 +71,7 @@ export function serviceSettings(
   if (!values['model-dir']) throw new UsageError('--model-dir is required');
   return {
     modelDir: resolve(values['model-dir']),
-    clipsDir: resolve(values.clips ?? join(process.env.SHARED_DIR ?? join(repoRoot, '..', 'shared'), 'fixtures', 'voices-in-the-wild')),
+    clipsDir: resolve(values.clips ?? defaultClipsDir()),
     out: values.out?.replace(/\.(json|md)$/, ''),
     env: serviceEnv(values.env, defaults),
     serverDir: resolve(values.server ?? repoRoot),
