@@ -1,7 +1,7 @@
 import { env, InferenceSession } from 'onnxruntime-node';
 import { SAMPLE_RATE } from '../audio/pcm.js';
 import { HostBackend } from './backends/host.js';
-import { deviceResidentCache, WebGpuBackend } from './backends/webgpu.js';
+import { deviceResidentCache, vulkanLoaderOpens, WebGpuBackend } from './backends/webgpu.js';
 import type { DecoderBackend } from './backend.js';
 import {
   checkDecoderPair,
@@ -219,10 +219,13 @@ async function openOnDevice(files: ModelFiles, o: EngineOptions): Promise<{ prov
       const reason = firstLine(err);
       // the hint only where the provider found no device: a bad graph is a bad graph on any driver
       const noDevice = /adapter|vulkan|vkCreateInstance/i.test(reason);
-      throw new ModelLoadError(
-        `ASR_BACKEND=webgpu, but the WebGPU execution provider could not start: ${reason}` +
-          (noDevice ? ` (on Linux it needs a Vulkan loader, libvulkan1, and a Vulkan driver: NVIDIA's, with the container's "graphics" capability, or Mesa lavapipe 25 on a CPU)` : ''),
-      );
+      const missing =
+        process.platform !== 'linux'
+          ? ''
+          : !vulkanLoaderOpens()
+            ? ' (no Vulkan loader: libvulkan.so.1 cannot be opened; install libvulkan1)'
+            : ` (the Vulkan loader is there, but no adapter: it needs a Vulkan driver, NVIDIA's with the container's "graphics" capability, or Mesa lavapipe 25 on a CPU)`;
+      throw new ModelLoadError(`ASR_BACKEND=webgpu, but the WebGPU execution provider could not start: ${reason}${noDevice ? missing : ''}`);
     }
   }
   const device = o.device ?? 'auto';

@@ -27,6 +27,19 @@ export async function deviceResidentCache(file: string): Promise<InferenceSessio
   return { preferredOutputLocation: Object.fromEntries(outputs.map((name) => [name, parseKvName(name) ? 'gpu-buffer' : 'cpu'])) };
 }
 
+/**
+ * Whether the Vulkan loader WebGPU needs on Linux (libvulkan.so.1) can be opened, asked the way Dawn asks: with
+ * dlopen, through Node's process.dlopen, where a library that loads but is no Node addon only fails to register.
+ */
+export function vulkanLoaderOpens(library = 'libvulkan.so.1'): boolean {
+  try {
+    process.dlopen({ exports: {} } as NodeJS.Module, library);
+    return true;
+  } catch (err) {
+    return /did not self-register/.test((err as Error).message);
+  }
+}
+
 /** The whole embedding table as a host tensor [rows, hidden] of `type` (uploaded once, then dropped). */
 function embeddingTable(lookup: EmbeddingLookup, type: FloatType): Tensor {
   const { rows, cols } = lookup.table;
