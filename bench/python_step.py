@@ -6,11 +6,11 @@ batch 1, then runs 2 warm-up steps and --steps measured ones, each feeding the l
 past_key_values.* (numpy arrays, as the card's loop does) and the embedding of the argmax of the last logits (or the
 graph's own greedy_ids) as the next inputs_embeds. The embedding rows come from the model's table
 (embed_tokens.safetensors or .npy); the prompt is random text ids, or rows replayed from --prompt-embeds. Prints one line and writes JSON: ms per step (median, p90, min), inside
-session.run and in all, prefill ms, the prompt ids and the ids chosen.
+session.run and in all, prefill ms, the prompt ids and the ids chosen; with --floor, the step's floor beside it.
 
 Run it with the Python that tools/python-ort.sh provides (Debian trixie's onnxruntime; pip cannot reach PyPI here):
   "$(bash tools/python-ort.sh)" bench/python_step.py --model-dir DIR [--graphs PREFILL.onnx,STEP.onnx]
-      [--context 128 | --prompt-embeds ROWS.npy] [--steps 16] [--threads N] [--seed 1] [--out FILE]
+      [--context 128 | --prompt-embeds ROWS.npy] [--steps 16] [--floor FLOOR.onnx] [--threads N] [--seed 1] [--out FILE]
 Sessions are opened as the engine opens them (src/asr/engine.ts baseSessionOptions): every graph optimisation, no
 memory pattern, onnxruntime's own intra-op thread count unless --threads says otherwise.
 """
@@ -110,15 +110,8 @@ class Decoder:
     """One decoder session and what its inputs and outputs are, read from the session (contract.ts)."""
 
     def __init__(self, path, options, data_folder):
-        source = path
-        if data_folder:
-            # A graph rewritten by the engine lives in its cache; its weights stay beside the original graph.
-            # onnxruntime 1.21 reads this folder only for a graph loaded from memory (1.30 also for a file).
-            options.add_session_config_entry("session.model_external_initializers_file_folder_path", data_folder)
-            with open(path, "rb") as f:
-                source = f.read()
         self.path = path
-        self.session = open_session(path, source, options)
+        self.session = open_session(path, options, data_folder)
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         embeds = [i for i in inputs.values() if i.type in NUMPY_TYPES and len(i.shape) == 3]
@@ -169,9 +162,32 @@ class Decoder:
         return next_id, dict(zip(self.present, out[1:]))
 
 
-def open_session(path, source, options):
-    """Debian's onnxruntime registers ONNX's operator schemas a second time at its first session and prints a line for
+class Floor:
+    """The floor of a step (bench/floor.ts): the step graph's 4-bit matmuls alone, reading the same weights. Run once
+    before each measured step, as bench:step does, so both see the same machine."""
+
+    def __init__(self, path, options, data_folder):
+        self.session = open_session(path, options, data_folder)
+        self.feeds = {i.name: np.full((1, 1, i.shape[2]), 0.1, dtype=NUMPY_TYPES[i.type]) for i in self.session.get_inputs()}
+        self.session.run(None, self.feeds)  # warm-up, not counted
+
+    def run(self):
+        t0 = time.perf_counter()
+        self.session.run(None, self.feeds)
+        return (time.perf_counter() - t0) * 1000
+
+
+def open_session(path, options, data_folder=None):
+    """A CPU session of the graph at `path`; with `data_folder`, its external data is read from there (a graph
+    rewritten by the engine lives in its cache, its weights stay beside the original graph; onnxruntime 1.21 reads
+    that folder only for a graph loaded from memory, 1.30 also for a file).
+    Debian's onnxruntime registers ONNX's operator schemas a second time at its first session and prints a line for
     each ("Schema error: ... already registered"): harmless, dropped; anything else it prints is passed on."""
+    source = path
+    if data_folder:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", data_folder)
+        with open(path, "rb") as f:
+            source = f.read()
     with tempfile.TemporaryFile() as err:
         saved = os.dup(2)
         os.dup2(err.fileno(), 2)
@@ -222,6 +238,7 @@ def parse_args(argv):
     prompt.add_argument("--context", type=positive, default=128, help="prompt tokens, random text ids (default 128)")
     prompt.add_argument("--prompt-embeds", help="a .npy of the prompt's rows [N, H] (e.g. what the engine fed its prefill) instead")
     p.add_argument("--steps", type=positive, default=16, help="measured steps after 2 warm-up ones (default 16)")
+    p.add_argument("--floor", help="the step graph's floor graph (bench/floor.ts floorGraph's model, written to a file) to run beside each step")
     p.add_argument("--threads", type=positive, help="intra-op threads (default: onnxruntime's choice, as the engine)")
     p.add_argument("--seed", type=int, default=1, help="seed of the prompt's token ids (default 1)")
     p.add_argument("--out", help="write the JSON report here")
@@ -256,15 +273,18 @@ def main(argv):
 
     prefill = Decoder(prefill_file, session_options(a.threads), data_folder if a.graphs else None)
     step = Decoder(step_file, session_options(a.threads), data_folder if a.graphs else None)
+    floor = Floor(a.floor, session_options(a.threads), data_folder) if a.floor else None
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     t0 = time.perf_counter()
     next_id, cache = prefill.run(rows[None], 0, None)
     prefill_ms = (time.perf_counter() - t0) * 1000
     ids = [next_id]
-    step_ms, run_ms = [], []
+    step_ms, run_ms, floor_ms = [], [], []
     length = context
     for i in range(WARMUP_STEPS + a.steps):
+        if floor and i >= WARMUP_STEPS:
+            floor_ms.append(floor.run())
         t0 = time.perf_counter()
         embeds = lookup(np.array([ids[-1]]))[None]
         t1 = time.perf_counter()
@@ -294,6 +314,7 @@ def main(argv):
         # a whole iteration: embedding lookup, feeds, session.run, argmax
         "stepMs": spread(step_ms),
         "runMs": spread(run_ms),
+        "floor": {"file": a.floor, "ms": spread(floor_ms)} if floor else None,
         # null when the prompt's rows came from --prompt-embeds
         "promptIds": None if prompt is None else prompt.tolist(),
         # the prefill's id, then one per step (warm-up included)
@@ -301,10 +322,11 @@ def main(argv):
         "machine": {"cpus": os.cpu_count()},
     }
     s = report["stepMs"]
+    beside = f", floor {report['floor']['ms']['median']:.1f} ms (step/floor {s['median'] / report['floor']['ms']['median']:.2f})" if floor else ""
     print(
         f"python-step onnxruntime {ort.__version__}: {os.path.basename(step_file)} batch 1, context {context}: "
         f"step ms p50 {s['median']:.1f} p90 {s['p90']:.1f} min {s['min']:.1f}, run ms p50 {report['runMs']['median']:.1f}, "
-        f"prefill {prefill_ms:.0f} ms ({prefill_ms / context:.2f} ms/token)"
+        f"prefill {prefill_ms:.0f} ms ({prefill_ms / context:.2f} ms/token){beside}"
     )
     if a.out:
         with open(a.out, "w") as f:

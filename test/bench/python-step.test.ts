@@ -1,9 +1,10 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { floorGraph } from '../../bench/floor.js';
 import type { PrefillInput } from '../../src/asr/backend.js';
 import { DecoderInputs } from '../../src/asr/decoder-io.js';
 import { AsrEngine } from '../../src/asr/engine.js';
@@ -38,6 +39,7 @@ interface PythonStepReport {
   graphs: Record<'prefill' | 'step', { file: string; greedy: boolean }>;
   stepMs: { median: number; p90: number; min: number };
   runMs: { median: number };
+  floor: { file: string; ms: { median: number; min: number } } | null;
   prefillMs: number;
   promptIds: number[] | null;
   ids: number[];
@@ -125,11 +127,17 @@ describe('bench/python_step.py: the model card\'s plain Python greedy loop', () 
     expect(report.ids).toEqual(prompts[0]!.ids);
   });
 
-  it('draws a random text prompt of --context tokens by default', async () => {
-    const report = await pythonStep(['--context', '24']);
+  it('draws a random text prompt of --context tokens by default, and runs the step\'s floor graph beside each step', async () => {
+    const step = findModelFiles(model).step;
+    const floorFile = join(scratch, 'floor.onnx');
+    writeFileSync(floorFile, floorGraph(readFileSync(step), step).model);
+    const report = await pythonStep(['--context', '24', '--floor', floorFile]);
     expect(report.context).toBe(24);
     expect(report.promptIds).toHaveLength(24);
+    expect(new Set(report.promptIds).size).toBeGreaterThan(20);
     expect(report.ids).toHaveLength(STEPS + 1);
+    expect(report.floor?.file).toBe(floorFile);
+    expect(report.floor?.ms.min).toBeGreaterThan(0);
   });
 
   it('says in one line what is wrong with its input', async () => {
