@@ -57,6 +57,11 @@ export async function startServer(config: Config = loadConfig()) {
         backend.downloading = false;
       }
     }
+    // Live turns are detected on a thread of their own (a model run per 32 ms per session would hold up this
+    // one), one VAD stream per session. It starts with the pool and runs before the pool is attached, so /ready
+    // never says yes while live sessions are still refused.
+    const vadStart = VadThread.start(logger);
+    vadStart.then((t) => (vad = t), () => {}); // for stop(); a failure is reported below
     const pool = await AsrPool.start({
       modelDir,
       ...engineSettings(config),
@@ -69,11 +74,15 @@ export async function startServer(config: Config = loadConfig()) {
       stages: metrics,
       logger,
     });
+    let vadThread: VadThread;
+    try {
+      vadThread = await vadStart;
+    } catch (err) {
+      await pool.drain(0);
+      throw err;
+    }
     backend.attach(pool);
     await pool.waitUntilReady();
-    // Live turns are detected on a thread of their own (a model run per 32 ms per session would hold up this
-    // one), one VAD stream per session.
-    const vadThread = (vad = await VadThread.start(logger));
     const transcribe = poolTranscribe(pool);
     // A turn is transcribed whole, which the workers refuse past ASR_CHUNK_SECONDS: it is committed before that.
     const maxTurnSeconds = Math.min(DEFAULT_MAX_TURN_SECONDS, config.ASR_CHUNK_SECONDS);

@@ -1,5 +1,9 @@
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { startServer } from '../../src/server.js';
 import { clipPcm24, RealtimeClient, wsURL } from '../support/realtime-client.js';
+import { fixtureModel } from '../support/fixture-models.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 
 /**
@@ -113,5 +117,24 @@ describe('a draining server', () => {
     expect(end?.type).toMatch(/\.(completed|failed)$/);
     expect(c.types().at(-1)).toBe('conversation.item.done');
     await stopping;
+  });
+});
+
+describe('realtime readiness', () => {
+  it('takes live sessions from the moment /ready first says yes', async () => {
+    const config = loadConfig({ MODEL_DIR: fixtureModel('default'), ASR_DEVICE: 'cpu', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'silent', WORKERS: '1', DECODE_WORKERS: '1' });
+    const starting = await startServer(config);
+    try {
+      const { port } = starting.app.server.address() as AddressInfo;
+      const base = `http://127.0.0.1:${port}`;
+      // before the model is loaded a live session is refused as not ready, as uploads are
+      await expect(RealtimeClient.connect(wsURL(base)).then((c) => c.next('error'))).resolves.toMatchObject({ error: { code: 'service_unavailable' } });
+      while ((await fetch(`${base}/ready`)).status !== 200) await new Promise((r) => setTimeout(r, 2));
+      const c = await RealtimeClient.connect(wsURL(base));
+      await c.next('session.created');
+      await c.close();
+    } finally {
+      await starting.stop('test done');
+    }
   });
 });
