@@ -126,10 +126,9 @@ class Decoder:
         present = {kv_key(n): n for n in outputs if n not in ("logits", "greedy_ids") and kv_key(n)}
         if set(past) - set(present):
             raise BenchError(f"{path}: a past input without its present output: {sorted(set(past) - set(present))}")
-        # past input name -> the present output that feeds it next step
-        self.past = {i.name: present[k] for k, i in past.items()}
-        self.past_info = {i.name: i for i in past.values()}
-        self.present = list(present.values())
+        # the cache passes from graph to graph by (layer, key|value): the prefill's names may differ from the step's
+        self.past = past
+        self.present = present
         self.greedy = "greedy_ids" in outputs
         logits = [o for o in self.session.get_outputs() if o.type in NUMPY_TYPES and len(o.shape) in (2, 3)]
         self.logits = None if self.greedy else next((o.name for o in logits if "logit" in o.name.lower()), logits[0].name if len(logits) == 1 else None)
@@ -137,8 +136,8 @@ class Decoder:
             raise BenchError(f"{path}: expected a logits output or greedy_ids; outputs: {', '.join(outputs)}")
 
     def run(self, embeds, start, past):
-        """Feeds `embeds` [1, S, H] at positions start.., with the cache `past` (present name -> array) or none; returns
-        the greedy id after the last position and the presents."""
+        """Feeds `embeds` [1, S, H] at positions start.., with the cache `past` ((layer, part) -> array) or none;
+        returns the greedy id after the last position and this run's cache."""
         n = embeds.shape[1]
         feeds = {self.embeds: embeds.astype(self.embeds_type, copy=False)}
         if self.mask:
@@ -146,11 +145,10 @@ class Decoder:
         if self.positions:
             ids = np.arange(start, start + n, dtype=np.int64)[None, :]
             feeds[self.positions] = ids if self.position_rank == 2 else np.stack([ids] * 3)
-        for name, source in self.past.items():
-            info = self.past_info[name]
+        for key, info in self.past.items():
             # a prefill graph that also takes a cache gets an empty one
-            feeds[name] = past[source] if past else np.zeros((1, info.shape[1], 0, info.shape[3]), dtype=NUMPY_TYPES[info.type])
-        fetch = ["greedy_ids" if self.greedy else self.logits] + self.present
+            feeds[info.name] = past[key] if past else np.zeros((1, info.shape[1], 0, info.shape[3]), dtype=NUMPY_TYPES[info.type])
+        fetch = ["greedy_ids" if self.greedy else self.logits] + list(self.present.values())
         out = self.session.run(fetch, feeds)
         if self.greedy:
             next_id = int(out[0][0])
@@ -273,6 +271,8 @@ def main(argv):
 
     prefill = Decoder(prefill_file, session_options(a.threads), data_folder if a.graphs else None)
     step = Decoder(step_file, session_options(a.threads), data_folder if a.graphs else None)
+    if set(step.past) - set(prefill.present):
+        raise BenchError(f"{step_file}: takes a cache {prefill_file} does not return: {sorted(set(step.past) - set(prefill.present))}")
     floor = Floor(a.floor, session_options(a.threads), data_folder) if a.floor else None
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
