@@ -221,18 +221,19 @@ export function buildFullDecoder(d: DecoderDims, weights: DecoderWeights, o: Dec
   const normed = rmsNorm(g, h, ext('model.norm.weight', weights.finalNorm));
   let last = g.op('Sub', [normed, g.op('ReduceMean', [normed], { axes: [-1], keepdims: 1 })]);
   if (promptLength) {
-    const generated = g.op('Sub', [g.op('Add', [position, scalar(1)]), promptLength]);
+    // the tokens the row has said: those it generated, and with a script the forced ones too
+    const said = g.op('Sub', [g.op('Add', [position, scalar(1)]), promptLength]);
     if (o.script) {
       const s = o.script;
       const audioRows = g.op('Sub', [promptLength, scalar(s.templateTokens)]);
       const words = g.op('Min', [g.op('Floor', [g.op('Div', [audioRows, scalar(s.rowsPerWord)])]), scalar(s.words.length)]);
-      const stop = g.op('GreaterOrEqual', [generated, g.op('Add', [words, scalar(s.headerTokens)])]);
+      const stop = g.op('GreaterOrEqual', [said, g.op('Add', [words, scalar(s.headerTokens)])]);
       const channels = g.op('Range', [scalar(0), scalar(d.hidden), scalar(1)]);
-      const oneHot = g.op('Where', [g.op('Equal', [g.op('Unsqueeze', [generated, g.i64([-1])]), channels]), scalar(SCRIPT_LOUDNESS), scalar(0)]);
-      const said = g.op('Where', [g.op('Unsqueeze', [stop, g.i64([-1])]), scalar(1), oneHot]);
-      last = g.op('Add', [said, g.op('Mul', [last, scalar(SCRIPT_TRACE)])]);
+      const oneHot = g.op('Where', [g.op('Equal', [g.op('Unsqueeze', [said, g.i64([-1])]), channels]), scalar(SCRIPT_LOUDNESS), scalar(0)]);
+      const next = g.op('Where', [g.op('Unsqueeze', [stop, g.i64([-1])]), scalar(1), oneHot]);
+      last = g.op('Add', [next, g.op('Mul', [last, scalar(SCRIPT_TRACE)])]);
     } else {
-      const stop = g.op('GreaterOrEqual', [generated, scalar(o.stopAfter!)]);
+      const stop = g.op('GreaterOrEqual', [said, scalar(o.stopAfter!)]);
       last = g.op('Where', [g.op('Unsqueeze', [stop, g.i64([-1])]), scalar(1), last]);
     }
   }
