@@ -233,7 +233,11 @@ export async function driveSession(o: SessionOptions): Promise<SessionRecord> {
     const deadline = performance.now() + o.settleTimeoutMs;
     // Wait for every turn's transcript (and, with server_vad, for a turn still being detected).
     while (socket.readyState === WebSocket.OPEN && (open() > 0 || speaking) && performance.now() < deadline) {
-      await Promise.race([new Promise<void>((resolve) => (wake = resolve)), sleep(Math.max(0, deadline - performance.now()))]);
+      // the deadline's timer is cancelled on each wake: left running it would keep the bench alive for minutes
+      const woken = new AbortController();
+      const timeout = sleep(Math.max(0, deadline - performance.now()), undefined, { signal: woken.signal }).catch(() => {});
+      await Promise.race([new Promise<void>((resolve) => (wake = resolve)), timeout]);
+      woken.abort();
     }
   }
   record.unfinished = open();
