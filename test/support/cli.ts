@@ -31,10 +31,15 @@ export function megaAsr(args: string[], env: Record<string, string> = {}): Promi
   return node([megaAsrBin, ...args], { env: { ...inherited, ...env }, timeoutMs: 120_000 });
 }
 
+/** `node --import tsx FILE ARGS` (FILE relative to the repository root), with `env` added to this process's environment. */
+export function tsxScript(file: string, args: string[], o: { timeoutMs: number; env?: Record<string, string> }): Promise<NodeRun> {
+  return node(['--import', 'tsx', join(repoRoot, file), ...args], { env: { ...process.env, ...o.env }, timeoutMs: o.timeoutMs });
+}
+
 /**
- * `npm run <script> -- ARGS` without npm: the same command line package.json runs (`node --import tsx bench/NAME.ts`),
- * with `env` added to this process's environment. A service it starts is this checkout's dist/, built by npm test.
+ * `npm run <script> -- ARGS` without npm: the same command line package.json runs (`node --import tsx bench/NAME.ts`).
+ * A service it starts is this checkout's dist/, built by npm test.
  */
 export function benchScript(name: string, args: string[], o: { timeoutMs: number; env?: Record<string, string> }): Promise<NodeRun> {
-  return node(['--import', 'tsx', join(repoRoot, 'bench', `${name}.ts`), ...args], { env: { ...process.env, ...o.env }, timeoutMs: o.timeoutMs });
+  return tsxScript(join('bench', `${name}.ts`), args, o);
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import { decodeWavToPcm } from '../../src/audio/pcm.js';
 import { STOP_IDS } from '../../tools/full-size/decoder.js';
 import { TOY_DIMS, writeFullSizeModel } from '../../tools/full-size/model-dir.js';
 import { MAX_SCRIPT_WORDS, scriptWords, textScript, type TextScript } from '../../tools/full-size/script.js';
+import { tsxScript } from '../support/cli.js';
 import { clipPcm24, RealtimeClient, wsURL } from '../support/realtime-client.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { sharedPath } from '../support/shared.js';
@@ -41,6 +42,18 @@ it('is refused together with --stop-after', () => {
   expect(() => writeFullSizeModel(join(dir, 'both'), { batch: 'dynamic', kv: 'float16', seed: 1, dims: TOY_DIMS, stopAfter: 3, scriptedText: true })).toThrow(
     /exclude each other/,
   );
+});
+
+it('is refused on the command line together with --stop-after, or without --full-size, in one line', async () => {
+  for (const [args, message] of [
+    [['--full-size', '--stop-after', '3', '--scripted-text'], '--stop-after and --scripted-text exclude each other: the script decides when to stop'],
+    [['--scripted-text'], '--scripted-text and --stop-after are for --full-size'],
+  ] as const) {
+    const r = await tsxScript('tools/fixture-model.ts', [join(dir, 'cli'), ...args], { timeoutMs: 60_000 });
+    expect(r.code).toBe(2);
+    expect(r.stderr.split('\n')[0]).toBe(message);
+    expect(existsSync(join(dir, 'cli'))).toBe(false);
+  }
 });
 
 it('has distinct one-token words, one lm_head channel each, enough for a 30 s turn at full size', () => {
