@@ -20,7 +20,7 @@
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 
 import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { availableParallelism, cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { env, InferenceSession, Tensor } from 'onnxruntime-node';
 import type { CacheHandle, DecoderBackend } from '../src/asr/backend.js';
@@ -49,7 +49,8 @@ interface Settings {
   provider: Provider;
   /** as given: host, webgpu or both */
   backend: string;
-  threads?: number;
+  /** onnxruntime threads per session: --threads, else every core (as the engine with one worker) */
+  threads: number;
   variants: Variant[];
   clipsDir: string;
   out?: string;
@@ -121,7 +122,7 @@ function parseSettings(argv: string[]): Settings {
   const backends: Backend[] = backend === 'both' ? ['webgpu', 'host'] : backend === 'webgpu' ? ['webgpu'] : ['host'];
   const choices = (v: string) => (v === 'both' ? [false, true] : [v === 'on']);
   const [steps] = positiveList(values.steps, 'steps');
-  const threads = values.threads === undefined ? undefined : positiveList(values.threads, 'threads')[0];
+  const threads = values.threads === undefined ? availableParallelism() : positiveList(values.threads, 'threads')[0]!;
   return {
     modelDir: values['model-dir'],
     batches: positiveList(values.batch, 'batch'),
@@ -129,7 +130,7 @@ function parseSettings(argv: string[]): Settings {
     steps: steps!,
     provider,
     backend,
-    ...(threads ? { threads } : {}),
+    threads,
     variants: backends.flatMap((b) => choices(int8).flatMap((i) => choices(lean).map((l) => ({ backend: b, lean: l, int8: i })))),
     clipsDir: values.clips ?? defaultClipsDir(),
     ...(values.out ? { out: values.out } : {}),
@@ -152,7 +153,7 @@ function spread(xs: number[]): Spread {
 const round = (x: number, digits = 2) => Number(x.toFixed(digits));
 
 /** As the engine opens its sessions; the provider is the bench's own choice (--backend webgpu needs webgpu). */
-const sessionOptions = (s: Settings) => baseSessionOptions(s.provider, s.threads ? { intraOpThreads: s.threads } : {});
+const sessionOptions = (s: Settings) => baseSessionOptions(s.provider, { intraOpThreads: s.threads });
 
 function sessionInfo(session: InferenceSession, file: string): SessionInfo {
   const tensors = (list: InferenceSession['inputMetadata']) =>
@@ -479,7 +480,7 @@ async function main(): Promise<void> {
   }
   const startedAt = new Date().toISOString();
   console.log(
-    `bench:step ${s.modelDir}: ${s.backend === 'both' ? 'webgpu and host backends' : `${s.backend} backend`} on ${s.provider}${s.threads ? ` with ${s.threads} threads` : ''}: ` +
+    `bench:step ${s.modelDir}: ${s.backend === 'both' ? 'webgpu and host backends' : `${s.backend} backend`} on ${s.provider} with ${s.threads} threads: ` +
       `${s.steps} steps after ${WARMUP_STEPS} warm-up per row`,
   );
   const embeddingFile = findEmbeddingFiles(s.modelDir)[0];
@@ -493,7 +494,7 @@ async function main(): Promise<void> {
     modelDir: s.modelDir,
     provider: s.provider,
     backend: s.backend,
-    threads: s.threads ?? null,
+    threads: s.threads,
     steps: s.steps,
     warmupSteps: WARMUP_STEPS,
     bytesNote: BYTES_NOTE,

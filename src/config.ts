@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 
 /**
@@ -127,13 +128,22 @@ export const configSchema = z.object({
 
 export type Config = z.infer<typeof configSchema>;
 
+/**
+ * onnxruntime threads per session: as set, or with 0 the machine's cores shared among the ASR workers. onnxruntime's
+ * own default counts physical cores as it detects them, and on virtual machines that can be 1 of 2: a decode step
+ * then took twice as long as with 2 threads (measured on the project's 2-core machine).
+ */
+function intraOpThreads(config: Config): number {
+  return config.ASR_INTRA_OP_THREADS || Math.max(1, Math.floor(availableParallelism() / config.WORKERS));
+}
+
 /** How the engine loads (device, threads, batch, graphs): the service, the CLI and the eval take it from here. */
 export function engineSettings(config: Config) {
   return {
     device: config.ASR_DEVICE,
     backend: config.ASR_BACKEND,
     cudaDeviceId: config.ASR_CUDA_DEVICE_ID,
-    intraOpThreads: config.ASR_INTRA_OP_THREADS,
+    intraOpThreads: intraOpThreads(config),
     maxBatch: config.MAX_BATCH,
     leanGraphs: config.LEAN_GRAPHS,
     cpuInt8Matmuls: config.CPU_INT8_MATMULS,

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, engineSettings, loadConfig } from '../src/config.js';
 
@@ -73,7 +74,7 @@ describe('config', () => {
       device: 'cpu',
       backend: 'webgpu',
       cudaDeviceId: 0,
-      intraOpThreads: 0,
+      intraOpThreads: availableParallelism(),
       maxBatch: 32,
       leanGraphs: false,
       cpuInt8Matmuls: false,
@@ -85,6 +86,14 @@ describe('config', () => {
     expect(() => loadConfig({ ASR_BACKEND: 'cuda' })).toThrow(/ASR_BACKEND/);
     expect(() => loadConfig({ ASR_BACKEND: 'webgpu', WORKERS: '2' })).toThrow(/WORKERS.*ASR_BACKEND=webgpu takes WORKERS=1/);
     expect(loadConfig({ ASR_BACKEND: 'webgpu' }).WORKERS).toBe(1);
+  });
+
+  it("gives each ASR worker's sessions its share of the cores unless ASR_INTRA_OP_THREADS says how many", () => {
+    const cores = availableParallelism();
+    expect(engineSettings(loadConfig({})).intraOpThreads).toBe(cores);
+    expect(engineSettings(loadConfig({ WORKERS: String(cores) })).intraOpThreads).toBe(1);
+    expect(engineSettings(loadConfig({ WORKERS: String(cores * 4) })).intraOpThreads).toBe(1);
+    expect(engineSettings(loadConfig({ WORKERS: '1', ASR_INTRA_OP_THREADS: '3' })).intraOpThreads).toBe(3);
   });
 
   it('names the bad variable', () => {
