@@ -237,7 +237,15 @@ export class LiveSession {
     this.buffer.append(pcm);
     this.lastArrival = arrival;
     if (this.detector) {
-      const events = await this.detector.push(pcm);
+      let events: SpeechEvent[];
+      try {
+        events = await this.detector.push(pcm);
+      } catch (err) {
+        // The VAD state is gone (its thread restarted, or a model run failed) and this audio went unscored:
+        // detection starts afresh after it, so later speech events keep their places in the stream.
+        this.restartDetector();
+        throw err;
+      }
       if (this.isClosed) return;
       for (const e of events) this.onSpeech(e);
     } else {

@@ -1,3 +1,4 @@
+import type { Piscina } from 'piscina';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { VadStream } from '../../src/audio/silero-vad.js';
 import { LiveSession } from '../../src/live/session.js';
@@ -114,6 +115,48 @@ describe('live session with server turn detection (Silero VAD)', () => {
     expect(events.of('error')).toEqual([{ type: 'error', message: 'processing the audio failed: model run failed' }]);
     expect(events.of('completed')[0]!.audioSeconds).toBeCloseTo(2, 2);
     await live.close();
+  });
+
+  it('keeps later speech events in place when the VAD thread is lost: detection restarts after the unscored audio', async () => {
+    const audio = concat(silence(1.024), farField, silence(1.5));
+    const bytes = pcm16(audio, 16000);
+    // 128 ms pieces are whole 32 ms VAD frames: after a restart the frames line up with an undisturbed run's
+    const piece = (16000 * 2 * 128) / 1000;
+    async function run(thread: VadThread, lose?: () => Promise<void>): Promise<Events> {
+      const recorder = new Recorder(pool);
+      const events = new Events();
+      const live = new LiveSession(
+        {
+          transcribe: recorder.transcribe,
+          vadStream: () => thread.stream(),
+          config: { format: { encoding: 'pcm16', sampleRate: 16000 }, turnDetection: { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 } },
+        },
+        events.listener,
+      );
+      for (let at = 0, i = 0; at < bytes.length; at += piece, i++) {
+        // in the leading silence, between two pushes (never inside a model run)
+        if (i === 4) await lose?.();
+        live.append(bytes.subarray(at, at + piece));
+        await live.idle();
+      }
+      await recorder.settled();
+      await live.close();
+      return events;
+    }
+    const losing = await VadThread.start(silentLogger);
+    try {
+      const steady = await run(vad);
+      const disturbed = await run(losing, () => (losing as unknown as { piscina: Piscina }).piscina.threads[0]!.terminate().then(() => {}));
+      expect(steady.of('error')).toEqual([]);
+      expect(disturbed.of('error')).toEqual([{ type: 'error', message: expect.stringMatching(/^processing the audio failed: voice activity detection: /) as string }]);
+      const marks = (e: Events) => [...e.of('speechStarted').map((s) => s.audioStartMs), ...e.of('speechStopped').map((s) => s.audioEndMs)];
+      expect(marks(steady).length).toBeGreaterThanOrEqual(2);
+      expect(marks(disturbed)).toHaveLength(marks(steady).length);
+      // within one frame (the restarted detector's recurrent state differs a little); unmended they came 128 ms early
+      marks(disturbed).forEach((m, i) => expect(Math.abs(m - marks(steady)[i]!)).toBeLessThanOrEqual(32));
+    } finally {
+      await losing.close();
+    }
   });
 
   it('refuses server turn detection without a voice activity detector', () => {
