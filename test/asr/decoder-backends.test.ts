@@ -5,6 +5,7 @@ import type { PrefillInput } from '../../src/asr/backend.js';
 import { AsrEngine, type BackendSetting } from '../../src/asr/engine.js';
 import { AsrProcessor } from '../../src/asr/processor.js';
 import { StageLock } from '../../src/asr/stage-lock.js';
+import { decodeAlone } from '../support/decode-alone.js';
 import { fixtureModel } from '../support/fixture-models.js';
 import { sharedPath } from '../support/shared.js';
 import { useLavapipe } from '../support/webgpu.js';
@@ -29,18 +30,8 @@ describe.each<BackendSetting>(['host', 'webgpu'])('%s backend', (backend) => {
   /** Greedy ids of each prompt decoded alone for n steps, one prompt after the other. */
   const eachAlone = async (n: number) => {
     const out: number[][] = [];
-    for (const p of prompts) out.push(await alone(p, n));
+    for (const p of prompts) out.push(await decodeAlone(engine.backend, p, n));
     return out;
-  };
-  /** Greedy ids of one prompt decoded alone for n steps. */
-  const alone = async (prompt: PrefillInput, n: number) => {
-    const b = engine.backend;
-    const { sequences } = await b.prefill([prompt]);
-    const { firstId, cache } = sequences[0]!;
-    const ids = [firstId];
-    for (let i = 0; i < n; i++) ids.push((await b.step([{ cache, token: ids.at(-1)! }])).ids[0]!);
-    b.release(cache);
-    return ids;
   };
 
   it('prefills several prompts into handles that step together, in any order, and counts live handles', async () => {

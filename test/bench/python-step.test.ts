@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { floorGraph } from '../../bench/floor.js';
-import type { PrefillInput } from '../../src/asr/backend.js';
 import { DecoderInputs } from '../../src/asr/decoder-io.js';
 import { AsrEngine } from '../../src/asr/engine.js';
 import { rewriteGraph } from '../../src/asr/lean-graph.js';
@@ -14,6 +13,7 @@ import { AsrProcessor } from '../../src/asr/processor.js';
 import { StageLock } from '../../src/asr/stage-lock.js';
 import { decodeWavToPcm } from '../../src/audio/pcm.js';
 import { writeNpy } from '../../tools/fixture/embedding-files.js';
+import { decodeAlone } from '../support/decode-alone.js';
 import { fixtureModel } from '../support/fixture-models.js';
 import { repoRoot, sharedPath } from '../support/shared.js';
 
@@ -60,17 +60,6 @@ describe('bench/python_step.py: the model card\'s plain Python greedy loop', () 
   let model: string;
   const prompts: { name: string; rows: string; ids: number[] }[] = [];
 
-  /** Greedy ids of the engine's own backend for one prompt: its prefill's, then one per step. */
-  const engineIds = async (prompt: PrefillInput, n: number) => {
-    const b = engine.backend;
-    const { sequences } = await b.prefill([prompt]);
-    const { firstId, cache } = sequences[0]!;
-    const ids = [firstId];
-    for (let i = 0; i < n; i++) ids.push((await b.step([{ cache, token: ids.at(-1)! }])).ids[0]!);
-    b.release(cache);
-    return ids;
-  };
-
   const pythonStep = async (args: string[]): Promise<PythonStepReport> => {
     const out = join(scratch, `report-${Math.random().toString(36).slice(2)}.json`);
     const { stdout, stderr } = await run(python, [join(repoRoot, 'bench', 'python_step.py'), '--model-dir', model, '--steps', String(STEPS - 2), '--out', out, ...args], {
@@ -95,7 +84,7 @@ describe('bench/python_step.py: the model card\'s plain Python greedy loop', () 
       const rows = inputs.tokens(engine.prefillContract, prompt.ids, 1, prompt.audio);
       const file = join(scratch, `${name}.npy`);
       writeNpy(file, rows.data as Float32Array, [rows.dims[1]!, rows.dims[2]!], 'float32');
-      prompts.push({ name, rows: file, ids: await engineIds(prompt, STEPS) });
+      prompts.push({ name, rows: file, ids: await decodeAlone(engine.backend, prompt, STEPS) });
     }
   }, 360_000);
   afterAll(() => engine?.release());
