@@ -9,7 +9,7 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { HOP_LENGTH, MIN_SAMPLES, SAMPLE_RATE } from '../src/audio/logMel.js';
+import { melFrameCount, SAMPLE_RATE } from '../src/audio/logMel.js';
 import { readWavHeader } from '../src/audio/wav.js';
 import { buildPrompt, nAudioTokens } from '../src/asr/prompt.js';
 import type { Tokenizer } from '../src/asr/tokenizer.js';
@@ -38,13 +38,9 @@ export function defaultClipsDir(): string {
   return resolve(process.env.SHARED_DIR ?? join(import.meta.dirname, '..', '..', 'shared'), 'fixtures', 'voices-in-the-wild');
 }
 
-/**
- * The mel frames the engine computes for a clip: resampled to 16 kHz (round(n * 16000 / rate) samples, as
- * src/audio/resample.ts), zero-padded to 0.5 s, one frame per 160-sample hop (src/audio/logMel.ts).
- */
+/** The mel frames the engine computes for a clip: resampled to 16 kHz (round(n * 16000 / rate) samples, as src/audio/resample.ts). */
 function melFrames(frames: number, sampleRate: number): number {
-  const samples = Math.round((frames * SAMPLE_RATE) / sampleRate);
-  return Math.floor(Math.max(samples, MIN_SAMPLES) / HOP_LENGTH);
+  return melFrameCount(Math.round((frames * SAMPLE_RATE) / sampleRate));
 }
 
 /** A clip's length in seconds and its mel frames, from its WAV header. */

@@ -154,7 +154,16 @@ function framePower(x: Float32Array, t: number, fft: RealFft, window: Float64Arr
 }
 
 /**
- * Log-mel features of 16 kHz mono audio at native length: T = floor(max(N, 8000) / 160) frames.
+ * The frames logMel computes for `samples` samples of 16 kHz audio: a clip shorter than 0.5 s is zero-padded to it,
+ * then one frame per 160-sample hop (center=True yields floor(n/160)+1 frames; Whisper drops the last one,
+ * stft[..., :-1]).
+ */
+export function melFrameCount(samples: number): number {
+  return Math.floor(Math.max(samples, MIN_SAMPLES) / HOP_LENGTH);
+}
+
+/**
+ * Log-mel features of 16 kHz mono audio at native length: melFrameCount(N) frames.
  */
 export function logMel(pcm: Float32Array): LogMel {
   const { fft, window, mel, power, power2, edge, logTable: table } = getPlan();
@@ -164,9 +173,7 @@ export function logMel(pcm: Float32Array): LogMel {
     x = new Float32Array(MIN_SAMPLES);
     x.set(pcm);
   }
-  const n = x.length;
-  // center=True yields floor(n/160)+1 frames; Whisper drops the last one (stft[..., :-1]).
-  const nFrames = Math.floor(n / HOP_LENGTH);
+  const nFrames = melFrameCount(x.length);
   const data = new Float32Array(N_MELS * nFrames);
   const { firstBin, offsets, weights } = mel;
 

@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { speechRate, SpeechRateError } from '../../bench/speech-rate.js';
+import { logMel, melFrameCount } from '../../src/audio/logMel.js';
 import { Tokenizer } from '../../src/asr/tokenizer.js';
 import { writeAsrTokenizerFiles } from '../../tools/tokenizer-files.js';
 import { tempDir } from '../support/transcode.js';
@@ -74,6 +75,17 @@ describe('speechRate', () => {
     for (const [dir, message] of cases) {
       expect(() => speechRate(dir, tokenizer)).toThrow(SpeechRateError);
       expect(() => speechRate(dir, tokenizer)).toThrow(message);
+    }
+  });
+});
+
+describe('melFrameCount: the mel frames speechRate counts a clip by', () => {
+  it('equals the frames logMel computes, for clips shorter than 0.5 s, at a hop boundary and between two', () => {
+    // 0.5 s (8000 samples) is the least; 160 samples a frame beyond it
+    const expected: [number, number][] = [[0, 50], [1, 50], [7999, 50], [8000, 50], [8159, 50], [8160, 51], [16000, 100], [16159, 100], [40000, 250]];
+    for (const [samples, frames] of expected) {
+      expect(melFrameCount(samples)).toBe(frames);
+      expect(logMel(new Float32Array(samples).fill(0.01)).nFrames).toBe(frames);
     }
   });
 });
