@@ -454,7 +454,7 @@ function printRow(r: StepBenchRow): void {
       r.tokensPerSecond.toFixed(1),
       String(r.audioSecondsPerSecond.decode),
       String(r.audioSecondsPerSecond.withPrefill),
-      r.prefillMsPerToken.toFixed(3),
+      r.prefillMsPerToken.toFixed(4), // the four places the JSON keeps
       bytes(r.bytesPerStep.toDevice),
       bytes(r.bytesPerStep.toHost),
     ]),
