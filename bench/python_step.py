@@ -12,7 +12,8 @@ Run it with the Python that tools/python-ort.sh provides (Debian trixie's onnxru
   "$(bash tools/python-ort.sh)" bench/python_step.py --model-dir DIR [--graphs PREFILL.onnx,STEP.onnx]
       [--context 128 | --prompt-embeds ROWS.npy] [--steps 16] [--floor FLOOR.onnx] [--threads N] [--seed 1] [--out FILE]
 Sessions are opened as the engine opens them (src/asr/engine.ts baseSessionOptions): every graph optimisation, no
-memory pattern, onnxruntime's own intra-op thread count unless --threads says otherwise.
+memory pattern; intra-op threads on every core unless --threads says otherwise, as bench:step and as the engine with
+one worker (it divides the cores among its workers).
 """
 
 import argparse
@@ -209,9 +210,14 @@ def session_options(threads):
     # decoder shapes grow every step: a memory pattern planned for one length is useless for the next
     o.enable_mem_pattern = False
     o.log_severity_level = 3
-    if threads:
-        o.intra_op_num_threads = threads
+    o.intra_op_num_threads = threads
     return o
+
+
+def every_core():
+    """The cores this process may run on, as Node's availableParallelism() counts them (onnxruntime's own default
+    counts physical cores: 1 on this 2-core VM)."""
+    return len(os.sched_getaffinity(0))
 
 
 def spread(xs):
@@ -237,7 +243,7 @@ def parse_args(argv):
     prompt.add_argument("--prompt-embeds", help="a .npy of the prompt's rows [N, H] (e.g. what the engine fed its prefill) instead")
     p.add_argument("--steps", type=positive, default=16, help="measured steps after 2 warm-up ones (default 16)")
     p.add_argument("--floor", help="the step graph's floor graph (bench/floor.ts floorGraph's model, written to a file) to run beside each step")
-    p.add_argument("--threads", type=positive, help="intra-op threads (default: onnxruntime's choice, as the engine)")
+    p.add_argument("--threads", type=positive, default=every_core(), help="intra-op threads (default: every core, as bench:step and the engine with one worker)")
     p.add_argument("--seed", type=int, default=1, help="seed of the prompt's token ids (default 1)")
     p.add_argument("--out", help="write the JSON report here")
     return p.parse_args(argv)
@@ -324,7 +330,7 @@ def main(argv):
     s = report["stepMs"]
     beside = f", floor {report['floor']['ms']['median']:.1f} ms (step/floor {s['median'] / report['floor']['ms']['median']:.2f})" if floor else ""
     print(
-        f"python-step onnxruntime {ort.__version__}: {os.path.basename(step_file)} batch 1, context {context}: "
+        f"python-step onnxruntime {ort.__version__}: {os.path.basename(step_file)} batch 1, context {context}, {a.threads} threads: "
         f"step ms p50 {s['median']:.1f} p90 {s['p90']:.1f} min {s['min']:.1f}, run ms p50 {report['runMs']['median']:.1f}, "
         f"prefill {prefill_ms:.0f} ms ({prefill_ms / context:.2f} ms/token){beside}"
     )

@@ -1,6 +1,6 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,6 +34,7 @@ function pythonOrt(): string {
 interface PythonStepReport {
   onnxruntime: string;
   context: number;
+  threads: number;
   steps: number;
   warmupSteps: number;
   graphs: Record<'prefill' | 'step', { file: string; greedy: boolean }>;
@@ -97,6 +98,8 @@ describe('bench/python_step.py: the model card\'s plain Python greedy loop', () 
       expect(report.graphs.step).toEqual({ file: findModelFiles(model).step, greedy: false });
       expect(report.ids).toEqual(p.ids);
       expect(report.promptIds).toBeNull();
+      // every core by default, as bench:step
+      expect(report.threads).toBe(availableParallelism());
       expect(report.steps + report.warmupSteps).toBe(STEPS);
       expect(report.stepMs.min).toBeGreaterThan(0);
       expect(report.stepMs.p90).toBeGreaterThanOrEqual(report.stepMs.median);
@@ -120,8 +123,9 @@ describe('bench/python_step.py: the model card\'s plain Python greedy loop', () 
     const step = findModelFiles(model).step;
     const floorFile = join(scratch, 'floor.onnx');
     writeFileSync(floorFile, floorGraph(readFileSync(step), step).model);
-    const report = await pythonStep(['--context', '24', '--floor', floorFile]);
+    const report = await pythonStep(['--context', '24', '--floor', floorFile, '--threads', '1']);
     expect(report.context).toBe(24);
+    expect(report.threads).toBe(1);
     expect(report.promptIds).toHaveLength(24);
     expect(new Set(report.promptIds).size).toBeGreaterThan(20);
     expect(report.ids).toHaveLength(STEPS + 1);
