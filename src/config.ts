@@ -130,8 +130,9 @@ export type Config = z.infer<typeof configSchema>;
 
 /**
  * onnxruntime threads per session: as set, or with 0 the machine's cores shared among the ASR workers. onnxruntime's
- * own default counts physical cores as it detects them, and on virtual machines that can be 1 of 2: a decode step
- * then took twice as long as with 2 threads (measured on the project's 2-core machine).
+ * own default counts physical cores as it detects them, and on virtual machines that can be 1 of 2: the encoder and
+ * the prefill, which are compute-bound, then ran on one core (on the project's 2-core machine the service's prefill
+ * took 1.49 s against 1.06 s with 2 threads; a single decode step, bound by reading the weights, gained nothing).
  */
 function intraOpThreads(config: Config): number {
   return config.ASR_INTRA_OP_THREADS || Math.max(1, Math.floor(availableParallelism() / config.WORKERS));
