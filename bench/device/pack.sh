@@ -41,6 +41,17 @@ done
 clips=${PACK_CLIPS:-${SHARED_DIR:-$root/../shared}/fixtures/voices-in-the-wild}
 [ -f "$clips/transcripts.jsonl" ] ||
   die "$clips/transcripts.jsonl is missing: bench:step needs a clips folder for audio seconds per second (set PACK_CLIPS=DIR or SHARED_DIR)"
+clip_files=$(node -e '
+  const lines = require("node:fs").readFileSync(process.argv[1], "utf8").split("\n").filter((l) => l.trim());
+  for (const l of lines) console.log(JSON.parse(l).file);' "$clips/transcripts.jsonl") ||
+  die "$clips/transcripts.jsonl is not one JSON object a line"
+[ -n "$clip_files" ] || die "$clips/transcripts.jsonl lists no clips"
+# A clip is named by its path inside the folder, and keeps that path in the bundle (bench:step joins the two).
+while IFS= read -r f; do
+  case "/$f/" in
+    //* | */../*) die "$clips/transcripts.jsonl names '$f', which is not inside the clips folder: name each clip by its path in it" ;;
+  esac
+done <<<"$clip_files"
 mkdir -p "$dist"
 # Two packs at once would interleave their archives and manifest: the second waits.
 exec 9>"$dist/.lock"
@@ -62,13 +73,9 @@ done
 mkdir -p "$a/app/clips"
 cp "$clips/transcripts.jsonl" "$a/app/clips/"
 [ ! -f "$clips/LICENSE" ] || cp "$clips/LICENSE" "$a/app/clips/"
-clip_files=$(node -e '
-  const lines = require("node:fs").readFileSync(process.argv[1], "utf8").split("\n").filter((l) => l.trim());
-  for (const l of lines) console.log(JSON.parse(l).file);' "$clips/transcripts.jsonl") ||
-  die "$clips/transcripts.jsonl is not one JSON object a line"
-[ -n "$clip_files" ] || die "$clips/transcripts.jsonl lists no clips"
 while IFS= read -r f; do
-  cp "$clips/$f" "$a/app/clips/" || die "$clips/$f, named in transcripts.jsonl, cannot be copied"
+  mkdir -p "$(dirname "$a/app/clips/$f")"
+  cp "$clips/$f" "$a/app/clips/$f" || die "$clips/$f, named in transcripts.jsonl, cannot be copied"
 done <<<"$clip_files"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git status --porcelain -- tools bench src 2>/dev/null | grep -c . || true)

@@ -66,6 +66,21 @@ describe('the GPU machine bundle (bench/device/pack.sh, PACK_ONLY=app)', () => {
     expect(existsSync(tmp.path('dist-no-clips/app.tar.xz'))).toBe(false);
   });
 
+  it('pack.sh refuses a clip named outside the clips folder in one line, before it packs anything', async () => {
+    const folder = tmp.path('escaping/clips');
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(join(folder, 'a.wav'), 'a clip');
+    writeFileSync(tmp.path('escaping/outside.wav'), 'not a clip to carry');
+    for (const name of ['../outside.wav', tmp.path('escaping/outside.wav')]) {
+      writeFileSync(join(folder, 'transcripts.jsonl'), [{ file: 'a.wav', text: 'a' }, { file: name, text: 'b' }].map((l) => JSON.stringify(l)).join('\n'));
+      const dist = tmp.path(`dist-escaping-${name.length}`);
+      const r = await run('bash', [join(repoRoot, 'bench/device/pack.sh')], { PACK_ONLY: 'app', PACK_DIST: dist, PACK_CLIPS: folder });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`pack.sh: ${folder}/transcripts.jsonl names '${name}', which is not inside the clips folder: name each clip by its path in it\n`);
+      expect(existsSync(dist)).toBe(false);
+    }
+  });
+
   it('generates a model and measures decode steps with plain node, outside the checkout', async () => {
     const model = tmp.path('model');
     const gen = await run(process.execPath, [join(unpacked, 'app', 'fixture-model.mjs'), model]);
