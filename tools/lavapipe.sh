@@ -17,49 +17,16 @@
 # stdout carries only the path; every message goes to stderr.
 set -euo pipefail
 
-readonly PACKAGE=mesa-vulkan-drivers VERSION=25.0.7-2~bpo12+1 MIN_MAJOR=25
+readonly SCRIPT=tools/lavapipe.sh NAME=lavapipe PACKAGE=mesa-vulkan-drivers VERSION=25.0.7-2~bpo12+1 MIN_MAJOR=25
 readonly LIB_IN_PACKAGE=usr/lib/x86_64-linux-gnu/libvulkan_lvp.so
-readonly KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 PATH="$PATH:/usr/sbin:/sbin" # ldconfig lives there; appended, so a PATH entry the caller chose comes first
+# shellcheck source=tools/private-apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/private-apt.sh"
 
-die() {
-  printf 'tools/lavapipe.sh: %s\n' "$*" >&2
-  exit 1
-}
-
-install_missing=false
-dir=
-for arg in "$@"; do
-  case "$arg" in
-    --install-missing) install_missing=true ;;
-    -h | --help)
-      sed -n '2,14s/^# \{0,1\}//p' "$0" >&2
-      exit 0
-      ;;
-    -*) die "unknown option $arg (usage: tools/lavapipe.sh [--install-missing] [DIR])" ;;
-    *)
-      [[ -z "$dir" ]] || die "one DIR only (usage: tools/lavapipe.sh [--install-missing] [DIR])"
-      dir="$arg"
-      ;;
-  esac
-done
-dir="${dir:-${XDG_CACHE_HOME:-$HOME/.cache}/mega-asr/lavapipe}"
-mkdir -p "$(dirname "$dir")"
-dir="$(cd "$(dirname "$dir")" && pwd -P)/$(basename "$dir")" # the json must name the library by an absolute path
+parse_args "$@"
 readonly json="$dir/lvp_icd.json" lib="$dir/$LIB_IN_PACKAGE"
 [[ "$dir" != *[\"\\]* ]] || die "DIR must not contain \" or \\ (the ICD json names the driver by its path): $dir"
-
-# Installs Debian packages with the system's own apt, only when allowed; else says which ones to install.
-provide() {
-  local why="$1"
-  shift
-  if $install_missing && ((EUID == 0)); then
-    echo "installing $* ($why)" >&2
-    apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2
-  else
-    die "$why: install the Debian package(s) $* (apt-get install $*), or run this script as root with --install-missing"
-  fi
-}
+whole() { [[ -f "$json" && -f "$lib" && -f "$dir/depends" ]]; }
 
 installed() { [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" == installed ]]; }
 
@@ -89,57 +56,22 @@ command -v ldconfig >/dev/null || die "ldconfig not found: this script needs a D
 check_loader
 
 # The cached copy, when whole (a run that was killed never left one: DIR appears by one rename, complete).
-if [[ -f "$json" && -f "$lib" && -f "$dir/depends" ]]; then
+if whole; then
   check_libraries "$lib" "$dir/depends"
   echo "$json"
   exit 0
 fi
 
-for tool in apt-get dpkg-deb flock; do command -v "$tool" >/dev/null || die "$tool not found: this script needs a Debian or Ubuntu system"; done
-[[ -f "$KEYRING" ]] || provide "the Debian archive key $KEYRING is missing" debian-archive-keyring
-
-# One download at a time (test files run in parallel processes); a run that waited finds the copy made.
-exec 9>"$dir.lock"
-flock 9
-if [[ -f "$json" && -f "$lib" && -f "$dir/depends" ]]; then
-  echo "$json"
-  exit 0
-fi
-# DIR appears whole, by one rename, with its depends file: anything else there is not ours to remove.
-if [[ -e "$dir" ]]; then
-  [[ -f "$dir/depends" ]] || die "$dir exists and is not a lavapipe copy made by this script: choose another DIR, or remove it"
-  echo "$dir is incomplete (a file was removed?): making it again" >&2
-  rm -rf "$dir"
-fi
-rm -rf "$dir".staging.* # left by a run that was killed
-
-work="$(mktemp -d)"
-staging="$(mktemp -d "$dir.staging.XXXXXX")"
-trap 'rm -rf "$work" "$staging"' EXIT
-# As root, apt downloads as the user _apt: it must be able to enter these folders and write where the .deb goes.
-chmod 755 "$work"
-mkdir -p "$work/sources.list.d" "$work/lists/partial" "$work/cache/archives/partial" "$work/deb"
-if ((EUID == 0)) && id _apt >/dev/null 2>&1; then chown _apt "$work/deb"; fi
-cat >"$work/sources.list.d/backports.sources" <<EOF
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: $KEYRING
-EOF
-apt_private=(
-  -o "Dir::Etc::sourcelist=/dev/null"
-  -o "Dir::Etc::sourceparts=$work/sources.list.d"
-  -o "Dir::State::Lists=$work/lists"
-  -o "Dir::Cache=$work/cache"
-)
+need_apt
+begin_copy depends "$json"
 echo "downloading $PACKAGE $VERSION from bookworm-backports into $dir (unpacked, not installed)" >&2
-apt-get "${apt_private[@]}" -q update >&2 || die "apt-get update of bookworm-backports failed (network? proxy?)"
-if ! (cd "$work/deb" && apt-get "${apt_private[@]}" -q download "$PACKAGE=$VERSION" >&2); then
+private_apt bookworm-backports
+# apt-get download writes the .deb where it runs
+if ! (cd "$work/archives" && apt-get "${apt_private[@]}" -q download "$PACKAGE=$VERSION" >&2); then
   echo "$PACKAGE $VERSION is no longer in bookworm-backports: taking the newest build there" >&2
-  (cd "$work/deb" && apt-get "${apt_private[@]}" -q download "$PACKAGE" >&2) || die "apt-get download $PACKAGE from bookworm-backports failed"
+  (cd "$work/archives" && apt-get "${apt_private[@]}" -q download "$PACKAGE" >&2) || die "apt-get download $PACKAGE from bookworm-backports failed"
 fi
-deb="$(echo "$work/deb/${PACKAGE}"_*.deb)"
+deb="$(echo "$work/archives/${PACKAGE}"_*.deb)"
 [[ -f "$deb" ]] || die "apt-get download left no $PACKAGE .deb"
 got="$(dpkg-deb -f "$deb" Version)"
 major="${got#*:}"
@@ -160,6 +92,5 @@ printf '{\n  "file_format_version": "1.0.0",\n  "ICD": {\n    "library_path": "%
 # Only lavapipe is used: the package's hardware drivers, layers and their jsons (~50 MB) go; its copyright stays.
 find "$staging/usr/lib" -type f ! -name libvulkan_lvp.so -delete
 rm -r "$staging/usr/share/vulkan"
-mv -T "$staging" "$dir"
-chmod 755 "$dir"
+publish_copy
 echo "$json"

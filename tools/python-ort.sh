@@ -17,34 +17,13 @@
 # stdout carries only the path; every message goes to stderr.
 set -euo pipefail
 
-readonly PACKAGE=python3-onnxruntime SUITE=trixie
-readonly KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+readonly SCRIPT=tools/python-ort.sh NAME=python-ort PACKAGE=python3-onnxruntime SUITE=trixie
+# shellcheck source=tools/private-apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/private-apt.sh"
 
-die() {
-  printf 'tools/python-ort.sh: %s\n' "$*" >&2
-  exit 1
-}
-
-install_missing=false
-dir=
-for arg in "$@"; do
-  case "$arg" in
-    --install-missing) install_missing=true ;;
-    -h | --help)
-      sed -n '2,17s/^# \{0,1\}//p' "$0" >&2
-      exit 0
-      ;;
-    -*) die "unknown option $arg (usage: tools/python-ort.sh [--install-missing] [DIR])" ;;
-    *)
-      [[ -z "$dir" ]] || die "one DIR only (usage: tools/python-ort.sh [--install-missing] [DIR])"
-      dir="$arg"
-      ;;
-  esac
-done
-dir="${dir:-${XDG_CACHE_HOME:-$HOME/.cache}/mega-asr/python-ort}"
-mkdir -p "$(dirname "$dir")"
-dir="$(cd "$(dirname "$dir")" && pwd -P)/$(basename "$dir")"
-readonly launcher="$dir/python3" marker="$dir/packages"
+parse_args "$@"
+readonly launcher="$dir/python3"
+whole() { [[ -f "$dir/packages" && -x "$launcher" ]]; }
 
 # Imports onnxruntime and numpy through a launcher, and fails unless every shared object in the process came from its
 # own root: a library missing there would otherwise be taken from the system's (a different libc's) folders.
@@ -64,71 +43,17 @@ print("onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__, "pytho
 [[ "$(uname -m)" == x86_64 ]] || die "only for x86_64 (this is $(uname -m)): the launcher names Debian's amd64 loader"
 
 # The cached copy, when whole (a run that was killed never left one: DIR appears by one rename, complete).
-if [[ -f "$marker" && -x "$launcher" ]]; then
+if whole; then
   check "$launcher" || die "$dir is broken (the check above failed): remove it and run this script again"
   echo "$launcher"
   exit 0
 fi
 
-for tool in apt-get dpkg-deb flock; do command -v "$tool" >/dev/null || die "$tool not found: this script needs a Debian or Ubuntu system"; done
-if [[ ! -f "$KEYRING" ]]; then
-  if $install_missing && ((EUID == 0)); then
-    echo "installing debian-archive-keyring (the Debian archive key $KEYRING is missing)" >&2
-    apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debian-archive-keyring >&2
-  else
-    die "the Debian archive key $KEYRING is missing: install debian-archive-keyring, or run this script as root with --install-missing"
-  fi
-fi
-
-# One download at a time (test files run in parallel processes); a run that waited finds the copy made.
-exec 9>"$dir.lock"
-flock 9
-if [[ -f "$marker" && -x "$launcher" ]]; then
-  echo "$launcher"
-  exit 0
-fi
-# DIR appears whole, by one rename, with its packages file: anything else there is not ours to remove.
-if [[ -e "$dir" ]]; then
-  [[ -f "$marker" ]] || die "$dir exists and is not a python-ort copy made by this script: choose another DIR, or remove it"
-  echo "$dir is incomplete (a file was removed?): making it again" >&2
-  rm -rf "$dir"
-fi
-rm -rf "$dir".staging.* # left by a run that was killed
-
+need_apt
+begin_copy packages "$launcher"
 started=$SECONDS
-work="$(mktemp -d)"
-staging="$(mktemp -d "$dir.staging.XXXXXX")"
-trap 'rm -rf "$work" "$staging"' EXIT
-# As root, apt downloads as the user _apt: it must be able to enter these folders and write where the .deb go.
-chmod 755 "$work"
-mkdir -p "$work/sources.list.d" "$work/lists/partial" "$work/archives/partial" "$work/state" "$work/admin"
-if ((EUID == 0)) && id _apt >/dev/null 2>&1; then chown -R _apt "$work/archives"; fi
-: >"$work/admin/status"
-cat >"$work/sources.list.d/$SUITE.sources" <<EOF
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: $SUITE
-Components: main
-Signed-By: $KEYRING
-EOF
-# An empty dpkg status: apt resolves the whole closure from trixie, libc6 included, as for an empty system (its
-# locks are taken in $work too). The system's pinning and foreign architectures do not apply.
-apt_private=(
-  -o "Dir::Etc::sourcelist=/dev/null"
-  -o "Dir::Etc::sourceparts=$work/sources.list.d"
-  -o "Dir::Etc::preferences=/dev/null"
-  -o "Dir::Etc::preferencesparts=/dev/null"
-  -o "Dir::State=$work/state"
-  -o "Dir::State::Lists=$work/lists"
-  -o "Dir::State::status=$work/admin/status"
-  -o "Dir::Cache=$work"
-  -o "Dir::Cache::archives=$work/archives"
-  -o "APT::Architecture=amd64"
-  -o "APT::Architectures=amd64"
-  -o "APT::Install-Recommends=false"
-)
 echo "downloading $PACKAGE from $SUITE with its dependencies into $dir (unpacked, not installed)" >&2
-apt-get "${apt_private[@]}" -q update >&2 || die "apt-get update of $SUITE failed (network? proxy?)"
+private_apt "$SUITE"
 apt-get "${apt_private[@]}" -qq -y install --download-only "$PACKAGE" >&2 || die "apt-get could not download $PACKAGE and its dependencies from $SUITE"
 debs=("$work"/archives/*.deb)
 [[ -f "${debs[0]}" ]] || die "apt-get download left no .deb in $work/archives"
@@ -157,7 +82,6 @@ EOF
 chmod 755 "$staging/python3"
 check "$staging/python3" || die "trixie's python cannot import onnxruntime and numpy from $staging (the check above failed)"
 mv "$staging/packages.tmp" "$staging/packages"
-mv -T "$staging" "$dir"
-chmod 755 "$dir"
+publish_copy
 echo "python-ort: $(wc -l <"$dir/packages") packages, $mb MB downloaded, $(du -sm "$dir" | cut -f1) MB unpacked, $((SECONDS - started)) s" >&2
 echo "$launcher"
