@@ -15,15 +15,19 @@ export interface VadThreadStats {
   streams: number;
 }
 
+/** A task's answer: its failure travels as data, so a rejected piscina run can only mean the thread itself. */
+export type VadOutcome = { ok: true; value: Float32Array | VadThreadStats | undefined } | { ok: false; message: string };
+
 /**
  * Silero VAD for live turns on a thread of its own, so that scoring every session's frames (a model run per
  * 32 ms of audio per session) never holds up the HTTP event loop. One thread and one model session serve every
  * stream; each stream's recurrent state and partial frame live there, keyed by a number, until it is closed.
- * Tasks run one at a time, but piscina does not keep their order: a stream's close is sent once its last push
- * has settled (its pushes never overlap: the caller awaits each).
+ * Tasks run one at a time in the order they were sent (stricterFIFO below), so a stream's close, sent after its
+ * last push, runs after it.
  */
 export class VadThread {
   private nextId = 1;
+  private closing = false;
 
   private constructor(private readonly piscina: Piscina) {}
 
@@ -37,6 +41,10 @@ export class VadThread {
       // As for the other pools: with 'sync' an idle worker's event loop stops.
       atomics: 'disabled',
       closeTimeout: MAX_TIMEOUT_MS,
+      // By default a task piscina cannot place at once goes to the back of the queue: with one thread, a task
+      // that waits behind another is overtaken by every later one (sent 0-7 at once, they ran 0 1 3 5 7 4 2 6),
+      // and under a steady load it could wait for ever. With this they run in the order sent.
+      stricterFIFO: true,
     });
     piscina.on('error', (err: unknown) => logger.error({ err }, 'VAD worker error'));
     const thread = new VadThread(piscina);
@@ -60,16 +68,28 @@ export class VadThread {
 
   /** Waits for queued tasks, then ends the thread (never inside a model run). */
   close(): Promise<void> {
+    this.closing = true;
     return this.piscina.close();
   }
 
-  /** @internal for ThreadVadStream */
+  /**
+   * @internal for ThreadVadStream. Rejects with PoolError: `inference_failed` when the task failed on the thread,
+   * which keeps serving (a model run failed, or the stream's state was lost when the thread was replaced);
+   * `worker_lost` when the thread died with the task on it; `closed` once close() was called.
+   */
   async run(task: VadTask, transfer: ArrayBuffer[] = []): Promise<unknown> {
+    // piscina would start a new thread for a task sent after close(), and load the model there for nothing
+    if (this.closing) throw new PoolError('closed', 'voice activity detection has shut down');
+    let outcome: VadOutcome;
     try {
-      return await this.piscina.run(task, { transferList: transfer });
+      outcome = (await this.piscina.run(task, { transferList: transfer })) as VadOutcome;
     } catch (err) {
-      throw new PoolError('worker_lost', `voice activity detection: ${(err as Error).message.split('\n')[0]}`);
+      const reason = (err as Error).message.split('\n')[0];
+      if (this.closing) throw new PoolError('closed', `voice activity detection has shut down (${reason})`);
+      throw new PoolError('worker_lost', `voice activity detection: the thread was lost (${reason})`);
     }
+    if (!outcome.ok) throw new PoolError('inference_failed', `voice activity detection: ${outcome.message}`);
+    return outcome.value;
   }
 }
 
@@ -77,8 +97,6 @@ class ThreadVadStream implements VadStream {
   /** the next push starts the stream's state afresh (first push, or after reset) */
   private fresh = true;
   private closed = false;
-  /** the last push, settled or not: the close waits for it */
-  private last: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly thread: VadThread,
@@ -91,10 +109,13 @@ class ThreadVadStream implements VadStream {
     const copy = pcm.slice();
     const first = this.fresh;
     this.fresh = false;
-    const run = this.thread.run({ op: 'push', stream: this.id, pcm: copy, first }, [copy.buffer]);
-    // After a failure (a lost thread lost every state) the next push starts afresh instead of failing again.
-    this.last = run.catch(() => (this.fresh = true));
-    return (await run) as Float32Array;
+    try {
+      return (await this.thread.run({ op: 'push', stream: this.id, pcm: copy, first }, [copy.buffer])) as Float32Array;
+    } catch (err) {
+      // After a failure (a lost thread lost every state) the next push starts afresh instead of failing again.
+      this.fresh = true;
+      throw err;
+    }
   }
 
   reset(): void {
@@ -104,7 +125,7 @@ class ThreadVadStream implements VadStream {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    // The caller need not wait: the state is dropped once a push still running is done.
-    void this.last.then(() => this.thread.run({ op: 'close', stream: this.id })).catch(() => {});
+    // The caller need not wait: tasks run in order, so a push still running is done before the state goes.
+    this.thread.run({ op: 'close', stream: this.id }).catch(() => {});
   }
 }

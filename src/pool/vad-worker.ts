@@ -1,5 +1,5 @@
 import { SileroVad, type VadStream } from '../audio/silero-vad.js';
-import type { VadTask, VadThreadStats } from './vad-thread.js';
+import type { VadOutcome, VadTask } from './vad-thread.js';
 
 const streams = new Map<number, VadStream>();
 
@@ -9,22 +9,28 @@ const streams = new Map<number, VadStream>();
  * the thread was restarted and the state is gone, which the stream's owner must hear about.
  */
 function handler(vad: SileroVad) {
-  return async (task: VadTask): Promise<Float32Array | VadThreadStats | undefined> => {
-    switch (task.op) {
-      case 'push': {
-        let stream = streams.get(task.stream);
-        if (task.first) streams.set(task.stream, (stream = vad.stream()));
-        else if (!stream) throw new Error('the stream was lost when the voice activity thread restarted');
-        return stream.push(task.pcm);
+  return async (task: VadTask): Promise<VadOutcome> => {
+    try {
+      switch (task.op) {
+        case 'push': {
+          let stream = streams.get(task.stream);
+          if (task.first) streams.set(task.stream, (stream = vad.stream()));
+          else if (!stream) throw new Error('the stream was lost when the voice activity thread restarted');
+          return { ok: true, value: await stream.push(task.pcm) };
+        }
+        case 'close':
+          streams.delete(task.stream);
+          return { ok: true, value: undefined };
+        case 'stats':
+          return { ok: true, value: { streams: streams.size } };
       }
-      case 'close':
-        streams.delete(task.stream);
-        return undefined;
-      case 'stats':
-        return { streams: streams.size };
+    } catch (err) {
+      return { ok: false, message: messageOf(err) };
     }
   };
 }
+
+const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 // A Promise of the handler (no top-level await: under tsx piscina require()s the module first), which piscina
 // awaits before the first task: VadThread.start() fails when the model cannot be loaded.

@@ -1,13 +1,17 @@
 import { readFileSync } from 'node:fs';
+import type { Piscina } from 'piscina';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { decodeWavToPcm } from '../../src/audio/pcm.js';
 import { SileroVad, type VadStream } from '../../src/audio/silero-vad.js';
+import { PoolError } from '../../src/pool/errors.js';
 import { VadThread } from '../../src/pool/vad-thread.js';
 import { sharedPath } from '../support/shared.js';
 
 const clip = (name: string) => decodeWavToPcm(readFileSync(sharedPath('fixtures', 'voices-in-the-wild', `${name}.wav`)));
 const errors: unknown[] = [];
 const logger = { info: () => {}, warn: () => {}, error: (o: unknown) => void errors.push(o) };
+/** The thread's piscina, to end its worker while it is idle (never inside a model run). */
+const piscinaOf = (thread: VadThread) => (thread as unknown as { piscina: Piscina }).piscina;
 
 /** Pushes `pcm` in 100 ms pieces (as a live client's appends arrive), collecting the probabilities. */
 async function scores(stream: VadStream, pcm: Float32Array): Promise<number[]> {
@@ -60,6 +64,15 @@ describe('VadThread: Silero VAD for live streams off the HTTP thread', () => {
     b.close();
   });
 
+  it('runs tasks in the order they were sent, however many wait', async () => {
+    const streams = Array.from({ length: 8 }, () => thread.stream());
+    const order: number[] = [];
+    // sent at once: the first runs, seven wait (piscina's default queue ran them 0 1 3 5 7 4 2 6)
+    await Promise.all(streams.map((s, i) => s.push(farField.subarray(0, 512)).then(() => order.push(i))));
+    expect(order).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    for (const s of streams) s.close();
+  });
+
   it('frees a stream on the thread when it is closed, and refuses pushes after', async () => {
     const held = async () => (await thread.stats()).streams;
     // the earlier tests' streams are closed: the thread lets go of every one
@@ -74,5 +87,50 @@ describe('VadThread: Silero VAD for live streams off the HTTP thread', () => {
     await vi.waitFor(async () => expect(await held()).toBe(0));
     await expect(streams[1]!.push(farField.subarray(0, 512))).rejects.toThrow('VadStream.push after close');
     expect(errors).toEqual([]);
+  });
+});
+
+describe('VadThread failures', () => {
+  it('tells a task that failed on the thread (inference_failed) from a thread that died with it (worker_lost)', async () => {
+    const thread = await VadThread.start(logger);
+    const pcm = clip('far_field').subarray(0, 1600);
+    try {
+      const stream = thread.stream();
+      expect(await stream.push(pcm)).toHaveLength(3);
+      // the idle worker ends; piscina starts another, which does not hold the stream's state
+      await piscinaOf(thread).threads[0]!.terminate();
+      const lost = stream.push(pcm);
+      await expect(lost).rejects.toBeInstanceOf(PoolError);
+      await expect(lost).rejects.toMatchObject({ code: 'inference_failed', message: 'voice activity detection: the stream was lost when the voice activity thread restarted' });
+      expect(await stream.push(pcm)).toHaveLength(3); // the stream starts afresh, on the new thread
+
+      // A thread ending with a task on it (a stats task: no model run to interrupt). The task may still win the
+      // race and be answered first (about 1 in 10 here): then the thread is replaced and it is tried again.
+      let died: unknown;
+      for (let attempt = 0; attempt < 20 && !died; attempt++) {
+        await thread.stats(); // the worker is up and idle
+        const task = thread.stats().then(() => undefined, (err: unknown) => err);
+        void piscinaOf(thread).threads[0]!.terminate();
+        died = await task;
+      }
+      expect(died).toBeInstanceOf(PoolError);
+      expect(died).toMatchObject({ code: 'worker_lost', message: expect.stringMatching(/^voice activity detection: the thread was lost \(worker exited/) });
+      expect(await thread.stats()).toEqual({ streams: 0 }); // a new thread serves, with no state from the old
+      stream.close();
+    } finally {
+      await thread.close();
+    }
+  });
+
+  it('refuses tasks once closed, without starting a thread for them', async () => {
+    const thread = await VadThread.start(logger);
+    const stream = thread.stream();
+    await stream.push(clip('noise').subarray(0, 512));
+    await thread.close();
+    await expect(stream.push(new Float32Array(512))).rejects.toMatchObject({ code: 'closed' });
+    await expect(thread.stats()).rejects.toMatchObject({ code: 'closed' });
+    stream.close();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(piscinaOf(thread).threads).toHaveLength(0);
   });
 });
