@@ -105,13 +105,14 @@ describe('VadThread failures', () => {
       expect(await stream.push(pcm)).toHaveLength(3); // the stream starts afresh, on the new thread
 
       // A thread ending with a task on it (a stats task: no model run to interrupt). The task may still win the
-      // race and be answered first (about 1 in 10 here): then the thread is replaced and it is tried again.
+      // race and be answered first (about 1 in 10 here): then, once the thread is replaced, it is tried again.
       let died: unknown;
       for (let attempt = 0; attempt < 20 && !died; attempt++) {
         await thread.stats(); // the worker is up and idle
         const task = thread.stats().then(() => undefined, (err: unknown) => err);
-        void piscinaOf(thread).threads[0]!.terminate();
+        const ended = piscinaOf(thread).threads[0]!.terminate();
         died = await task;
+        await ended;
       }
       expect(died).toBeInstanceOf(PoolError);
       expect(died).toMatchObject({ code: 'worker_lost', message: expect.stringMatching(/^voice activity detection: the thread was lost \(worker exited/) });
