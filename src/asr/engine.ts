@@ -278,6 +278,8 @@ export class AsrEngine {
   private readonly processor: AsrProcessor;
   private readonly generator: Generator;
   private readonly defaultStopIds: ReadonlySet<number>;
+  /** One model stage at a time, so each stage's timing is its own (stage-lock.ts). */
+  private readonly lock = new StageLock();
 
   private constructor(
     readonly provider: Provider,
@@ -290,11 +292,9 @@ export class AsrEngine {
     readonly batching: Batching,
     backend: DecoderBackend,
   ) {
-    // One model stage at a time, so each stage's timing is its own (stage-lock.ts).
-    const lock = new StageLock();
-    this.processor = new AsrProcessor(sessions.encoder, encoderContract, tokenizer, lock);
+    this.processor = new AsrProcessor(sessions.encoder, encoderContract, tokenizer, this.lock);
     this.backend = backend;
-    this.generator = new Generator(this.backend, batching.maxBatch, lock);
+    this.generator = new Generator(this.backend, batching.maxBatch, this.lock);
     this.defaultStopIds = new Set([tokenizer.tokenId(SPECIAL.imEnd), tokenizer.tokenId(SPECIAL.endOfText)]);
   }
 
@@ -356,6 +356,15 @@ export class AsrEngine {
   async release(): Promise<void> {
     await this.backend.dispose();
     await Promise.all([this.sessions.encoder.release(), this.sessions.prefill.release(), this.sessions.step.release()]);
+  }
+
+  /**
+   * Runs `work` as a stage of its own: after the model stage running now, before the next, with none between.
+   * For other model work on this thread (a file's voice activity detection) whose many small runs would each
+   * wait a whole decode step for their turn.
+   */
+  betweenStages<T>(work: () => Promise<T>): Promise<T> {
+    return this.lock.run(work);
   }
 
   /** Runs 1 s of quiet noise through every session with a budget of a few tokens (first-run kernel choices). */

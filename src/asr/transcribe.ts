@@ -66,12 +66,15 @@ export function joinSeparator(before: string, after: string): string {
   return CJK.test(before.slice(-1)) || CJK.test(after.slice(0, 1)) ? '' : ' ';
 }
 
-/** Where the model listens, in the recording's time line. */
-export async function planChunks(pcm: Float32Array, o: Pick<TranscribeOptions, 'chunkSeconds' | 'vad' | 'shouldStop'>): Promise<AudioChunk[]> {
+/**
+ * Where the model listens, in the recording's time line. The speech is found between the engine's model stages
+ * (a piece of 30 s at a time), so an upload arriving while others decode joins their batch after a step or two.
+ */
+export async function planChunks(engine: AsrEngine, pcm: Float32Array, o: Pick<TranscribeOptions, 'chunkSeconds' | 'vad' | 'shouldStop'>): Promise<AudioChunk[]> {
   if (!o.vad) return splitAudioIntoChunks(pcm, o.chunkSeconds);
   const maxSeconds = Math.min(o.vad.maxSegmentSeconds, o.chunkSeconds);
   // Cancelled during detection (~0.3 s of CPU per minute of audio): the regions so far, which the caller skips.
-  const regions = await detectSpeech(pcm, await SileroVad.forThread(), undefined, o.shouldStop);
+  const regions = await detectSpeech(pcm, await SileroVad.forThread(), undefined, o.shouldStop, (score) => engine.betweenStages(score));
   // Short pieces are zero-padded to 0.5 s by the feature extractor, as the reference pads short chunks.
   return planSegments(pcm, regions, { maxSeconds }).map(({ start, end }) => ({
     pcm: pcm.subarray(Math.round(start * SAMPLE_RATE), Math.round(end * SAMPLE_RATE)),
@@ -92,7 +95,7 @@ function wholeChunk(pcm: Float32Array, chunkSeconds: number): AudioChunk {
 /** Each chunk is transcribed on its own (fresh prompt and cache); no speech, no model run. */
 export async function transcribe(engine: AsrEngine, pcm: Float32Array, o: TranscribeOptions): Promise<TranscriptionResult> {
   // A prefix continues one sequence's text: it cannot be split among chunks.
-  const chunks = o.whole || o.prefix ? [wholeChunk(pcm, o.chunkSeconds)] : await planChunks(pcm, o);
+  const chunks = o.whole || o.prefix ? [wholeChunk(pcm, o.chunkSeconds)] : await planChunks(engine, pcm, o);
   const segments: Segment[] = [];
   const results: ChunkResult[] = [];
   let text = '';

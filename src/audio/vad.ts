@@ -18,6 +18,9 @@ import { SAMPLE_RATE } from './pcm.js';
 import { VAD_FRAME_SAMPLES, type SileroVad } from './silero-vad.js';
 import { DEFAULT_TURN_DETECTION, TurnDetector, type SpeechEvent, type TurnDetectorOptions } from './turn-detector.js';
 
+/** Runs one piece of work (`score`) when the caller's thread can give it a turn of its own. */
+export type PieceRunner = <T>(score: () => Promise<T>) => Promise<T>;
+
 /** Seconds in the input's time line. */
 export interface SpeechRegion {
   start: number;
@@ -35,12 +38,17 @@ const PIECE_SAMPLES = 30 * SAMPLE_RATE;
  * live turns' (DEFAULT_TURN_DETECTION: threshold 0.5, 300 ms before the onset, a turn ends after 500 ms of
  * silence); the model's `vad` may serve other streams of the thread at the same time. Once `shouldStop` says so
  * (asked every 30 s of audio) it returns the regions found so far.
+ *
+ * `runPiece` runs the scoring of each 30 s piece. Every frame's model run yields to the event loop once, so on a
+ * thread that also runs other model work (an ASR worker's decode steps) the frames would get one turn each between
+ * that work; such a caller passes a runner that scores a piece between two of its own runs, in one go.
  */
 export async function detectSpeech(
   pcm: Float32Array,
   vad: SileroVad,
   options: TurnDetectorOptions = DEFAULT_TURN_DETECTION,
   shouldStop?: () => boolean,
+  runPiece: PieceRunner = (score) => score(),
 ): Promise<SpeechRegion[]> {
   const turns = new TurnDetector(vad.stream(), options);
   const duration = pcm.length / SAMPLE_RATE;
@@ -63,10 +71,16 @@ export async function detectSpeech(
     }
   };
   let at = 0;
-  for (; at < pcm.length && !shouldStop?.(); at += PIECE_SAMPLES) take(await turns.push(pcm.subarray(at, at + PIECE_SAMPLES)));
-  // The last partial frame, completed with silence, is scored too.
-  const rest = pcm.length % VAD_FRAME_SAMPLES;
-  if (at >= pcm.length && rest) take(await turns.push(new Float32Array(VAD_FRAME_SAMPLES - rest)));
+  for (; at < pcm.length && !shouldStop?.(); at += PIECE_SAMPLES) {
+    const piece = pcm.subarray(at, at + PIECE_SAMPLES);
+    // The last partial frame, completed with silence, is scored too.
+    const rest = at + PIECE_SAMPLES >= pcm.length ? pcm.length % VAD_FRAME_SAMPLES : 0;
+    const events = await runPiece(async () => {
+      const found = await turns.push(piece);
+      return rest ? [...found, ...(await turns.push(new Float32Array(VAD_FRAME_SAMPLES - rest)))] : found;
+    });
+    take(events);
+  }
   const end = Math.min(at, pcm.length) / SAMPLE_RATE;
   if (start >= 0 && start < end) regions.push({ start, end });
   return regions;

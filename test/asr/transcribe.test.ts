@@ -142,6 +142,21 @@ describe('transcribe with voice activity detection', () => {
     for (const s of r.segments) expect(FIXTURE_SENTENCES).toContain(s.text);
   });
 
+  it("finds an upload's speech between the running batch's decode steps, so it joins that batch", async () => {
+    // Each VAD frame is a model run that yields to the event loop: interleaved with the steps, a 6 s clip's
+    // ~190 frames would take ~190 steps, and the second upload would start decoding only after the first ended.
+    let decoding!: () => void;
+    const firstDecodes = new Promise<void>((resolve) => (decoding = resolve));
+    const first = transcribe(engine, clip('far_field'), { ...vad, tokenBudgetBase: 200, onDelta: () => decoding() });
+    await firstDecodes;
+    const second = await transcribe(engine, clip('recording'), vad);
+    const firstDone = await first;
+    expect(firstDone.segments).toHaveLength(1);
+    expect(second.segments).toHaveLength(1);
+    // the second decoded beside the first: more rows than steps
+    expect(second.timings.stepRows).toBeGreaterThan(second.timings.steps);
+  });
+
   it('cuts long speech into segments of at most the maximum, at pauses', async () => {
     const { pcm, bounds } = recording(['noise', 'echo', 'mixed', 'obstructed', 'distortion', 'recording']);
     const r = await transcribe(engine, pcm, vad);
