@@ -75,9 +75,11 @@ export class SileroVad {
     private readonly names: Names,
   ) {}
 
-  /** One session for the thread: CPU, one intra-op thread (a frame is ~0.1-0.3 ms of work; more threads only cost). */
-  static async load(): Promise<SileroVad> {
-    const path = sileroModelPath();
+  /**
+   * One session for the thread: CPU, one intra-op thread (a frame is ~0.1-0.3 ms of work; more threads only cost).
+   * `path`: another Silero v5/v6 file than the pinned package's.
+   */
+  static async load(path = sileroModelPath()): Promise<SileroVad> {
     let session: InferenceSession;
     try {
       session = await InferenceSession.create(path, {

@@ -18,6 +18,11 @@ export interface VadThreadStats {
 /** A task's answer: its failure travels as data, so a rejected piscina run can only mean the thread itself. */
 export type VadOutcome = { ok: true; value: Float32Array | VadThreadStats | undefined } | { ok: false; message: string };
 
+export interface VadWorkerData {
+  /** the Silero VAD model file; unset: the one in the pinned @ricky0123/vad-web */
+  modelPath?: string;
+}
+
 /**
  * Silero VAD for live turns on a thread of its own, so that scoring every session's frames (a model run per
  * 32 ms of audio per session) never holds up the HTTP event loop. One thread and one model session serve every
@@ -31,10 +36,12 @@ export class VadThread {
 
   private constructor(private readonly piscina: Piscina) {}
 
-  /** Starts the thread and loads the model there; rejects when the model cannot be loaded. */
-  static async start(logger: PoolLogger): Promise<VadThread> {
+  /** Starts the thread and loads the model there; rejects, with no thread left, when the model cannot be loaded. */
+  static async start(logger: PoolLogger, o: VadWorkerData = {}): Promise<VadThread> {
+    const workerData: VadWorkerData = o.modelPath === undefined ? {} : { modelPath: o.modelPath };
     const piscina = new Piscina({
       ...workerScript('vad-worker'),
+      workerData,
       minThreads: 1,
       maxThreads: 1,
       idleTimeout: Infinity,
@@ -49,9 +56,10 @@ export class VadThread {
     piscina.on('error', (err: unknown) => logger.error({ err }, 'VAD worker error'));
     const thread = new VadThread(piscina);
     try {
-      await thread.stats(); // the worker loads the model before it takes a task
+      await thread.stats(); // answered once the worker has loaded the model, or with why it could not
     } catch (err) {
-      await piscina.close({ force: true });
+      // The worker is idle here (a failed load leaves it answering every task with the failure): safe to end.
+      await thread.close();
       throw err;
     }
     return thread;

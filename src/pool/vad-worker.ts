@@ -1,5 +1,6 @@
+import { workerData } from 'node:worker_threads';
 import { SileroVad, type VadStream } from '../audio/silero-vad.js';
-import type { VadOutcome, VadTask } from './vad-thread.js';
+import type { VadOutcome, VadTask, VadWorkerData } from './vad-thread.js';
 
 const streams = new Map<number, VadStream>();
 
@@ -30,8 +31,16 @@ function handler(vad: SileroVad) {
   };
 }
 
+/** When the model cannot be loaded, every task (start's first) hears why, and the thread stays idle to be closed. */
+function refuse(err: unknown) {
+  const message = `could not load Silero VAD: ${messageOf(err)}`;
+  return async (): Promise<VadOutcome> => ({ ok: false, message });
+}
+
 const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 // A Promise of the handler (no top-level await: under tsx piscina require()s the module first), which piscina
-// awaits before the first task: VadThread.start() fails when the model cannot be loaded.
-export default SileroVad.load().then(handler);
+// awaits before the first task. Never a rejected one: that kills the thread with a vaguer error (under tsx,
+// piscina's fallback import's "Unknown file extension"), and piscina starts another thread that loads the model
+// again while VadThread.start() closes the pool, ending that thread inside onnxruntime.
+export default SileroVad.load((workerData as VadWorkerData).modelPath).then(handler, refuse);

@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Piscina } from 'piscina';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { decodeWavToPcm } from '../../src/audio/pcm.js';
@@ -12,6 +14,8 @@ const errors: unknown[] = [];
 const logger = { info: () => {}, warn: () => {}, error: (o: unknown) => void errors.push(o) };
 /** The thread's piscina, to end its worker while it is idle (never inside a model run). */
 const piscinaOf = (thread: VadThread) => (thread as unknown as { piscina: Piscina }).piscina;
+/** This process's OS threads: a VAD thread adds some while it lives. */
+const osThreads = () => Number(/^Threads:\s+(\d+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
 
 /** Pushes `pcm` in 100 ms pieces (as a live client's appends arrive), collecting the probabilities. */
 async function scores(stream: VadStream, pcm: Float32Array): Promise<number[]> {
@@ -133,5 +137,21 @@ describe('VadThread failures', () => {
     stream.close();
     await new Promise((r) => setTimeout(r, 200));
     expect(piscinaOf(thread).threads).toHaveLength(0);
+  });
+
+  it('start() rejects with why when the model cannot be loaded, and leaves no thread', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vad-model-'));
+    try {
+      const notAModel = join(dir, 'not-a-model.onnx');
+      writeFileSync(notAModel, 'these bytes are no ONNX graph');
+      const before = osThreads();
+      await expect(VadThread.start(logger, { modelPath: notAModel })).rejects.toThrow(
+        new RegExp(`^voice activity detection: could not load Silero VAD: ${notAModel}: onnxruntime could not load it: .*Protobuf parsing failed`),
+      );
+      await vi.waitFor(() => expect(osThreads()).toBe(before), { timeout: 10_000 });
+      expect(errors).toEqual([]); // the failure is start()'s answer, not a worker crash
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
