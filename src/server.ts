@@ -43,7 +43,8 @@ export async function startServer(config: Config = loadConfig()) {
   });
   const app = await buildApp({ config, backend, metrics, logger, realtime });
   await app.listen({ host: config.HOST, port: config.PORT });
-  let vad: VadThread | undefined;
+  /** the VAD thread, started or starting: stop() closes it once it is up */
+  let vadStart: Promise<VadThread> | undefined;
 
   const download = new AbortController();
   let stopping: Promise<void> | undefined;
@@ -60,8 +61,11 @@ export async function startServer(config: Config = loadConfig()) {
     // Live turns are detected on a thread of their own (a model run per 32 ms per session would hold up this
     // one), one VAD stream per session. It starts with the pool and runs before the pool is attached, so /ready
     // never says yes while live sessions are still refused.
-    const vadStart = VadThread.start(logger);
-    vadStart.then((t) => (vad = t), () => {}); // for stop(); a failure is reported below
+    vadStart = VadThread.start(logger);
+    // Said at once: the pool's workers may take a while to load before the failure below ends the start.
+    vadStart.catch((err: Error) =>
+      logger.error({ error: err.message }, 'the voice activity thread (Silero VAD, for live turn detection) could not start: the service will not become ready'),
+    );
     const pool = await AsrPool.start({
       modelDir,
       ...engineSettings(config),
@@ -118,7 +122,8 @@ export async function startServer(config: Config = loadConfig()) {
         clearInterval(sweep);
         clearTimeout(cut);
       });
-      await vad?.close();
+      // still starting: closed once it is up (never while it loads the model), so no thread outlives the stop
+      await vadStart?.then((t) => t.close(), () => {});
       logger.info('stopped');
     })());
 
