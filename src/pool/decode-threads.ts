@@ -36,6 +36,9 @@ export class DecodeThreads {
       // As for the ASR threads: with 'sync' an idle worker's event loop stops, so the ffmpeg capability check it
       // starts while idle never hears ffmpeg exit, times out, and every later non-WAV upload is refused.
       atomics: 'disabled',
+      // First come, first decoded: piscina's default queue sends a task no thread can take yet to the back, so
+      // under steady load an upload could wait behind every later one.
+      stricterFIFO: true,
       closeTimeout: MAX_TIMEOUT_MS,
     });
     this.piscina.on('error', (err: unknown) => o.logger.error({ err }, 'decode worker error'));
