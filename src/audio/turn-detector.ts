@@ -48,6 +48,8 @@ export class TurnDetector {
   private readonly silenceSamples: number;
   /** Samples of the stream whose frames have been scored. */
   private scored = 0;
+  /** Samples of the stream pushed, scored or not. */
+  private pushed = 0;
   private speaking = false;
   /** While speaking: where the current run of silence began, or -1. */
   private silenceFrom = -1;
@@ -70,6 +72,7 @@ export class TurnDetector {
   /** The events decided by the frames this audio completes, in order. Calls must not overlap (await each). */
   async push(pcm16k: Float32Array): Promise<SpeechEvent[]> {
     const events: SpeechEvent[] = [];
+    this.pushed += pcm16k.length;
     for (const p of await this.vad.push(pcm16k)) {
       const start = this.scored;
       const end = (this.scored += VAD_FRAME_SAMPLES);
@@ -97,10 +100,20 @@ export class TurnDetector {
     this.vad.close();
   }
 
+  /**
+   * After a push that failed (the VAD's state was lost, its audio unscored): scoring starts afresh with the next
+   * sample, which keeps its place in the stream, and a turn in progress goes on, so silence after it still ends it.
+   */
+  skipUnscored(): void {
+    this.vad.reset();
+    this.scored = this.pushed;
+  }
+
   /** A new stream: sample 0 is the next sample pushed. */
   reset(): void {
     this.vad.reset();
     this.scored = 0;
+    this.pushed = 0;
     this.speaking = false;
     this.silenceFrom = -1;
   }

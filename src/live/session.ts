@@ -236,14 +236,15 @@ export class LiveSession {
   private async ingest(pcm: Float32Array, arrival: number): Promise<void> {
     this.buffer.append(pcm);
     this.lastArrival = arrival;
-    if (this.detector) {
+    const detector = this.detector;
+    if (detector) {
       let events: SpeechEvent[];
       try {
-        events = await this.detector.push(pcm);
+        events = await detector.push(pcm);
       } catch (err) {
         // The VAD state is gone (its thread restarted, or a model run failed) and this audio went unscored:
-        // detection starts afresh after it, so later speech events keep their places in the stream.
-        this.restartDetector();
+        // detection goes on after it, so later speech events keep their places and an open turn still ends.
+        detector.skipUnscored();
         throw err;
       }
       if (this.isClosed) return;
