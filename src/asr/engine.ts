@@ -359,7 +359,8 @@ export class AsrEngine {
   }
 
   /**
-   * Runs `work` as a stage of its own: after the model stage running now, before the next, with none between.
+   * Runs `work` as a stage of its own: queued behind the stages already waiting (first come, first served), then
+   * alone.
    * For other model work on this thread (a file's voice activity detection) whose many small runs would each
    * wait a whole decode step for their turn.
    */

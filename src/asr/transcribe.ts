@@ -68,7 +68,7 @@ export function joinSeparator(before: string, after: string): string {
 
 /**
  * Where the model listens, in the recording's time line. The speech is found between the engine's model stages
- * (a piece of 30 s at a time), so an upload arriving while others decode joins their batch after a step or two.
+ * (5 s of audio at a time), so an upload arriving while others decode joins their batch after a step or two.
  */
 export async function planChunks(engine: AsrEngine, pcm: Float32Array, o: Pick<TranscribeOptions, 'chunkSeconds' | 'vad' | 'shouldStop'>): Promise<AudioChunk[]> {
   if (!o.vad) return splitAudioIntoChunks(pcm, o.chunkSeconds);

@@ -28,18 +28,19 @@ export interface SpeechRegion {
 }
 
 /**
- * Audio handed to the detector at a time: bounds the probabilities held at once for hours of audio, and how long
- * a stop request waits (30 s of audio is ~0.1-0.2 s of CPU).
+ * Audio handed to the detector at a time: bounds the probabilities held at once for hours of audio, how long a stop
+ * request waits, and how long a piece run between an ASR worker's decode steps holds them up (5 s of audio is
+ * ~25-35 ms of CPU).
  */
-const PIECE_SAMPLES = 30 * SAMPLE_RATE;
+const PIECE_SAMPLES = 5 * SAMPLE_RATE;
 
 /**
  * Speech regions of 16 kHz mono PCM, sorted and disjoint, in seconds within [0, duration]. The parameters are the
  * live turns' (DEFAULT_TURN_DETECTION: threshold 0.5, 300 ms before the onset, a turn ends after 500 ms of
  * silence); the model's `vad` may serve other streams of the thread at the same time. Once `shouldStop` says so
- * (asked every 30 s of audio) it returns the regions found so far.
+ * (asked before each 5 s of audio) it returns the regions found so far.
  *
- * `runPiece` runs the scoring of each 30 s piece. Every frame's model run yields to the event loop once, so on a
+ * `runPiece` runs the scoring of each 5 s piece. Every frame's model run yields to the event loop once, so on a
  * thread that also runs other model work (an ASR worker's decode steps) the frames would get one turn each between
  * that work; such a caller passes a runner that scores a piece between two of its own runs, in one go.
  */
@@ -71,14 +72,17 @@ export async function detectSpeech(
     }
   };
   let at = 0;
-  for (; at < pcm.length && !shouldStop?.(); at += PIECE_SAMPLES) {
+  for (; at < pcm.length; at += PIECE_SAMPLES) {
     const piece = pcm.subarray(at, at + PIECE_SAMPLES);
     // The last partial frame, completed with silence, is scored too.
     const rest = at + PIECE_SAMPLES >= pcm.length ? pcm.length % VAD_FRAME_SAMPLES : 0;
     const events = await runPiece(async () => {
+      // asked when the piece has its turn, so one stopped while it waited is not scored
+      if (shouldStop?.()) return undefined;
       const found = await turns.push(piece);
       return rest ? [...found, ...(await turns.push(new Float32Array(VAD_FRAME_SAMPLES - rest)))] : found;
     });
+    if (!events) break;
     take(events);
   }
   const end = Math.min(at, pcm.length) / SAMPLE_RATE;

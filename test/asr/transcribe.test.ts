@@ -143,18 +143,24 @@ describe('transcribe with voice activity detection', () => {
   });
 
   it("finds an upload's speech between the running batch's decode steps, so it joins that batch", async () => {
-    // Each VAD frame is a model run that yields to the event loop: interleaved with the steps, a 6 s clip's
-    // ~190 frames would take ~190 steps, and the second upload would start decoding only after the first ended.
-    let decoding!: () => void;
-    const firstDecodes = new Promise<void>((resolve) => (decoding = resolve));
-    const first = transcribe(engine, clip('far_field'), { ...vad, tokenBudgetBase: 200, onDelta: () => decoding() });
-    await firstDecodes;
-    const second = await transcribe(engine, clip('recording'), vad);
-    const firstDone = await first;
-    expect(firstDone.segments).toHaveLength(1);
-    expect(second.segments).toHaveLength(1);
-    // the second decoded beside the first: more rows than steps
-    expect(second.timings.stepRows).toBeGreaterThan(second.timings.steps);
+    // Each VAD frame is a model run that yields to the event loop: interleaved with the steps, a 5 s clip's
+    // ~160 frames would take ~160 steps, and the second upload would start decoding only after the first ended.
+    const talker = await AsrEngine.load({ modelDir: fixtureModel('never-stops'), device: 'cpu' });
+    try {
+      let decoding!: () => void;
+      const firstDecodes = new Promise<void>((resolve) => (decoding = resolve));
+      // ~110 tokens, to its budget
+      const first = transcribe(talker, clip('far_field'), { ...vad, tokenBudgetBase: 60, onDelta: () => decoding() });
+      await firstDecodes;
+      const second = await transcribe(talker, clip('recording'), vad);
+      const firstDone = await first;
+      expect(firstDone.truncated).toBe(true);
+      expect(second.segments).toHaveLength(1);
+      // the second decoded beside the first for most of its ~70 steps (before: none)
+      expect(second.timings.stepRows - second.timings.steps).toBeGreaterThan(40);
+    } finally {
+      await talker.release();
+    }
   });
 
   it('cuts long speech into segments of at most the maximum, at pauses', async () => {
