@@ -45,6 +45,8 @@ export async function startServer(config: Config = loadConfig()) {
   await app.listen({ host: config.HOST, port: config.PORT });
   /** the VAD thread, started or starting: stop() closes it once it is up */
   let vadStart: Promise<VadThread> | undefined;
+  /** its start's failure, said once when it happened */
+  let vadFailure: Error | undefined;
 
   const download = new AbortController();
   let stopping: Promise<void> | undefined;
@@ -63,9 +65,10 @@ export async function startServer(config: Config = loadConfig()) {
     // never says yes while live sessions are still refused.
     vadStart = VadThread.start(logger);
     // Said at once: the pool's workers may take a while to load before the failure below ends the start.
-    vadStart.catch((err: Error) =>
-      logger.error({ error: err.message }, 'the voice activity thread (Silero VAD, for live turn detection) could not start: the service will not become ready'),
-    );
+    vadStart.catch((err: Error) => {
+      vadFailure = err;
+      logger.fatal({ error: err.message }, 'the voice activity thread (Silero VAD, for live turn detection) could not start: the service will not become ready');
+    });
     const pool = await AsrPool.start({
       modelDir,
       ...engineSettings(config),
@@ -100,7 +103,7 @@ export async function startServer(config: Config = loadConfig()) {
     // a drain that began while the workers loaded refuses work: the service never becomes ready
     if (!stopping) logger.info({ workers: config.WORKERS, sequences: pool.stats.capacity, modelDir }, 'workers loaded and warm: ready');
   })().catch((err: Error) => {
-    if (!download.signal.aborted) logger.fatal({ error: err.message }, 'the model could not be loaded');
+    if (!download.signal.aborted && err !== vadFailure) logger.fatal({ error: err.message }, 'the model could not be loaded');
     throw err;
   });
 
