@@ -8,6 +8,7 @@ import { SileroVad, type VadStream } from '../../src/audio/silero-vad.js';
 import { PoolError } from '../../src/pool/errors.js';
 import { VadThread } from '../../src/pool/vad-thread.js';
 import { sharedPath } from '../support/shared.js';
+import { osThreadCount } from '../support/os-threads.js';
 
 const clip = (name: string) => decodeWavToPcm(readFileSync(sharedPath('fixtures', 'voices-in-the-wild', `${name}.wav`)));
 const errors: unknown[] = [];
@@ -15,7 +16,6 @@ const logger = { info: () => {}, warn: () => {}, error: (o: unknown) => void err
 /** The thread's piscina, to end its worker while it is idle (never inside a model run). */
 const piscinaOf = (thread: VadThread) => (thread as unknown as { piscina: Piscina }).piscina;
 /** This process's OS threads: a VAD thread adds some while it lives. */
-const osThreads = () => Number(/^Threads:\s+(\d+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
 
 /** Pushes `pcm` in 100 ms pieces (as a live client's appends arrive), collecting the probabilities. */
 async function scores(stream: VadStream, pcm: Float32Array): Promise<number[]> {
@@ -144,11 +144,11 @@ describe('VadThread failures', () => {
     try {
       const notAModel = join(dir, 'not-a-model.onnx');
       writeFileSync(notAModel, 'these bytes are no ONNX graph');
-      const before = osThreads();
+      const before = osThreadCount();
       await expect(VadThread.start(logger, { modelPath: notAModel })).rejects.toThrow(
         new RegExp(`^voice activity detection: could not load Silero VAD: ${notAModel}: onnxruntime could not load it: .*Protobuf parsing failed`),
       );
-      await vi.waitFor(() => expect(osThreads()).toBe(before), { timeout: 10_000 });
+      await vi.waitFor(() => expect(osThreadCount()).toBe(before), { timeout: 10_000 });
       expect(errors).toEqual([]); // the failure is start()'s answer, not a worker crash
     } finally {
       rmSync(dir, { recursive: true, force: true });
