@@ -38,10 +38,9 @@ export class VadThread {
 
   /** Starts the thread and loads the model there; rejects, with no thread left, when the model cannot be loaded. */
   static async start(logger: PoolLogger, o: VadWorkerData = {}): Promise<VadThread> {
-    const workerData: VadWorkerData = o.modelPath === undefined ? {} : { modelPath: o.modelPath };
     const piscina = new Piscina({
       ...workerScript('vad-worker'),
-      workerData,
+      workerData: o,
       minThreads: 1,
       maxThreads: 1,
       idleTimeout: Infinity,

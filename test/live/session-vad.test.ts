@@ -1,10 +1,10 @@
-import type { Piscina } from 'piscina';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { VadStream } from '../../src/audio/silero-vad.js';
 import { LiveSession } from '../../src/live/session.js';
 import { LiveError } from '../../src/live/types.js';
 import type { AsrPool } from '../../src/pool/pool.js';
 import { VadThread } from '../../src/pool/vad-thread.js';
+import { piscinaOf } from '../support/vad-thread.js';
 import { clip, concat, Events, HEADER, pcm16, play, Recorder, silence, SR, startPool } from './live-support.js';
 
 let pool: AsrPool;
@@ -136,7 +136,7 @@ describe('live session with server turn detection (Silero VAD)', () => {
       );
       for (let at = 0, i = 0; at < bytes.length; at += piece, i++) {
         // between two pushes (never inside a model run): the next push finds its stream gone
-        if (i === losePiece) await (thread as unknown as { piscina: Piscina }).piscina.threads[0]!.terminate();
+        if (i === losePiece) await piscinaOf(thread).threads[0]!.terminate();
         live.append(bytes.subarray(at, at + piece));
         await live.idle();
       }

@@ -1,7 +1,6 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Piscina } from 'piscina';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { decodeWavToPcm } from '../../src/audio/pcm.js';
 import { SileroVad, type VadStream } from '../../src/audio/silero-vad.js';
@@ -9,13 +8,11 @@ import { PoolError } from '../../src/pool/errors.js';
 import { VadThread } from '../../src/pool/vad-thread.js';
 import { sharedPath } from '../support/shared.js';
 import { osThreadCount } from '../support/os-threads.js';
+import { piscinaOf } from '../support/vad-thread.js';
 
 const clip = (name: string) => decodeWavToPcm(readFileSync(sharedPath('fixtures', 'voices-in-the-wild', `${name}.wav`)));
 const errors: unknown[] = [];
 const logger = { info: () => {}, warn: () => {}, error: (o: unknown) => void errors.push(o) };
-/** The thread's piscina, to end its worker while it is idle (never inside a model run). */
-const piscinaOf = (thread: VadThread) => (thread as unknown as { piscina: Piscina }).piscina;
-/** This process's OS threads: a VAD thread adds some while it lives. */
 
 /** Pushes `pcm` in 100 ms pieces (as a live client's appends arrive), collecting the probabilities. */
 async function scores(stream: VadStream, pcm: Float32Array): Promise<number[]> {
