@@ -70,7 +70,11 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Declares a graph output produced by `from` (an Identity keeps names stable). */
+  /**
+   * Declares a graph output produced by `from`. build() gives the producing node's result the output's name, as a
+   * torch export does; an Identity stays only where it cannot (`from` is an input, an initializer, or already
+   * named for another output): onnxruntime runs an Identity before a graph output as a full copy.
+   */
   output(name: string, type: ElemType, shape: Dim[], from: string): void {
     this.nodes.push({ opType: 'Identity', input: [from], output: [name], name: `out_${name}` });
     this.outputs.push(valueInfo(name, type, shape));
@@ -165,14 +169,30 @@ export class GraphBuilder {
         ],
       });
     }
+    const node = this.namedOutputs();
     // Contrib operators (MatMulNBits) need their domain imported.
     const domains = [...new Set(this.nodes.map((n) => n.domain).filter((d): d is string => !!d))];
     const model = onnx.ModelProto.encode({
       irVersion: 8,
       producerName: 'mega-asr-server fixture generator',
       opsetImport: [{ domain: '', version: opset }, ...domains.map((domain) => ({ domain, version: 1 }))],
-      graph: { name: this.graphName, node: this.nodes, initializer, input: this.inputs, output: this.outputs },
+      graph: { name: this.graphName, node, initializer, input: this.inputs, output: this.outputs },
     }).finish();
     return { model, externalData: Buffer.concat(chunks) };
+  }
+
+  /** The nodes with each output() Identity folded into the node producing its input, where it can be. */
+  private namedOutputs(): onnxProto.onnx.INodeProto[] {
+    const producers = new Set(this.nodes.flatMap((n) => n.output ?? []));
+    const renamed = new Map<string, string>();
+    const folded = new Set<onnxProto.onnx.INodeProto>();
+    for (const n of this.nodes) {
+      const from = n.input?.[0];
+      if (n.opType !== 'Identity' || n.name !== `out_${n.output?.[0]}` || !from || !producers.has(from) || renamed.has(from)) continue;
+      renamed.set(from, n.output![0]!);
+      folded.add(n);
+    }
+    const rename = (names: string[] | null | undefined) => (names ?? []).map((t) => renamed.get(t) ?? t);
+    return this.nodes.filter((n) => !folded.has(n)).map((n) => ({ ...n, input: rename(n.input), output: rename(n.output) }));
   }
 }
