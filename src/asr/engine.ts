@@ -150,22 +150,26 @@ interface Graphs {
 }
 
 /**
- * The graphs for a provider: lean decoders (greedy ids instead of logits) unless turned off, and on the CPU 4-bit
- * matmuls with int8 activations unless turned off; a decoder kept with its logits says why.
+ * The graphs for a provider: lean decoders (greedy ids instead of logits, attention reading each KV head once)
+ * unless turned off, and on the CPU 4-bit matmuls with int8 activations unless turned off; a decoder kept with its
+ * logits or its repeated KV heads says why.
  */
 async function chooseGraphs(files: ModelFiles, provider: Provider, o: EngineOptions): Promise<Graphs> {
   const int8Matmuls = provider === 'cpu' && o.cpuInt8Matmuls !== false;
-  const choose = async (file: string, greedy?: 'prefill' | 'step'): Promise<GraphChoice> => {
+  const lean = o.leanGraphs !== false;
+  const choose = async (file: string, role?: 'prefill' | 'step'): Promise<GraphChoice> => {
+    const greedy = lean ? role : undefined;
+    const sharedKvHeads = lean && role !== undefined;
     if (!greedy && !int8Matmuls) return { file, options: {} };
-    const g = await rewriteGraph(file, { ...(greedy ? { greedy } : {}), int8Matmuls });
+    const g = await rewriteGraph(file, { ...(greedy ? { greedy } : {}), int8Matmuls, sharedKvHeads });
     if (greedy && !g.greedy) o.logger?.warn(`${file}: kept with its logits (lean graph not possible: ${g.reason})`);
+    if (sharedKvHeads && g.sharedKvHeads === 0) o.logger?.info?.(`${file}: attention kept as exported (${g.reason})`);
     return { file: g.file, options: g.sessionOptions };
   };
-  const greedy = (role: 'prefill' | 'step') => (o.leanGraphs === false ? undefined : role);
   return {
     encoder: await choose(files.encoder),
-    prefill: await choose(files.prefill, greedy('prefill')),
-    step: await choose(files.step, greedy('step')),
+    prefill: await choose(files.prefill, 'prefill'),
+    step: await choose(files.step, 'step'),
   };
 }
 

@@ -23,6 +23,7 @@ import {
   writeModel,
 } from './onnx-model.js';
 import { bytesField, concat, first, parseMessage, sub, text, type Field } from './onnx-proto.js';
+import { withSharedKvHeads } from './shared-kv-heads.js';
 
 export interface LeanGraph {
   file: string;
@@ -31,6 +32,8 @@ export interface LeanGraph {
   greedy: boolean;
   /** MatMulNBits nodes switched to int8 activations */
   int8Matmuls: number;
+  /** attention matmuls that read each KV head once instead of repeating it (shared-kv-heads.ts) */
+  sharedKvHeads: number;
   /** why a rewrite asked for was not made */
   reason?: string;
   /**
@@ -52,6 +55,8 @@ export interface GraphRewrite {
    * providers read the attribute differently.
    */
   int8Matmuls?: boolean;
+  /** attention reads each KV head once instead of a copy per query head (shared-kv-heads.ts) */
+  sharedKvHeads?: boolean;
 }
 
 export interface LeanOptions {
@@ -60,7 +65,7 @@ export interface LeanOptions {
 }
 
 /** Changes whenever the rewrite does, so an old cached graph is never reused. */
-const REWRITE_VERSION = 3;
+const REWRITE_VERSION = 4;
 /** MatMulNBits accuracy_level: int8 activations */
 const INT8_ACTIVATIONS = 4;
 const GREEDY_IDS = 'greedy_ids';
@@ -70,12 +75,12 @@ function defaultGraphCacheDir(): string {
   return xdg ? join(xdg, 'mega-asr', 'graphs') : join(tmpdir(), `mega-asr-graphs-${process.getuid?.() ?? 'user'}`);
 }
 
-const original = (file: string, reason: string): LeanGraph => ({ file, rewritten: false, greedy: false, int8Matmuls: 0, reason, sessionOptions: {} });
+const original = (file: string, reason: string): LeanGraph => ({ file, rewritten: false, greedy: false, int8Matmuls: 0, sharedKvHeads: 0, reason, sessionOptions: {} });
 
 /**
  * Returns a graph file to load instead of `file`: a copy in a private cache directory with the rewrites asked for
  * (greedy ids int64 [batch], the argmax over the vocabulary of each row's last position, instead of the logits;
- * int8 activations for 4-bit matmuls), or the original with the reason it was kept. A rewrite that is not possible
+ * int8 activations for 4-bit matmuls; attention reading each KV head once), or the original with the reason it was kept. A rewrite that is not possible
  * is left out and said in `reason`; the others are still made. The model directory is never written to.
  */
 export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOptions = {}): Promise<LeanGraph> {
@@ -91,6 +96,7 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
   let lean = bytes;
   let greedy = false;
   let int8Matmuls = 0;
+  let sharedKvHeads = 0;
   const reasons: string[] = [];
   let data: ExternalDataHome;
   try {
@@ -103,14 +109,19 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
       }
     }
     if (want.int8Matmuls) ({ bytes: lean, count: int8Matmuls } = withInt8Matmuls(lean, file));
-    if (!greedy && int8Matmuls === 0) return original(file, reasons[0] ?? 'no 4-bit matmul to switch to int8 activations');
+    if (want.sharedKvHeads) {
+      const shared = withSharedKvHeads(lean);
+      ({ bytes: lean, count: sharedKvHeads } = shared);
+      if (shared.reason) reasons.push(shared.reason);
+    }
+    if (!greedy && int8Matmuls === 0 && sharedKvHeads === 0) return original(file, reasons.join('; ') || 'no 4-bit matmul to switch to int8 activations');
     data = await externalDataHome(source, bytes);
     lean = relocateExternalData(lean, data.renamed);
   } catch (err) {
     return original(file, (err as Error).message);
   }
   const key = createHash('sha256')
-    .update(JSON.stringify([source, info.size, info.mtimeMs, want.greedy ?? null, !!want.int8Matmuls, REWRITE_VERSION, data.folder, [...data.renamed].sort()]))
+    .update(JSON.stringify([source, info.size, info.mtimeMs, want.greedy ?? null, !!want.int8Matmuls, !!want.sharedKvHeads, REWRITE_VERSION, data.folder, [...data.renamed].sort()]))
     .digest('hex')
     .slice(0, 16);
   const dir = o.cacheDir ?? defaultGraphCacheDir();
@@ -125,6 +136,7 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
     rewritten: true,
     greedy,
     int8Matmuls,
+    sharedKvHeads,
     ...(reasons.length ? { reason: reasons.join('; ') } : {}),
     sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: data.folder } } },
   };

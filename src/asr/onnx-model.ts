@@ -98,20 +98,30 @@ export interface OnnxNode {
   name: string;
   inputs: string[];
   outputs: string[];
-  /** integer attributes (the only kind a rewrite needs to read) */
+  /** integer attributes */
   intAttributes: Map<string, number>;
+  /** integer-list attributes (non-negative values only are exact: Transpose's perm) */
+  intListAttributes: Map<string, number[]>;
+  /** tensor attributes (a Constant's value), as TensorProto fields */
+  tensorAttributes: Map<string, Field[]>;
   /** attributes of every kind */
   attributeCount: number;
 }
 
-/** NodeProto: input = 1, output = 2, name = 3, op_type = 4, attribute = 5 (name = 1, i = 3), domain = 7. */
+/** NodeProto: input = 1, output = 2, name = 3, op_type = 4, attribute = 5 (name = 1, i = 3, t = 5, ints = 8), domain = 7. */
 export function readNode(f: Field): OnnxNode {
   const node = sub(f);
   const intAttributes = new Map<string, number>();
+  const intListAttributes = new Map<string, number[]>();
+  const tensorAttributes = new Map<string, Field[]>();
   for (const a of all(node, 5)) {
     const attr = sub(a);
+    const name = text(first(attr, 1));
     const i = first(attr, 3);
-    if (i) intAttributes.set(text(first(attr, 1)), i.int);
+    const t = first(attr, 5);
+    if (i) intAttributes.set(name, i.int);
+    else if (t) tensorAttributes.set(name, sub(t));
+    else if (first(attr, 8)) intListAttributes.set(name, ints(attr, 8));
   }
   return {
     opType: text(first(node, 4)),
@@ -120,21 +130,30 @@ export function readNode(f: Field): OnnxNode {
     inputs: all(node, 1).map(text),
     outputs: all(node, 2).map(text),
     intAttributes,
+    intListAttributes,
+    tensorAttributes,
     attributeCount: all(node, 5).length,
   };
 }
 
-/** A node with integer attributes (AttributeProto type INT = 2). */
+/** A node with integer attributes (AttributeProto type INT = 2) or integer-list ones (INTS = 7). */
 export function node(
   opType: string,
   name: string,
   inputs: readonly string[],
   outputs: readonly string[],
-  attributes: Record<string, number> | Map<string, number> = {},
+  attributes: Record<string, number | readonly number[]> | Map<string, number> = {},
   domain = '',
 ): Uint8Array {
   const entries = attributes instanceof Map ? [...attributes] : Object.entries(attributes);
-  const attrs = entries.map(([key, value]) => bytesField(5, concat([bytesField(1, key), intField(3, value), intField(20, 2)])));
+  const attrs = entries.map(([key, value]) =>
+    bytesField(
+      5,
+      typeof value === 'number'
+        ? concat([bytesField(1, key), intField(3, value), intField(20, 2)])
+        : concat([bytesField(1, key), ...value.map((v) => intField(8, v)), intField(20, 7)]),
+    ),
+  );
   return concat([
     ...inputs.map((i) => bytesField(1, i)),
     ...outputs.map((o) => bytesField(2, o)),
@@ -149,6 +168,38 @@ export function node(
 export function int64Initializer(name: string, values: readonly number[], dims: readonly number[]): Uint8Array {
   const data = Buffer.from(BigInt64Array.from(values, (v) => BigInt(v)).buffer);
   return concat([...dims.map((d) => intField(1, d)), intField(2, ELEMENT_TYPE_NUMBER.int64!), bytesField(8, name), bytesField(9, data)]);
+}
+
+/**
+ * The values of an int64 TensorProto (data_type 7; raw_data = 9, or int64_data = 7 packed or not), exact for any
+ * sign; undefined for another type or external data.
+ */
+export function int64Values(tensor: readonly Field[]): number[] | undefined {
+  if (first(tensor, 2)?.int !== ELEMENT_TYPE_NUMBER.int64 || first(tensor, 14)?.int === 1) return undefined;
+  const raw = first(tensor, 9);
+  if (raw) {
+    if (raw.bytes.length % 8 !== 0) return undefined;
+    const copy = Uint8Array.from(raw.bytes);
+    return Array.from(new BigInt64Array(copy.buffer), Number);
+  }
+  return all(tensor, 7).flatMap((f) => signedVarints(f.wire === 2 ? f.bytes : f.raw.subarray(1)));
+}
+
+/** Varints read as two's complement int64 (a negative value is ten bytes on the wire). */
+function signedVarints(bytes: Uint8Array): number[] {
+  const out: number[] = [];
+  let value = 0n;
+  let shift = 0n;
+  for (const byte of bytes) {
+    value |= BigInt(byte & 0x7f) << shift;
+    shift += 7n;
+    if (byte < 0x80) {
+      out.push(Number(BigInt.asIntN(64, value)));
+      value = 0n;
+      shift = 0n;
+    }
+  }
+  return out;
 }
 
 export interface InitializerInfo {

@@ -14,6 +14,7 @@ import { TOY_DIMS, writeFullSizeModel } from '../../tools/full-size/model-dir.js
 import { GraphBuilder } from '../../tools/onnx-graph.js';
 import { symmetric } from '../../tools/random.js';
 import { fixtureModel } from '../support/fixture-models.js';
+import { asFloat32, feedsFor, relativeRms } from '../support/onnx-feeds.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'lean-graph-test-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -58,40 +59,6 @@ function writeRealLogitsDecoder(dir: string, role: 'prefill' | 'step', withLogit
   writeFileSync(file, model);
   writeFileSync(join(dir, `real_${role}.onnx.data`), externalData);
   return file;
-}
-
-/** Random feeds for a session's inputs: batch rows, seq new positions after past cached ones. */
-function feedsFor(session: InferenceSession, batch: number, seq: number, past: number, seed: number): Record<string, Tensor> {
-  const random = symmetric(seed);
-  const feeds: Record<string, Tensor> = {};
-  for (const m of session.inputMetadata) {
-    if (!m.isTensor) throw new Error(`${m.name} is not a tensor`);
-    const dims = m.shape.map((d) => {
-      if (typeof d === 'number') return d;
-      if (/batch/.test(d)) return batch;
-      if (/past/.test(d)) return past;
-      if (/total/.test(d)) return past + seq;
-      if (/audio/.test(d)) return 3;
-      return seq;
-    });
-    const size = dims.reduce((a, b) => a * b, 1);
-    if (m.type === 'int64') {
-      const values = /mask/.test(m.name)
-        ? Array.from({ length: size }, () => 1n)
-        : /pos/.test(m.name)
-          ? Array.from({ length: size }, (_, i) => BigInt(past + (i % seq)))
-          : Array.from({ length: size }, () => BigInt(Math.floor(((random() + 1) / 2) * 151000)));
-      feeds[m.name] = new Tensor('int64', BigInt64Array.from(values), dims);
-    } else if (m.type === 'float16') {
-      const half = new Uint16Array(size);
-      // Small normal fp16 values: sign, exponent 13..14, random mantissa.
-      for (let i = 0; i < size; i++) half[i] = (random() < 0 ? 0x8000 : 0) | ((13 + (i % 2)) << 10) | Math.floor(((random() + 1) / 2) * 1023);
-      feeds[m.name] = new Tensor('float16', half, dims);
-    } else {
-      feeds[m.name] = new Tensor('float32', Float32Array.from({ length: size }, random), dims);
-    }
-  }
-  return feeds;
 }
 
 /** argmax of each row's last position, as the engine computes it from logits [B, S, V] */
@@ -277,19 +244,6 @@ describe('lean decoder graphs', () => {
     await session.release();
   });
 });
-
-/** sqrt(mean((a - b)^2)) / sqrt(mean(b^2)) */
-function relativeRms(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff += (a[i]! - b[i]!) ** 2;
-    norm += b[i]! ** 2;
-  }
-  return Math.sqrt(diff / norm);
-}
-
-const asFloat32 = (t: Tensor) => (t.type === 'float16' ? Float32Array.from(t.data as Uint16Array, (h) => float16Table()[h]!) : (t.data as Float32Array));
 
 describe('int8 activations for 4-bit matmuls', () => {
   // The full-size stand-in's topology at toy widths: every Linear a 4-bit MatMulNBits, as in the real export.
