@@ -6,11 +6,13 @@
  * between JavaScript and the session's device each way, and audio seconds per second at the speech rate of a folder
  * of transcribed clips (bench/speech-rate.ts; decode steps alone, and with each clip's prefill); with the host backend (the cache in JavaScript memory),
  * the webgpu backend (the cache on the device, src/asr/backends/webgpu.ts), or both; with the lean graphs (greedy
- * ids in the graph, src/asr/lean-graph.ts), the original ones, or both; with 4-bit matmuls taking int8 activations
+ * ids in the graph, attention reading each KV head once: src/asr/lean-graph.ts), the original ones, or both; the lean
+ * ones with their KV heads repeated as exported too (--shared-kv both: what reading each head once saves); with 4-bit
+ * matmuls taking int8 activations
  * (the engine's CPU default), fp32 ones, or both. Each variant's floor is read from its own step graph.
  *
  *   npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600]
- *                         [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean]
+ *                         [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--shared-kv on|off|both]
  *                         [--int8 on|off|both] [--clips DIR] [--out FILE]
  *
  * The webgpu backend runs on the webgpu provider (the default provider when --backend is webgpu or both; on a
@@ -60,6 +62,8 @@ interface Settings {
 interface Variant {
   backend: Backend;
   lean: boolean;
+  /** lean graphs only: attention reads each KV head once (the engine's lean graphs), or repeats them as exported */
+  sharedKv: boolean;
   int8: boolean;
 }
 
@@ -70,7 +74,7 @@ function usage(message: string, withUsage = true): never {
   console.error(`bench:step: ${message}`);
   if (withUsage) {
     console.error(
-      'usage: npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--int8 on|off|both] [--clips DIR] [--out FILE]',
+      'usage: npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--shared-kv on|off|both] [--int8 on|off|both] [--clips DIR] [--out FILE]',
     );
   }
   process.exit(2);
@@ -97,6 +101,7 @@ function parseSettings(argv: string[]): Settings {
         threads: { type: 'string' },
         lean: { type: 'string', default: 'on' },
         'no-lean': { type: 'boolean', default: false },
+        'shared-kv': { type: 'string', default: 'on' },
         int8: { type: 'string' },
         clips: { type: 'string' },
         out: { type: 'string' },
@@ -114,6 +119,9 @@ function parseSettings(argv: string[]): Settings {
   if (backend !== 'host' && provider !== 'webgpu') usage(`--backend ${backend} runs on the webgpu provider; got --provider ${provider}`);
   const lean = values['no-lean'] ? 'off' : values.lean;
   if (lean !== 'on' && lean !== 'off' && lean !== 'both') usage(`--lean is on, off or both; got '${lean}'`);
+  const sharedKv = values['shared-kv'];
+  if (sharedKv !== 'on' && sharedKv !== 'off' && sharedKv !== 'both') usage(`--shared-kv is on, off or both; got '${sharedKv}'`);
+  if (lean === 'off' && sharedKv !== 'on') usage(`--shared-kv ${sharedKv}: the KV-head rewrite is one of the lean graphs'; --lean off loads the graphs as exported`);
   // As the engine: int8 activations on the CPU only, unless asked.
   const int8 = values.int8 ?? (provider === 'cpu' ? 'on' : 'off');
   if (int8 !== 'on' && int8 !== 'off' && int8 !== 'both') usage(`--int8 is on, off or both; got '${int8}'`);
@@ -131,7 +139,11 @@ function parseSettings(argv: string[]): Settings {
     provider,
     backend,
     threads,
-    variants: backends.flatMap((b) => choices(int8).flatMap((i) => choices(lean).map((l) => ({ backend: b, lean: l, int8: i })))),
+    variants: backends.flatMap((b) =>
+      choices(int8).flatMap((i) =>
+        choices(lean).flatMap((l) => (l ? choices(sharedKv) : [false]).map((k) => ({ backend: b, lean: l, sharedKv: k, int8: i }))),
+      ),
+    ),
     clipsDir: values.clips ?? defaultClipsDir(),
     ...(values.out ? { out: values.out } : {}),
   };
@@ -200,7 +212,7 @@ async function openFloor(s: Settings, stepFile: string, dataFolder: string | und
 interface Decoder {
   backend: DecoderBackend;
   prefill: DecoderContract;
-  graphs: Record<Role, { file: string; greedy: boolean; int8Matmuls: number; reason?: string }>;
+  graphs: Record<Role, { file: string; greedy: boolean; int8Matmuls: number; sharedKvHeads: number; reason?: string }>;
   maxBatch: number;
   /** the step graph's floor, read from the graph as loaded */
   floor: Floor;
@@ -231,12 +243,19 @@ async function openDecoder(s: Settings, variant: Variant, embeddings: EmbeddingL
   let stepGraph = { file: files.step, dataFolder: undefined as string | undefined };
   const open = async (role: Role) => {
     const source = role === 'prefill' ? files.prefill : files.step;
-    const want: GraphRewrite = { ...(variant.lean ? { greedy: role } : {}), int8Matmuls: variant.int8 };
+    // lean with shared KV heads: as the engine loads them with LEAN_GRAPHS=true
+    const want: GraphRewrite = { ...(variant.lean ? { greedy: role, sharedKvHeads: variant.sharedKv } : {}), int8Matmuls: variant.int8 };
     const graph =
       variant.lean || variant.int8
         ? await rewriteGraph(source, want)
-        : { file: source, greedy: false, int8Matmuls: 0, reason: undefined, sessionOptions: {} as InferenceSession.SessionOptions };
-    graphs[role] = { file: graph.file, greedy: graph.greedy, int8Matmuls: graph.int8Matmuls, ...(graph.reason ? { reason: graph.reason } : {}) };
+        : { file: source, greedy: false, int8Matmuls: 0, sharedKvHeads: 0, reason: undefined, sessionOptions: {} as InferenceSession.SessionOptions };
+    graphs[role] = {
+      file: graph.file,
+      greedy: graph.greedy,
+      int8Matmuls: graph.int8Matmuls,
+      sharedKvHeads: graph.sharedKvHeads,
+      ...(graph.reason ? { reason: graph.reason } : {}),
+    };
     if (role === 'step') {
       const extra = graph.sessionOptions.extra as { session?: { model_external_initializers_file_folder_path?: string } } | undefined;
       const folder = extra?.session?.model_external_initializers_file_folder_path;
@@ -299,6 +318,7 @@ export interface StepBenchRow {
   /** where the cache lives: host (JavaScript memory) or webgpu (the device) */
   backend: Backend;
   lean: boolean;
+  sharedKv: boolean;
   /** 4-bit matmuls took int8 activations (in the step and in its floor) */
   int8: boolean;
   batch: number;
@@ -411,7 +431,7 @@ const COLUMNS = ['backend/graphs', 'batch', 'context', 'step ms p50', 'p90', 'ho
 const WIDTHS = COLUMNS.map((c) => Math.max(c.length, 8));
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS[i]!) : c.padStart(WIDTHS[i]!))).join('  ');
 
-const variantName = (v: Variant) => `${v.backend}/${v.lean ? 'lean' : 'original'}${v.int8 ? '+int8' : ''}`;
+const variantName = (v: Variant) => `${v.backend}/${v.lean ? (v.sharedKv ? 'lean' : 'lean-kv-repeated') : 'original'}${v.int8 ? '+int8' : ''}`;
 
 /** 24 B, 3.5 KiB, 67.2 MiB, 2.15 GiB */
 function bytes(n: number): string {
@@ -501,7 +521,7 @@ async function main(): Promise<void> {
     speech,
     audioNote: audioNote(speech),
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: round(totalmem() / 2 ** 30, 1), node: process.version },
-    variants: runs.map((r) => ({ backend: r.backend, lean: r.lean, int8: r.int8, maxBatch: r.maxBatch, graphs: r.graphs, floor: r.floor })),
+    variants: runs.map((r) => ({ backend: r.backend, lean: r.lean, sharedKv: r.sharedKv, int8: r.int8, maxBatch: r.maxBatch, graphs: r.graphs, floor: r.floor })),
     rows: runs.flatMap((r) => r.rows),
     skipped: runs.flatMap((r) => r.skipped),
   });

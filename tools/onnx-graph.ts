@@ -184,11 +184,13 @@ export class GraphBuilder {
   /** The nodes with each output() Identity folded into the node producing its input, where it can be. */
   private namedOutputs(): onnxProto.onnx.INodeProto[] {
     const producers = new Set(this.nodes.flatMap((n) => n.output ?? []));
+    // an output declared from another output keeps its Identity: the other's producer is renamed already
+    const outputNames = new Set(this.outputs.map((o) => o.name));
     const renamed = new Map<string, string>();
     const folded = new Set<onnxProto.onnx.INodeProto>();
     for (const n of this.nodes) {
       const from = n.input?.[0];
-      if (n.opType !== 'Identity' || n.name !== `out_${n.output?.[0]}` || !from || !producers.has(from) || renamed.has(from)) continue;
+      if (n.opType !== 'Identity' || n.name !== `out_${n.output?.[0]}` || !from || !producers.has(from) || renamed.has(from) || outputNames.has(from)) continue;
       renamed.set(from, n.output![0]!);
       folded.add(n);
     }

@@ -163,7 +163,7 @@ async function chooseGraphs(files: ModelFiles, provider: Provider, o: EngineOpti
     if (!greedy && !int8Matmuls) return { file, options: {} };
     const g = await rewriteGraph(file, { ...(greedy ? { greedy } : {}), int8Matmuls, sharedKvHeads });
     if (greedy && !g.greedy) o.logger?.warn(`${file}: kept with its logits (lean graph not possible: ${g.reason})`);
-    if (sharedKvHeads && g.sharedKvHeads === 0) o.logger?.info?.(`${file}: attention kept as exported (${g.reason})`);
+    if (sharedKvHeads && g.sharedKvHeads === 0) o.logger?.info?.(`${file}: attention kept as exported (${g.sharedKvReason ?? g.reason})`);
     return { file: g.file, options: g.sessionOptions };
   };
   return {

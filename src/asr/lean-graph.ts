@@ -34,8 +34,10 @@ export interface LeanGraph {
   int8Matmuls: number;
   /** attention matmuls that read each KV head once instead of repeating it (shared-kv-heads.ts) */
   sharedKvHeads: number;
-  /** why a rewrite asked for was not made */
+  /** why a rewrite asked for was not made (the KV-head one aside: sharedKvReason) */
   reason?: string;
+  /** why attention was kept as exported, when that was asked for */
+  sharedKvReason?: string;
   /**
    * Spread into InferenceSession.create's options (last). A rewritten graph lives in the cache while its weights
    * stay in the model directory: onnxruntime is told where its external data is, because it refuses data files
@@ -65,7 +67,7 @@ export interface LeanOptions {
 }
 
 /** Changes whenever the rewrite does, so an old cached graph is never reused. */
-const REWRITE_VERSION = 4;
+const REWRITE_VERSION = 5;
 /** MatMulNBits accuracy_level: int8 activations */
 const INT8_ACTIVATIONS = 4;
 const GREEDY_IDS = 'greedy_ids';
@@ -98,6 +100,7 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
   let int8Matmuls = 0;
   let sharedKvHeads = 0;
   const reasons: string[] = [];
+  let sharedKvReason: string | undefined;
   let data: ExternalDataHome;
   try {
     if (want.greedy) {
@@ -109,12 +112,11 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
       }
     }
     if (want.int8Matmuls) ({ bytes: lean, count: int8Matmuls } = withInt8Matmuls(lean, file));
-    if (want.sharedKvHeads) {
-      const shared = withSharedKvHeads(lean);
-      ({ bytes: lean, count: sharedKvHeads } = shared);
-      if (shared.reason) reasons.push(shared.reason);
+    if (want.sharedKvHeads) ({ bytes: lean, count: sharedKvHeads, reason: sharedKvReason } = withSharedKvHeads(lean));
+    if (!greedy && int8Matmuls === 0 && sharedKvHeads === 0) {
+      const why = reasons[0] ?? sharedKvReason ?? 'no 4-bit matmul to switch to int8 activations';
+      return { ...original(file, why), ...(sharedKvReason ? { sharedKvReason } : {}) };
     }
-    if (!greedy && int8Matmuls === 0 && sharedKvHeads === 0) return original(file, reasons.join('; ') || 'no 4-bit matmul to switch to int8 activations');
     data = await externalDataHome(source, bytes);
     lean = relocateExternalData(lean, data.renamed);
   } catch (err) {
@@ -138,6 +140,7 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
     int8Matmuls,
     sharedKvHeads,
     ...(reasons.length ? { reason: reasons.join('; ') } : {}),
+    ...(sharedKvReason ? { sharedKvReason } : {}),
     sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: data.folder } } },
   };
 }

@@ -1,5 +1,5 @@
 import type { TensorInfo } from './contract.js';
-import { all, bytesField, concat, first, intField, ints, parseMessage, sub, text, type Field } from './onnx-proto.js';
+import { all, bytesField, concat, first, intField, ints, parseMessage, signedInts, sub, text, type Field } from './onnx-proto.js';
 
 /*
  * ONNX messages (onnx.proto field numbers) read and written over onnx-proto.ts: a model's graph as fields that
@@ -104,24 +104,34 @@ export interface OnnxNode {
   intListAttributes: Map<string, number[]>;
   /** tensor attributes (a Constant's value), as TensorProto fields */
   tensorAttributes: Map<string, Field[]>;
+  /** a control-flow node (If, Loop, Scan): its bodies may read tensors its inputs do not list */
+  hasSubgraphs: boolean;
   /** attributes of every kind */
   attributeCount: number;
 }
 
-/** NodeProto: input = 1, output = 2, name = 3, op_type = 4, attribute = 5 (name = 1, i = 3, t = 5, ints = 8), domain = 7. */
+/** AttributeProto.type values a rewrite reads */
+const ATTRIBUTE = { INT: 2, TENSOR: 4, GRAPH: 5, INTS: 7, GRAPHS: 10 } as const;
+
+/**
+ * NodeProto: input = 1, output = 2, name = 3, op_type = 4, attribute = 5, domain = 7. AttributeProto: name = 1,
+ * i = 3, t = 5, g = 6, ints = 8, graphs = 11, type = 20 (read by type; by the field present when a writer left it out).
+ */
 export function readNode(f: Field): OnnxNode {
   const node = sub(f);
   const intAttributes = new Map<string, number>();
   const intListAttributes = new Map<string, number[]>();
   const tensorAttributes = new Map<string, Field[]>();
+  let hasSubgraphs = false;
   for (const a of all(node, 5)) {
     const attr = sub(a);
     const name = text(first(attr, 1));
-    const i = first(attr, 3);
-    const t = first(attr, 5);
-    if (i) intAttributes.set(name, i.int);
-    else if (t) tensorAttributes.set(name, sub(t));
-    else if (first(attr, 8)) intListAttributes.set(name, ints(attr, 8));
+    const present = [3, 5, 6, 8, 11].find((n) => first(attr, n));
+    const type = first(attr, 20)?.int ?? { 3: ATTRIBUTE.INT, 5: ATTRIBUTE.TENSOR, 6: ATTRIBUTE.GRAPH, 8: ATTRIBUTE.INTS, 11: ATTRIBUTE.GRAPHS }[present ?? 0];
+    if (type === ATTRIBUTE.INT) intAttributes.set(name, first(attr, 3)?.int ?? 0);
+    else if (type === ATTRIBUTE.TENSOR) tensorAttributes.set(name, sub(first(attr, 5)));
+    else if (type === ATTRIBUTE.INTS) intListAttributes.set(name, ints(attr, 8));
+    else if (type === ATTRIBUTE.GRAPH || type === ATTRIBUTE.GRAPHS) hasSubgraphs = true;
   }
   return {
     opType: text(first(node, 4)),
@@ -132,6 +142,7 @@ export function readNode(f: Field): OnnxNode {
     intAttributes,
     intListAttributes,
     tensorAttributes,
+    hasSubgraphs,
     attributeCount: all(node, 5).length,
   };
 }
@@ -182,24 +193,7 @@ export function int64Values(tensor: readonly Field[]): number[] | undefined {
     const copy = Uint8Array.from(raw.bytes);
     return Array.from(new BigInt64Array(copy.buffer), Number);
   }
-  return all(tensor, 7).flatMap((f) => signedVarints(f.wire === 2 ? f.bytes : f.raw.subarray(1)));
-}
-
-/** Varints read as two's complement int64 (a negative value is ten bytes on the wire). */
-function signedVarints(bytes: Uint8Array): number[] {
-  const out: number[] = [];
-  let value = 0n;
-  let shift = 0n;
-  for (const byte of bytes) {
-    value |= BigInt(byte & 0x7f) << shift;
-    shift += 7n;
-    if (byte < 0x80) {
-      out.push(Number(BigInt.asIntN(64, value)));
-      value = 0n;
-      shift = 0n;
-    }
-  }
-  return out;
+  return signedInts(tensor, 7);
 }
 
 export interface InitializerInfo {

@@ -61,6 +61,31 @@ export function ints(fields: readonly Field[], n: number): number[] {
   return all(fields, n).flatMap((f) => (f.wire === 2 ? parseMessage(packedAsFields(f.bytes)).map((p) => p.int) : [f.int]));
 }
 
+/**
+ * Values of a repeated int64 field, packed or not, exact for either sign: a negative int64 is written as a ten-byte
+ * two's complement varint, past what a double holds exactly (Field.int).
+ */
+export function signedInts(fields: readonly Field[], n: number): number[] {
+  const keyLength = varintBytes(n * 8).length;
+  return all(fields, n).flatMap((f) => int64Varints(f.wire === 2 ? f.bytes : f.raw.subarray(keyLength)));
+}
+
+function int64Varints(bytes: Uint8Array): number[] {
+  const out: number[] = [];
+  let value = 0n;
+  let shift = 0n;
+  for (const byte of bytes) {
+    value |= BigInt(byte & 0x7f) << shift;
+    shift += 7n;
+    if (byte < 0x80) {
+      out.push(Number(BigInt.asIntN(64, value)));
+      value = 0n;
+      shift = 0n;
+    }
+  }
+  return out;
+}
+
 /** A packed varint run re-keyed as field 1 entries so parseMessage can read it. */
 function packedAsFields(bytes: Uint8Array): Uint8Array {
   const parts: number[] = [];

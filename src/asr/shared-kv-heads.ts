@@ -17,18 +17,24 @@ import {
 import { bytesField, sub, type Field } from './onnx-proto.js';
 
 /*
- * Grouped-query attention as a torch export writes it repeats every KV head for the query heads that share it
+ * Grouped-query attention in plain operators repeats every KV head for the query heads that share it
  * (transformers' repeat_kv: Unsqueeze at axis 2, Expand by the group size, Reshape to the query's head count)
- * before the two attention matmuls. On the CPU that copy of the whole cache, twice per layer and step, costs as
- * much as the attention itself and grows with rows x context. The same products come out when each group of query
- * heads is laid next to its one KV head instead:
+ * before the two attention matmuls. On the CPU that is a copy of the whole cache, twice per layer and step, growing
+ * with rows x context (two profiles of the full-size stand-in's 8-row step at 200 tokens: Expand took 30 of 229
+ * and 15 of 160 ms of kernel time). The same products
+ * come out when each group of query heads is laid next to its one KV head instead:
  *
  *   A [B, H, S, X] -> Reshape [B, kvH, g*S, X];  MatMul with the KV head [B, kvH, X, Y] (transposed if it was);
  *   [B, kvH, g*S, Y] -> Reshape [B, H, S, Y]
  *
  * since query head h = k*g + r reads KV head k, and rows r*S..r*S+S-1 of group k are exactly head h's rows.
- * Reshapes move no data. Only the pattern with constant shapes is matched (the group size and the head count must be
- * read, not guessed); anything else is left as exported.
+ * Reshapes move no data. The reshapes' S and X are read from A at run time, so an A without H heads fails the
+ * reshape instead of mixing rows.
+ *
+ * Only the repeat with constant shapes is matched (initializers or Constant nodes: the group size and head count
+ * are read, not guessed), as the stand-in writes it. An export that computes those shapes at run time from
+ * Shape/Gather/Concat, as torch's exporters do for dynamic axes, is left as exported and the engine logs it once;
+ * whether Reza2kn/mega-asr-onnx is such an export is unknown until the real files are loaded.
  */
 
 interface Repeat {
@@ -38,11 +44,13 @@ interface Repeat {
   transposed: boolean;
   heads: number;
   kvHeads: number;
-  /** the nodes from the Unsqueeze to the matmul's operand */
+  /** query heads per KV head */
+  group: number;
+  /** the nodes from the matmul's operand back to the Unsqueeze (in that order) */
   chain: Uint8Array[];
 }
 
-interface Nodes {
+interface GraphIndex {
   producer: Map<string, { field: Field; node: OnnxNode }>;
   /** int64 constants by tensor name: initializers and Constant nodes */
   constants: Map<string, number[]>;
@@ -58,7 +66,9 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
   // Unsqueeze takes its axes as an input from opset 13; older graphs are not matched.
   if (opset < 13) return { bytes, count: 0, reason: `default-domain opset ${opset}: the rewrite needs 13 or newer` };
   const nodes = model.graph.filter((f) => f.n === GRAPH_NODE).map((f) => ({ field: f, node: readNode(f) }));
-  const g: Nodes = { producer: new Map(nodes.flatMap((n) => n.node.outputs.map((o) => [o, n] as const))), constants: new Map() };
+  // Tensors read inside an If/Loop/Scan body are not listed as its node's inputs: what is unread could not be told.
+  if (nodes.some((n) => n.node.hasSubgraphs)) return { bytes, count: 0, reason: 'the graph has control-flow subgraphs' };
+  const g: GraphIndex = { producer: new Map(nodes.flatMap((n) => n.node.outputs.map((o) => [o, n] as const))), constants: new Map() };
   for (const f of model.graph) {
     if (f.n !== GRAPH_INITIALIZER) continue;
     const values = int64Values(sub(f));
@@ -81,71 +91,88 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
     taken.add(name);
     return name;
   };
-  const shapes = new Map<string, string>();
-  const added: Uint8Array[] = [];
-  const shape = (values: number[]) => {
+  const constants = new Map<string, string>();
+  const shapeInitializers: Uint8Array[] = [];
+  /** an int64 [n] initializer, one per distinct value */
+  const constant = (values: number[]) => {
     const key = values.join(',');
-    if (!shapes.has(key)) {
-      const name = fresh(`shape_${values.join('_').replaceAll('-', 'm')}`);
-      added.push(bytesField(GRAPH_INITIALIZER, int64Initializer(name, values, [values.length])));
-      shapes.set(key, name);
+    if (!constants.has(key)) {
+      const name = fresh(`int64_${values.join('_').replaceAll('-', 'm')}`);
+      shapeInitializers.push(bytesField(GRAPH_INITIALIZER, int64Initializer(name, values, [values.length])));
+      constants.set(key, name);
     }
-    return shapes.get(key)!;
+    return constants.get(key)!;
   };
 
   const dropped = new Set<Uint8Array>();
+  /** each rewritten matmul's field -> the nodes that take its place (in place: the graph stays in topological order) */
+  const replaced = new Map<Uint8Array, Uint8Array[]>();
+  const replacementInputs: string[] = [];
   const chains: Uint8Array[] = [];
-  let count = 0;
   for (const { field, node: matmul } of nodes) {
     if (matmul.opType !== 'MatMul' || matmul.domain || matmul.inputs.length !== 2) continue;
     const repeat = repeatedKv(matmul.inputs[1]!, g);
     if (!repeat) continue;
-    count++;
     const [a] = matmul.inputs as [string];
-    const grouped = fresh('grouped');
-    added.push(bytesField(GRAPH_NODE, node('Reshape', grouped, [a, shape([0, repeat.kvHeads, -1, 0])], [grouped])));
-    let kv = repeat.kv;
-    if (repeat.transposed) {
-      const t = fresh('transposed');
-      added.push(bytesField(GRAPH_NODE, node('Transpose', t, [kv], [t], { perm: [0, 1, 3, 2] })));
-      kv = t;
-    }
-    const product = fresh('product');
-    added.push(
-      bytesField(GRAPH_NODE, node('MatMul', product, [grouped, kv], [product])),
-      bytesField(GRAPH_NODE, node('Reshape', fresh('heads'), [product, shape([0, repeat.heads, -1, 0])], matmul.outputs)),
-    );
-    dropped.add(field.raw);
+    const replacement: Uint8Array[] = [];
+    const op = (opType: string, hint: string, inputs: string[], attributes: Record<string, number | readonly number[]> = {}, outputs?: readonly string[]) => {
+      const out = outputs ?? [fresh(hint)];
+      replacementInputs.push(...inputs);
+      replacement.push(bytesField(GRAPH_NODE, node(opType, out[0]!, inputs, out, attributes)));
+      return out[0]!;
+    };
+    // A [B, H, S, X] -> [B, kvH, g*S, X], with S and X read from A itself, so that the reshape fails (rather than
+    // mixing rows) unless A really has H = kvH * g heads.
+    const queryShape = op('Shape', 'query_shape', [a]);
+    const rows = op('Slice', 'query_rows', [queryShape, constant([2]), constant([3])]);
+    const width = op('Slice', 'query_width', [queryShape, constant([3]), constant([4])]);
+    const groupedShape = op('Concat', 'grouped_shape', [constant([0, repeat.kvHeads]), op('Mul', 'group_rows', [rows, constant([repeat.group])]), width], { axis: 0 });
+    const grouped = op('Reshape', 'grouped', [a, groupedShape]);
+    const kv = repeat.transposed ? op('Transpose', 'transposed', [repeat.kv], { perm: [0, 1, 3, 2] }) : repeat.kv;
+    const product = op('MatMul', 'product', [grouped, kv]);
+    const productWidth = op('Slice', 'product_width', [op('Shape', 'product_shape', [product]), constant([3]), constant([4])]);
+    const headsShape = op('Concat', 'heads_shape', [constant([0, repeat.heads]), rows, productWidth], { axis: 0 });
+    op('Reshape', 'heads', [product, headsShape], {}, matmul.outputs);
+    replaced.set(field.raw, replacement);
     chains.push(...repeat.chain);
   }
+  const count = replaced.size;
   if (count === 0) return { bytes, count, reason: 'no attention matmul reads KV heads repeated with constant shapes' };
 
-  // The repeat chains are dropped once nothing kept reads them (a graph output or another reader keeps them), and
+  // The repeat chains are dropped where nothing kept reads them (a graph output or another reader keeps them), and
   // so are the shape constants only they read.
   const outputs = new Set(model.graph.filter((f) => f.n === GRAPH_OUTPUT).map((f) => tensorInfo(f).name));
+  const inputs = new Set(model.graph.filter((f) => f.n === GRAPH_INPUT).map((f) => tensorInfo(f).name));
   const byRaw = new Map(nodes.map((n) => [n.field.raw, n.node]));
-  const unread = (names: readonly string[]) => {
-    const read = new Set(nodes.filter((n) => !dropped.has(n.field.raw)).flatMap((n) => n.node.inputs));
-    return names.every((o) => !read.has(o) && !outputs.has(o));
+  // How many kept nodes read each tensor: the replacements (which read the query and the KV tensor) and every node
+  // that was not replaced.
+  const readers = new Map<string, number>();
+  const reads = [...nodes.filter((n) => !replaced.has(n.field.raw)).flatMap((n) => n.node.inputs), ...replacementInputs];
+  for (const i of reads) readers.set(i, (readers.get(i) ?? 0) + 1);
+  const unread = (name: string) => !readers.get(name) && !outputs.has(name) && !inputs.has(name);
+  const drop = (raw: Uint8Array) => {
+    dropped.add(raw);
+    for (const i of byRaw.get(raw)?.inputs ?? []) readers.set(i, readers.get(i)! - 1);
   };
-  for (let changed = true; changed; ) {
-    changed = false;
-    for (const raw of chains) {
-      if (dropped.has(raw) || !unread(byRaw.get(raw)!.outputs)) continue;
-      dropped.add(raw);
-      changed = true;
-    }
-  }
+  // A chain is listed from the matmul's side, so one pass drops it whole.
+  for (const raw of chains) if (!dropped.has(raw) && byRaw.get(raw)!.outputs.every(unread)) drop(raw);
+  // Then the shape constants only the dropped nodes read.
   const shapeInputs = new Set(chains.filter((raw) => dropped.has(raw)).flatMap((raw) => byRaw.get(raw)!.inputs.slice(1)));
+  const constantName = (f: Field): string | undefined => {
+    if (f.n === GRAPH_INITIALIZER) return initializerInfo(f).name;
+    const n = f.n === GRAPH_NODE ? byRaw.get(f.raw) : undefined;
+    return n?.opType === 'Constant' ? n.outputs[0] : undefined;
+  };
   for (const f of model.graph) {
-    const name = f.n === GRAPH_INITIALIZER ? initializerInfo(f).name : f.n === GRAPH_NODE && byRaw.get(f.raw)?.opType === 'Constant' ? byRaw.get(f.raw)!.outputs[0]! : undefined;
-    if (name !== undefined && shapeInputs.has(name) && unread([name])) dropped.add(f.raw);
+    const name = constantName(f);
+    if (name !== undefined && shapeInputs.has(name) && unread(name)) dropped.add(f.raw);
   }
-  return { bytes: writeModel(model, [...model.graph.filter((f) => !dropped.has(f.raw)).map((f) => f.raw), ...added]), count };
+  const graph = model.graph.filter((f) => !dropped.has(f.raw)).flatMap((f) => replaced.get(f.raw) ?? [f.raw]);
+  return { bytes: writeModel(model, [...graph, ...shapeInitializers]), count };
 }
 
 /** How `operand` repeats a KV tensor's heads, when it is transformers' repeat_kv (then maybe transposed) with constant shapes. */
-function repeatedKv(operand: string, g: Nodes): Repeat | undefined {
+function repeatedKv(operand: string, g: GraphIndex): Repeat | undefined {
   const chain: Uint8Array[] = [];
   const made = (tensor: string, opType: string) => {
     const p = g.producer.get(tensor);
@@ -174,5 +201,5 @@ function repeatedKv(operand: string, g: Nodes): Repeat | undefined {
   if (by?.length !== 5 || by[2]! < 2 || [0, 1, 3, 4].some((i) => by[i] !== 1)) return undefined;
   const group = by[2]!;
   if (to?.length !== 4 || to[0] !== 0 || to[2] !== -1 || !(to[3]! > 0) || !(to[1]! > 0) || to[1]! % group !== 0) return undefined;
-  return { kv: unsqueeze.inputs[0]!, transposed: !!transpose, heads: to[1]!, kvHeads: to[1]! / group, chain };
+  return { kv: unsqueeze.inputs[0]!, transposed: !!transpose, heads: to[1]!, kvHeads: to[1]! / group, group, chain };
 }

@@ -52,7 +52,8 @@ function writeRealLogitsDecoder(dir: string, role: 'prefill' | 'step', withLogit
   }
   if (withLogits) {
     const weights = g.f32(Float32Array.from({ length: HIDDEN * VOCAB }, random), [HIDDEN, VOCAB]);
-    g.output('logits', 'float16', ['batch', 'sequence', VOCAB], g.op('Cast', [g.op('MatMul', [x, weights])], { to: 10 }));
+    // through a Cast and an Identity, both of which the lm_head's walk must pass
+    g.output('logits', 'float16', ['batch', 'sequence', VOCAB], g.op('Identity', [g.op('Cast', [g.op('MatMul', [x, weights])], { to: 10 })]));
   }
   const { model, externalData } = g.build(`real_${role}.onnx.data`);
   const file = join(dir, `real_${role}.onnx`);

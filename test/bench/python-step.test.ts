@@ -111,8 +111,8 @@ describe('bench/python_step.py: the model card\'s plain Python greedy loop', () 
   it('runs the engine\'s rewritten lean graphs from the graph cache, their weights found in the model directory', async () => {
     const files = findModelFiles(model);
     // the files the engine loaded: the same rewrite is cached under the same name
-    const prefill = await rewriteGraph(files.prefill, { greedy: 'prefill', int8Matmuls: true });
-    const step = await rewriteGraph(files.step, { greedy: 'step', int8Matmuls: true });
+    const prefill = await rewriteGraph(files.prefill, { greedy: 'prefill', int8Matmuls: true, sharedKvHeads: true });
+    const step = await rewriteGraph(files.step, { greedy: 'step', int8Matmuls: true, sharedKvHeads: true });
     // (the fixture's matmuls are plain MatMul: no int8 switch here; the full-size stand-in has 4-bit ones)
     expect(prefill.greedy && step.greedy && step.file !== files.step).toBe(true);
     const report = await pythonStep(['--prompt-embeds', prompts[0]!.rows, '--graphs', `${prefill.file},${step.file}`]);

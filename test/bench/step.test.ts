@@ -43,8 +43,9 @@ describe('npm run bench:step', () => {
       expect(v.floor.rows.map((r: { batch: number }) => r.batch)).toEqual([1, 2]);
       for (const r of v.floor.rows) expect(r.ms.median).toBeGreaterThan(0);
     }
-    expect(original).toMatchObject({ lean: false, int8: false, graphs: { prefill: { greedy: false }, step: { greedy: false } } });
-    expect(lean).toMatchObject({ lean: true, int8: false, graphs: { prefill: { greedy: true, int8Matmuls: 0 }, step: { greedy: true } } });
+    expect(original).toMatchObject({ lean: false, sharedKv: false, int8: false, graphs: { prefill: { greedy: false }, step: { greedy: false } } });
+    // lean as the engine loads it: KV heads read once where the graph repeats them (the small fixture does not)
+    expect(lean).toMatchObject({ lean: true, sharedKv: true, int8: false, graphs: { prefill: { greedy: true, int8Matmuls: 0, sharedKvHeads: 0 }, step: { greedy: true } } });
     expect(lean.graphs.step.file).toContain(join(scratch, 'cache', 'mega-asr', 'graphs'));
 
     const rows = report.rows as StepRow[];
@@ -104,6 +105,8 @@ describe('npm run bench:step', () => {
       [['--backend', 'webgpu', '--provider', 'cpu'], '--backend webgpu runs on the webgpu provider; got --provider cpu'],
       [['--backend', 'both', '--int8', 'on'], '--int8 on: int8 matmuls run on the CPU only; the webgpu backend takes --int8 off'],
       [['--backend', 'gpu'], "--backend is host, webgpu or both; got 'gpu'"],
+      [['--shared-kv', 'yes'], "--shared-kv is on, off or both; got 'yes'"],
+      [['--lean', 'off', '--shared-kv', 'both'], "--shared-kv both: the KV-head rewrite is one of the lean graphs'; --lean off loads the graphs as exported"],
     ]) {
       const refused = await benchStep(['--model-dir', fixtureModel('default'), ...args!]);
       expect(refused.code).toBe(2);
