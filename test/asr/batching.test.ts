@@ -183,7 +183,8 @@ describe('graphs that cannot batch decode one sequence at a time', () => {
     const engine = await load('batch1', { logger: { warn: () => {}, info: (m) => info.push(m) } });
     try {
       expect(engine.batching).toMatchObject({ dynamic: false, maxBatch: 1, reason: expect.stringMatching(/fixed batch of 1/) });
-      expect(info).toEqual([expect.stringMatching(/^decoding one sequence at a time per worker: .*fixed batch of 1/)]);
+      // said once (the small fixture's attention, kept as exported, is said too)
+      expect(info.filter((m) => /one sequence at a time/.test(m))).toEqual([expect.stringMatching(/^decoding one sequence at a time per worker: .*fixed batch of 1/)]);
       const jobs = JOBS.slice(0, 3);
       const one = await alone(engine, jobs);
       const finished: number[] = [];
