@@ -100,7 +100,7 @@ export interface OnnxNode {
   outputs: string[];
   /** integer attributes */
   intAttributes: Map<string, number>;
-  /** integer-list attributes (non-negative values only are exact: Transpose's perm) */
+  /** integer-list attributes (Transpose's perm, a Constant's value_ints) */
   intListAttributes: Map<string, number[]>;
   /** tensor attributes (a Constant's value), as TensorProto fields */
   tensorAttributes: Map<string, Field[]>;
@@ -130,7 +130,7 @@ export function readNode(f: Field): OnnxNode {
     const type = first(attr, 20)?.int ?? { 3: ATTRIBUTE.INT, 5: ATTRIBUTE.TENSOR, 6: ATTRIBUTE.GRAPH, 8: ATTRIBUTE.INTS, 11: ATTRIBUTE.GRAPHS }[present ?? 0];
     if (type === ATTRIBUTE.INT) intAttributes.set(name, first(attr, 3)?.int ?? 0);
     else if (type === ATTRIBUTE.TENSOR) tensorAttributes.set(name, sub(first(attr, 5)));
-    else if (type === ATTRIBUTE.INTS) intListAttributes.set(name, ints(attr, 8));
+    else if (type === ATTRIBUTE.INTS) intListAttributes.set(name, signedInts(attr, 8));
     else if (type === ATTRIBUTE.GRAPH || type === ATTRIBUTE.GRAPHS) hasSubgraphs = true;
   }
   return {

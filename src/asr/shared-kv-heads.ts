@@ -31,8 +31,8 @@ import { bytesField, sub, type Field } from './onnx-proto.js';
  * Reshapes move no data. The reshapes' S and X are read from A at run time, so an A without H heads fails the
  * reshape instead of mixing rows.
  *
- * Only the repeat with constant shapes is matched (initializers or Constant nodes: the group size and head count
- * are read, not guessed), as the stand-in writes it. An export that computes those shapes at run time from
+ * Only the repeat with constant shapes is matched (initializers, or Constant nodes with `value` or `value_ints`:
+ * the group size and head count are read, not guessed), as the stand-in writes it. An export that computes those shapes at run time from
  * Shape/Gather/Concat, as torch's exporters do for dynamic axes, is left as exported and the engine logs it once;
  * whether Reza2kn/mega-asr-onnx is such an export is unknown until the real files are loaded.
  */
@@ -75,8 +75,10 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
     if (values) g.constants.set(initializerInfo(f).name, values);
   }
   for (const { node: n } of nodes) {
-    const value = n.opType === 'Constant' && !n.domain ? n.tensorAttributes.get('value') : undefined;
-    const values = value && int64Values(value);
+    if (n.opType !== 'Constant' || n.domain) continue;
+    // `value` as an int64 tensor, or `value_ints` (as onnxscript writes 1-D integer constants)
+    const value = n.tensorAttributes.get('value');
+    const values = value ? int64Values(value) : n.intListAttributes.get('value_ints');
     if (values) g.constants.set(n.outputs[0]!, values);
   }
 

@@ -125,7 +125,7 @@ describe('which repeats it matches', () => {
   const HEADS = KV_HEADS * GROUP;
 
   interface Attention {
-    shapes: 'initializers' | 'constant nodes' | 'computed';
+    shapes: 'initializers' | 'constant nodes' | 'constant ints' | 'computed';
     /** the keys' transpose before the first matmul */
     perm?: number[];
     /** where the repeat inserts its axis and expands it: 2 gives head k*g + r, 1 would give r*kvH + k */
@@ -145,7 +145,9 @@ describe('which repeats it matches', () => {
     const constant = (values: number[]) =>
       a.shapes === 'initializers'
         ? g.i64(values)
-        : g.op('Constant', [], { value: { tensor: { type: 'int64', dims: [values.length], data: BigInt64Array.from(values.map(BigInt)) } } });
+        : a.shapes === 'constant ints'
+          ? g.op('Constant', [], { value_ints: values })
+          : g.op('Constant', [], { value: { tensor: { type: 'int64', dims: [values.length], data: BigInt64Array.from(values.map(BigInt)) } } });
     const q = g.input('q', 'float32', [B, queryHeads, S, D]);
     const k = g.input('k', 'float32', [B, KV_HEADS, L, D]);
     const v = g.input('v', 'float32', [B, KV_HEADS, L, D]);
@@ -178,7 +180,7 @@ describe('which repeats it matches', () => {
     }
   }
 
-  for (const shapes of ['initializers', 'constant nodes'] as const) {
+  for (const shapes of ['initializers', 'constant nodes', 'constant ints'] as const) {
     it(`constant shapes as ${shapes}: both matmuls, the same result`, async () => {
       const path = attention({ shapes });
       const shared = withSharedKvHeads(readFileSync(path));
