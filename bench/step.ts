@@ -7,13 +7,15 @@
  * of transcribed clips (bench/speech-rate.ts; decode steps alone, and with each clip's prefill); with the host backend (the cache in JavaScript memory),
  * the webgpu backend (the cache on the device, src/asr/backends/webgpu.ts), or both; with the lean graphs (greedy
  * ids in the graph, attention reading each KV head once: src/asr/lean-graph.ts), the original ones, or both; the lean
- * ones with their KV heads repeated as exported too (--shared-kv both: what reading each head once saves); with 4-bit
+ * ones with their KV heads repeated as exported too (--shared-kv both: what reading each head once saves), and on the
+ * host backend with the step returning its whole cache as exported too (--kv-delta both: what returning only the new
+ * column saves, src/asr/kv-delta.ts); with 4-bit
  * matmuls taking int8 activations
  * (the engine's CPU default), fp32 ones, or both. Each variant's floor is read from its own step graph.
  *
  *   npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600]
  *                         [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--shared-kv on|off|both]
- *                         [--int8 on|off|both] [--clips DIR] [--out FILE]
+ *                         [--kv-delta on|off|both] [--int8 on|off|both] [--clips DIR] [--out FILE]
  *
  * The webgpu backend runs on the webgpu provider (the default provider when --backend is webgpu or both; on a
  * machine without a GPU, VK_ICD_FILENAMES=$(bash tools/lavapipe.sh) selects Mesa's software Vulkan). --clips
@@ -64,6 +66,8 @@ interface Variant {
   lean: boolean;
   /** lean graphs only: attention reads each KV head once (the engine's lean graphs), or repeats them as exported */
   sharedKv: boolean;
+  /** lean graphs on the host backend only: the step returns only the new cache column (the engine's), or the whole cache */
+  kvDelta: boolean;
   int8: boolean;
 }
 
@@ -74,7 +78,7 @@ function usage(message: string, withUsage = true): never {
   console.error(`bench:step: ${message}`);
   if (withUsage) {
     console.error(
-      'usage: npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--shared-kv on|off|both] [--int8 on|off|both] [--clips DIR] [--out FILE]',
+      'usage: npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--shared-kv on|off|both] [--kv-delta on|off|both] [--int8 on|off|both] [--clips DIR] [--out FILE]',
     );
   }
   process.exit(2);
@@ -102,6 +106,7 @@ function parseSettings(argv: string[]): Settings {
         lean: { type: 'string', default: 'on' },
         'no-lean': { type: 'boolean', default: false },
         'shared-kv': { type: 'string', default: 'on' },
+        'kv-delta': { type: 'string', default: 'on' },
         int8: { type: 'string' },
         clips: { type: 'string' },
         out: { type: 'string' },
@@ -122,6 +127,10 @@ function parseSettings(argv: string[]): Settings {
   const sharedKv = values['shared-kv'];
   if (sharedKv !== 'on' && sharedKv !== 'off' && sharedKv !== 'both') usage(`--shared-kv is on, off or both; got '${sharedKv}'`);
   if (lean === 'off' && sharedKv !== 'on') usage(`--shared-kv ${sharedKv}: the KV-head rewrite is one of the lean graphs'; --lean off loads the graphs as exported`);
+  const kvDelta = values['kv-delta'];
+  if (kvDelta !== 'on' && kvDelta !== 'off' && kvDelta !== 'both') usage(`--kv-delta is on, off or both; got '${kvDelta}'`);
+  if (lean === 'off' && kvDelta !== 'on') usage(`--kv-delta ${kvDelta}: the cache rewrite is one of the lean graphs'; --lean off loads the graphs as exported`);
+  if (backend === 'webgpu' && kvDelta !== 'on') usage(`--kv-delta ${kvDelta}: the webgpu backend keeps the cache as the graph returns it; the rewrite is the host backend's`);
   // As the engine: int8 activations on the CPU only, unless asked.
   const int8 = values.int8 ?? (provider === 'cpu' ? 'on' : 'off');
   if (int8 !== 'on' && int8 !== 'off' && int8 !== 'both') usage(`--int8 is on, off or both; got '${int8}'`);
@@ -141,7 +150,12 @@ function parseSettings(argv: string[]): Settings {
     threads,
     variants: backends.flatMap((b) =>
       choices(int8).flatMap((i) =>
-        choices(lean).flatMap((l) => (l ? choices(sharedKv) : [false]).map((k) => ({ backend: b, lean: l, sharedKv: k, int8: i }))),
+        choices(lean).flatMap((l) =>
+          (l ? choices(sharedKv) : [false]).flatMap((k) =>
+            // the engine's: only the host backend's step returns the new column
+            (l && b === 'host' ? choices(kvDelta) : [false]).map((d) => ({ backend: b, lean: l, sharedKv: k, kvDelta: d, int8: i })),
+          ),
+        ),
       ),
     ),
     clipsDir: values.clips ?? defaultClipsDir(),
@@ -212,7 +226,7 @@ async function openFloor(s: Settings, stepFile: string, dataFolder: string | und
 interface Decoder {
   backend: DecoderBackend;
   prefill: DecoderContract;
-  graphs: Record<Role, { file: string; greedy: boolean; int8Matmuls: number; sharedKvHeads: number; reason?: string }>;
+  graphs: Record<Role, { file: string; greedy: boolean; int8Matmuls: number; sharedKvHeads: number; kvDelta: number; reason?: string }>;
   maxBatch: number;
   /** the step graph's floor, read from the graph as loaded */
   floor: Floor;
@@ -223,7 +237,7 @@ interface Decoder {
 
 /**
  * The host backend's step session, counting each run's host tensors in and out: the whole past cache, ids, mask and
- * positions in; the whole present cache and the greedy ids (or logits) out.
+ * positions in; the new cache column (the whole present cache with --kv-delta off) and the greedy ids (or logits) out.
  */
 function countingTraffic(session: InferenceSession) {
   let last: StepTraffic = { toDevice: 0, toHost: 0 };
@@ -244,16 +258,20 @@ async function openDecoder(s: Settings, variant: Variant, embeddings: EmbeddingL
   const open = async (role: Role) => {
     const source = role === 'prefill' ? files.prefill : files.step;
     // lean with shared KV heads: as the engine loads them with LEAN_GRAPHS=true
-    const want: GraphRewrite = { ...(variant.lean ? { greedy: role, sharedKvHeads: variant.sharedKv } : {}), int8Matmuls: variant.int8 };
+    const want: GraphRewrite = {
+      ...(variant.lean ? { greedy: role, sharedKvHeads: variant.sharedKv, kvDelta: variant.kvDelta && role === 'step' } : {}),
+      int8Matmuls: variant.int8,
+    };
     const graph =
       variant.lean || variant.int8
         ? await rewriteGraph(source, want)
-        : { file: source, greedy: false, int8Matmuls: 0, sharedKvHeads: 0, reason: undefined, sessionOptions: {} as InferenceSession.SessionOptions };
+        : { file: source, greedy: false, int8Matmuls: 0, sharedKvHeads: 0, kvDelta: 0, reason: undefined, sessionOptions: {} as InferenceSession.SessionOptions };
     graphs[role] = {
       file: graph.file,
       greedy: graph.greedy,
       int8Matmuls: graph.int8Matmuls,
       sharedKvHeads: graph.sharedKvHeads,
+      kvDelta: graph.kvDelta,
       ...(graph.reason ? { reason: graph.reason } : {}),
     };
     if (role === 'step') {
@@ -284,7 +302,8 @@ async function openDecoder(s: Settings, variant: Variant, embeddings: EmbeddingL
       [backend, traffic] = [device, () => device.lastStepTraffic];
     } else {
       const counted = countingTraffic(step.session);
-      [backend, traffic] = [new HostBackend({ prefill, step: { ...step, session: counted.session }, inputs, maxBatch }), counted.last];
+      const kvDelta = graphs.step.kvDelta > 0;
+      [backend, traffic] = [new HostBackend({ prefill, step: { ...step, session: counted.session }, inputs, maxBatch, kvDelta }), counted.last];
     }
     const floor = await openFloor(s, stepGraph.file, stepGraph.dataFolder);
     const opened = backend;
@@ -319,6 +338,8 @@ export interface StepBenchRow {
   backend: Backend;
   lean: boolean;
   sharedKv: boolean;
+  /** the step returned only the new cache column */
+  kvDelta: boolean;
   /** 4-bit matmuls took int8 activations (in the step and in its floor) */
   int8: boolean;
   batch: number;
@@ -431,7 +452,8 @@ const COLUMNS = ['backend/graphs', 'batch', 'context', 'step ms p50', 'p90', 'ho
 const WIDTHS = COLUMNS.map((c) => Math.max(c.length, 8));
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS[i]!) : c.padStart(WIDTHS[i]!))).join('  ');
 
-const variantName = (v: Variant) => `${v.backend}/${v.lean ? (v.sharedKv ? 'lean' : 'lean-kv-repeated') : 'original'}${v.int8 ? '+int8' : ''}`;
+const variantName = (v: Variant) =>
+  `${v.backend}/${v.lean ? `lean${v.sharedKv ? '' : '-kv-repeated'}${v.kvDelta || v.backend !== 'host' ? '' : '-whole-cache'}` : 'original'}${v.int8 ? '+int8' : ''}`;
 
 /** 24 B, 3.5 KiB, 67.2 MiB, 2.15 GiB */
 function bytes(n: number): string {
@@ -442,7 +464,7 @@ function bytes(n: number): string {
 
 /** What the bytes columns count, in the report and under the table. */
 const BYTES_NOTE =
-  'bytes per step: host backend: what JavaScript hands the step session and gets back (the whole past cache in, the whole present cache out, ' +
+  'bytes per step: host backend: what JavaScript hands the step session and gets back (the whole past cache in, the new cache column out (the whole present cache when the step returns it), ' +
   'plus ids, mask, positions and the greedy ids or logits): on cuda or webgpu this crosses PCIe each way, on the cpu provider nothing crosses ' +
   "(the session computes in the same memory); webgpu backend: what a step sends to the device and reads back (ids, positions, each row's first " +
   'column; the greedy ids), the cache never leaves the device';
@@ -521,7 +543,7 @@ async function main(): Promise<void> {
     speech,
     audioNote: audioNote(speech),
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: round(totalmem() / 2 ** 30, 1), node: process.version },
-    variants: runs.map((r) => ({ backend: r.backend, lean: r.lean, sharedKv: r.sharedKv, int8: r.int8, maxBatch: r.maxBatch, graphs: r.graphs, floor: r.floor })),
+    variants: runs.map((r) => ({ backend: r.backend, lean: r.lean, sharedKv: r.sharedKv, kvDelta: r.kvDelta, int8: r.int8, maxBatch: r.maxBatch, graphs: r.graphs, floor: r.floor })),
     rows: runs.flatMap((r) => r.rows),
     skipped: runs.flatMap((r) => r.skipped),
   });

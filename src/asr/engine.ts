@@ -141,6 +141,8 @@ function sessionInfo(session: Session, file: string): SessionInfo {
 interface GraphChoice {
   file: string;
   options: InferenceSession.SessionOptions;
+  /** a step graph returning only the new cache column (kv-delta.ts) */
+  kvDelta?: boolean;
 }
 
 interface Graphs {
@@ -160,11 +162,14 @@ async function chooseGraphs(files: ModelFiles, provider: Provider, o: EngineOpti
   const choose = async (file: string, role?: 'prefill' | 'step'): Promise<GraphChoice> => {
     const greedy = lean ? role : undefined;
     const sharedKvHeads = lean && role !== undefined;
+    // the host backend's layout; WebGPU's cache stays on the device as the graph returns it
+    const kvDelta = lean && role === 'step' && provider !== 'webgpu';
     if (!greedy && !int8Matmuls) return { file, options: {} };
-    const g = await rewriteGraph(file, { ...(greedy ? { greedy } : {}), int8Matmuls, sharedKvHeads });
+    const g = await rewriteGraph(file, { ...(greedy ? { greedy } : {}), int8Matmuls, sharedKvHeads, kvDelta });
     if (greedy && !g.greedy) o.logger?.warn(`${file}: kept with its logits (lean graph not possible: ${g.reason})`);
     if (sharedKvHeads && g.sharedKvHeads === 0) o.logger?.info?.(`${file}: attention kept as exported (${g.sharedKvReason ?? g.reason})`);
-    return { file: g.file, options: g.sessionOptions };
+    if (kvDelta && g.kvDelta === 0) o.logger?.info?.(`${file}: each step returns the whole cache as exported (${g.kvDeltaReason ?? g.reason})`);
+    return { file: g.file, options: g.sessionOptions, kvDelta: g.kvDelta > 0 };
   };
   return {
     encoder: await choose(files.encoder),
@@ -208,17 +213,21 @@ async function openSessions(graphs: Graphs, provider: Provider, o: EngineOptions
   return { encoder: await open(graphs.encoder), prefill: await open(graphs.prefill, true), step: await open(graphs.step, true) };
 }
 
+async function opened(provider: Provider, graphs: Graphs, o: EngineOptions): Promise<{ provider: Provider; sessions: EngineSessions; kvDelta: boolean }> {
+  return { provider, sessions: await openSessions(graphs, provider, o), kvDelta: graphs.step.kvDelta ?? false };
+}
+
 /**
  * backend webgpu: every session on the WebGPU provider, or a startup error. Otherwise auto: CUDA, else CPU with one
  * warning; cuda: CUDA or a startup error; cpu: CPU.
  */
-async function openOnDevice(files: ModelFiles, o: EngineOptions): Promise<{ provider: Provider; sessions: EngineSessions }> {
+async function openOnDevice(files: ModelFiles, o: EngineOptions): Promise<{ provider: Provider; sessions: EngineSessions; kvDelta: boolean }> {
   // Every onnxruntime failure reaches us as an exception that we report with context; its own logger
   // would add multi-line native dumps (e.g. for the CUDA probe in auto mode). Read at first init.
   env.logLevel = 'fatal';
   if (o.backend === 'webgpu') {
     try {
-      return { provider: 'webgpu', sessions: await openSessions(await chooseGraphs(files, 'webgpu', o), 'webgpu', o) };
+      return await opened('webgpu', await chooseGraphs(files, 'webgpu', o), o);
     } catch (err) {
       const reason = firstLine(err);
       // the hint only where the provider found no device: a bad graph is a bad graph on any driver
@@ -235,7 +244,7 @@ async function openOnDevice(files: ModelFiles, o: EngineOptions): Promise<{ prov
   const device = o.device ?? 'auto';
   if (device !== 'cpu') {
     try {
-      return { provider: 'cuda', sessions: await openSessions(await chooseGraphs(files, 'cuda', o), 'cuda', o) };
+      return await opened('cuda', await chooseGraphs(files, 'cuda', o), o);
     } catch (err) {
       if (device === 'cuda') {
         throw new ModelLoadError(`ASR_DEVICE=cuda, but the CUDA execution provider could not start: ${firstLine(err)}`);
@@ -243,7 +252,7 @@ async function openOnDevice(files: ModelFiles, o: EngineOptions): Promise<{ prov
       o.logger?.warn(`ASR_DEVICE=auto: CUDA execution provider unavailable (${firstLine(err)}); running on CPU`);
     }
   }
-  return { provider: 'cpu', sessions: await openSessions(await chooseGraphs(files, 'cpu', o), 'cpu', o) };
+  return await opened('cpu', await chooseGraphs(files, 'cpu', o), o);
 }
 
 /** The step graph decodes several sequences at once only with a free batch dimension, a mask and positions. */
@@ -308,7 +317,7 @@ export class AsrEngine {
     checkPreprocessorConfig(o.modelDir);
     const files = findModelFiles(o.modelDir);
     const tokenizer = Tokenizer.fromModelDir(o.modelDir);
-    const { provider, sessions } = await openOnDevice(files, o);
+    const { provider, sessions, kvDelta } = await openOnDevice(files, o);
     try {
       const encoder = readEncoderContract(sessionInfo(sessions.encoder, files.encoder));
       const prefill = readDecoderContract(sessionInfo(sessions.prefill, files.prefill), 'prefill');
@@ -339,7 +348,7 @@ export class AsrEngine {
         maxBatch: batching.maxBatch,
       };
       const backend =
-        provider === 'webgpu' ? await WebGpuBackend.create(decoders, { embeddings, session: baseSessionOptions('webgpu', o), ...(o.logger ? { logger: o.logger } : {}) }) : new HostBackend(decoders);
+        provider === 'webgpu' ? await WebGpuBackend.create(decoders, { embeddings, session: baseSessionOptions('webgpu', o), ...(o.logger ? { logger: o.logger } : {}) }) : new HostBackend({ ...decoders, kvDelta });
       return new AsrEngine(provider, sessions, encoder, prefill, step, tokenizer, embeddings, batching, backend);
     } catch (err) {
       await Promise.all(Object.values(sessions).map((s: Session) => s.release()));

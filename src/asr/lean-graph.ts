@@ -23,6 +23,7 @@ import {
   writeModel,
 } from './onnx-model.js';
 import { bytesField, concat, first, parseMessage, sub, text, type Field } from './onnx-proto.js';
+import { withKvDelta } from './kv-delta.js';
 import { withSharedKvHeads } from './shared-kv-heads.js';
 
 export interface LeanGraph {
@@ -34,10 +35,14 @@ export interface LeanGraph {
   int8Matmuls: number;
   /** attention matmuls that read each KV head once instead of repeating it (shared-kv-heads.ts) */
   sharedKvHeads: number;
-  /** why a rewrite asked for was not made (the KV-head one aside: sharedKvReason) */
+  /** cache outputs that return only their new column (kv-delta.ts): all of the step's, or 0 */
+  kvDelta: number;
+  /** why a rewrite asked for was not made (the KV-head and cache ones aside: sharedKvReason, kvDeltaReason) */
   reason?: string;
   /** why attention was kept as exported, when that was asked for */
   sharedKvReason?: string;
+  /** why the step still returns its whole cache, when a delta was asked for */
+  kvDeltaReason?: string;
   /**
    * Spread into InferenceSession.create's options (last). A rewritten graph lives in the cache while its weights
    * stay in the model directory: onnxruntime is told where its external data is, because it refuses data files
@@ -59,6 +64,11 @@ export interface GraphRewrite {
   int8Matmuls?: boolean;
   /** attention reads each KV head once instead of a copy per query head (shared-kv-heads.ts) */
   sharedKvHeads?: boolean;
+  /**
+   * the step returns only each layer's new key/value column and its attention reads past and new apart
+   * (kv-delta.ts); the caller must keep the cache in HostBackend's kvDelta layout
+   */
+  kvDelta?: boolean;
 }
 
 export interface LeanOptions {
@@ -67,7 +77,7 @@ export interface LeanOptions {
 }
 
 /** Changes whenever the rewrite does, so an old cached graph is never reused. */
-const REWRITE_VERSION = 5;
+const REWRITE_VERSION = 6;
 /** MatMulNBits accuracy_level: int8 activations */
 const INT8_ACTIVATIONS = 4;
 const GREEDY_IDS = 'greedy_ids';
@@ -77,7 +87,7 @@ function defaultGraphCacheDir(): string {
   return xdg ? join(xdg, 'mega-asr', 'graphs') : join(tmpdir(), `mega-asr-graphs-${process.getuid?.() ?? 'user'}`);
 }
 
-const original = (file: string, reason: string): LeanGraph => ({ file, rewritten: false, greedy: false, int8Matmuls: 0, sharedKvHeads: 0, reason, sessionOptions: {} });
+const original = (file: string, reason: string): LeanGraph => ({ file, rewritten: false, greedy: false, int8Matmuls: 0, sharedKvHeads: 0, kvDelta: 0, reason, sessionOptions: {} });
 
 /**
  * Returns a graph file to load instead of `file`: a copy in a private cache directory with the rewrites asked for
@@ -99,8 +109,10 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
   let greedy = false;
   let int8Matmuls = 0;
   let sharedKvHeads = 0;
+  let kvDelta = 0;
   const reasons: string[] = [];
   let sharedKvReason: string | undefined;
+  let kvDeltaReason: string | undefined;
   let data: ExternalDataHome;
   try {
     if (want.greedy) {
@@ -113,9 +125,11 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
     }
     if (want.int8Matmuls) ({ bytes: lean, count: int8Matmuls } = withInt8Matmuls(lean, file));
     if (want.sharedKvHeads) ({ bytes: lean, count: sharedKvHeads, reason: sharedKvReason } = withSharedKvHeads(lean));
-    if (!greedy && int8Matmuls === 0 && sharedKvHeads === 0) {
-      const why = reasons[0] ?? sharedKvReason ?? 'no 4-bit matmul to switch to int8 activations';
-      return { ...original(file, why), ...(sharedKvReason ? { sharedKvReason } : {}) };
+    // after the heads are read once: the cache is then read by the attention matmuls themselves
+    if (want.kvDelta) ({ bytes: lean, count: kvDelta, reason: kvDeltaReason } = withKvDelta(lean));
+    if (!greedy && int8Matmuls === 0 && sharedKvHeads === 0 && kvDelta === 0) {
+      const why = reasons[0] ?? sharedKvReason ?? kvDeltaReason ?? 'no 4-bit matmul to switch to int8 activations';
+      return { ...original(file, why), ...(sharedKvReason ? { sharedKvReason } : {}), ...(kvDeltaReason ? { kvDeltaReason } : {}) };
     }
     data = await externalDataHome(source, bytes);
     lean = relocateExternalData(lean, data.renamed);
@@ -123,7 +137,7 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
     return original(file, (err as Error).message);
   }
   const key = createHash('sha256')
-    .update(JSON.stringify([source, info.size, info.mtimeMs, want.greedy ?? null, !!want.int8Matmuls, !!want.sharedKvHeads, REWRITE_VERSION, data.folder, [...data.renamed].sort()]))
+    .update(JSON.stringify([source, info.size, info.mtimeMs, want.greedy ?? null, !!want.int8Matmuls, !!want.sharedKvHeads, !!want.kvDelta, REWRITE_VERSION, data.folder, [...data.renamed].sort()]))
     .digest('hex')
     .slice(0, 16);
   const dir = o.cacheDir ?? defaultGraphCacheDir();
@@ -139,8 +153,10 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
     greedy,
     int8Matmuls,
     sharedKvHeads,
+    kvDelta,
     ...(reasons.length ? { reason: reasons.join('; ') } : {}),
     ...(sharedKvReason ? { sharedKvReason } : {}),
+    ...(kvDeltaReason ? { kvDeltaReason } : {}),
     sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: data.folder } } },
   };
 }

@@ -96,6 +96,25 @@ describe('npm run bench:step', () => {
     expect(result.stdout).toMatch(/\stokens\/s\s+audio s\/s\s+\+prefill\s/);
   });
 
+  it('--kv-delta both: the step returning its whole cache beside the one returning only the new column', async () => {
+    const out = join(scratch, 'step-kv-delta.json');
+    const result = await benchStep(['--model-dir', fixtureModel('default'), '--batch', '2', '--context', '40', '--steps', '2', '--kv-delta', 'both', '--out', out]);
+    expect(result.stderr).not.toMatch(/bench:step|\n\s+at /);
+    expect(result.code).toBe(0);
+    const report = JSON.parse(readFileSync(out, 'utf8'));
+    const variants = report.variants as { kvDelta: boolean; graphs: { step: { kvDelta: number } } }[];
+    expect(variants.map((v) => [v.kvDelta, v.graphs.step.kvDelta])).toEqual([
+      [false, 0],
+      [true, 6],
+    ]);
+    const [whole, delta] = (report.rows as StepRow[]).map((r) => r.bytesPerStep);
+    // the same past cache in; out, the whole present cache against each layer's new column
+    expect(delta!.toHost).toBe(2 * (6 * 2 * 8 * 4 + 8));
+    expect(whole!.toHost).toBeGreaterThan(whole!.toDevice - 2 * 1000);
+    expect(result.stdout).toMatch(/^host\/lean-whole-cache\+int8\s+2\s+40\s/m);
+    expect(result.stdout).toMatch(/^host\/lean\+int8\s+2\s+40\s/m);
+  });
+
   it('refuses bad arguments with one line of usage, not a stack trace', async () => {
     const result = await benchStep(['--model-dir', fixtureModel('default'), '--batch', '0,2']);
     expect(result.code).toBe(2);
@@ -107,6 +126,9 @@ describe('npm run bench:step', () => {
       [['--backend', 'gpu'], "--backend is host, webgpu or both; got 'gpu'"],
       [['--shared-kv', 'yes'], "--shared-kv is on, off or both; got 'yes'"],
       [['--lean', 'off', '--shared-kv', 'both'], "--shared-kv both: the KV-head rewrite is one of the lean graphs'; --lean off loads the graphs as exported"],
+      [['--kv-delta', 'yes'], "--kv-delta is on, off or both; got 'yes'"],
+      [['--lean', 'off', '--kv-delta', 'off'], "--kv-delta off: the cache rewrite is one of the lean graphs'; --lean off loads the graphs as exported"],
+      [['--backend', 'webgpu', '--kv-delta', 'both'], "--kv-delta both: the webgpu backend keeps the cache as the graph returns it; the rewrite is the host backend's"],
     ]) {
       const refused = await benchStep(['--model-dir', fixtureModel('default'), ...args!]);
       expect(refused.code).toBe(2);
@@ -160,14 +182,15 @@ describe('npm run bench:step', () => {
         expect(n).toBeGreaterThan(0);
         expect(n).toBeLessThan(100 * batch);
       }
-      // the host backend hands the session the whole cache and gets the whole cache back
+      // the host backend hands the session the whole cache and gets back each layer's new column (6 x [1, 2, 1, 8]
+      // float32 a row) and the greedy id
       const host = at('host', batch);
       expect(host.toDevice).toBeGreaterThan(1000 * batch);
-      expect(host.toHost).toBeGreaterThan(1000 * batch);
+      expect(host.toHost).toBe(batch * (6 * 2 * 8 * 4 + 8));
     }
     expect(at('host', 2).toDevice).toBeGreaterThan(at('host', 1).toDevice);
     for (const r of rows) expectAudioRate(r, report.speech as SpeechRate);
     expect(result.stdout).toMatch(/^webgpu\/lean\s+2\s+40\s.*\s\d+ B\s+\d+ B$/m);
-    expect(result.stdout).toMatch(/^host\/lean\s+2\s+40\s.*\s[\d.]+ KiB\s+[\d.]+ KiB$/m);
+    expect(result.stdout).toMatch(/^host\/lean\s+2\s+40\s.*\s[\d.]+ KiB\s+784 B$/m);
   });
 });

@@ -13,6 +13,8 @@ export interface HostBackendOptions {
   inputs: DecoderInputs;
   /** 1 for graphs whose batch is fixed */
   maxBatch: number;
+  /** the step graph returns only each layer's new key/value column (kv-delta.ts): the kvDelta layout */
+  kvDelta?: boolean;
 }
 
 /** A sequence's cache: its own prefill output until it joins the batch, then a row of the batch's buffers. */
@@ -30,6 +32,11 @@ class HostCache extends SequenceCache {
 
 /** Without a known maximum length, grow by half again, so a cache growing one column per step reallocates O(log n) times. */
 const GROWTH = 1.5;
+/**
+ * kvDelta layout: free columns laid out beyond the widest row. Every step's attention reads them (masked), so they
+ * are few; filling them up lays the batch out again, once per this many steps.
+ */
+const DELTA_ROOM = 32;
 
 /**
  * Today's cache layout: the KV cache in host memory, one [B, heads, width, headDim] buffer per layer and
@@ -39,16 +46,25 @@ const GROWTH = 1.5;
  * into), so a step neither allocates nor copies the cache in JavaScript. Rows move only when the batch
  * changes: a row joins (its prefill cache is copied in) or leaves (the last row takes its place; columns that
  * are padding for every row are dropped once they are a quarter of the width).
+ *
+ * With `kvDelta` (a step graph that returns only the new column, kv-delta.ts) there is one set of buffers,
+ * [B, heads, stride, headDim] with up to DELTA_ROOM zero columns after the widest row. The step reads all `stride`
+ * columns (those after the rows' tokens masked out), and its new column is written into the buffers after it: the
+ * graph copies no cache, and JavaScript copies 2 x layers x B x heads x headDim values per step.
  */
 export class HostBackend implements DecoderBackend {
   readonly maxBatch: number;
   private live = 0;
   /** rows of the batch buffers, in order */
   private rows: HostCache[] = [];
-  /** columns of the batch cache */
+  /** columns of the batch cache: each row's tokens end at this column */
   private width = 0;
+  /** columns per row and head in `past`: `width`, or with kvDelta up to DELTA_ROOM more */
+  private stride = 0;
   private past: KvArray[] = [];
+  /** the step's present.* buffers: the next cache (ping-pong), or with kvDelta the new column */
   private next: KvArray[] = [];
+  private readonly delta: boolean;
   private readonly heads: number;
   private readonly headDim: number;
   private readonly prefillFetches: string[];
@@ -56,6 +72,7 @@ export class HostBackend implements DecoderBackend {
 
   constructor(private readonly o: HostBackendOptions) {
     this.maxBatch = o.maxBatch;
+    this.delta = o.kvDelta ?? false;
     const c = o.step.contract;
     if (!c.kvHeads || !c.headDim) throw new InferenceError(`${c.file}: the cache needs numeric head counts and head dimensions`);
     this.heads = c.kvHeads;
@@ -92,28 +109,36 @@ export class HostBackend implements DecoderBackend {
     const tokens = new Map(rows.map((r) => [this.own(r.cache), r.token]));
     if (tokens.size !== rows.length) throw new InferenceError('a cache handle was listed twice in one step');
     this.arrange([...tokens.keys()]);
+    // kvDelta: the new column goes after the widest row; with no room left the batch is laid out again with some.
+    if (this.delta && this.width === this.stride) this.layOut(this.rows, this.width);
     // The batch keeps its own row order (rows are moved as little as possible); ids go back in the caller's.
     const caches = this.rows;
     const { session, contract: c } = this.o.step;
     const b = caches.length;
     const w = this.width;
+    const fed = this.stride;
     const feeds: Feeds = { [c.token.name]: this.o.inputs.tokens(c, caches.map((h) => tokens.get(h)!), b) };
-    if (c.attentionMask) feeds[c.attentionMask] = this.mask(caches, w);
+    if (c.attentionMask) feeds[c.attentionMask] = this.mask(caches, w, fed);
     if (c.positionIds) feeds[c.positionIds.name] = this.o.inputs.positions(c, caches.map((h) => h.length), 1);
-    const pastSize = this.elements(b, w);
-    const nextSize = this.elements(b, w + 1);
-    if (this.next[0]!.length < nextSize) this.next = this.allocate(this.elements(b, Math.ceil((w + 1) * GROWTH)));
+    const pastSize = this.elements(b, fed);
+    const presentWidth = this.delta ? 1 : w + 1;
+    const nextSize = this.elements(b, presentWidth);
+    if (!this.next[0] || this.next[0].length < nextSize) this.next = this.allocate(this.delta ? this.elements(this.maxBatch, 1) : this.elements(b, Math.ceil((w + 1) * GROWTH)));
     const fetches: Record<string, Tensor | null> = {};
     for (const name of this.stepOutputs) fetches[name] = null;
     c.kv.forEach((kv, i) => {
-      feeds[kv.input!] = new Tensor(c.kvType, this.past[i]!.subarray(0, pastSize), [b, this.heads, w, this.headDim]);
-      fetches[kv.output] = new Tensor(c.kvType, this.next[i]!.subarray(0, nextSize), [b, this.heads, w + 1, this.headDim]);
+      feeds[kv.input!] = new Tensor(c.kvType, this.past[i]!.subarray(0, pastSize), [b, this.heads, fed, this.headDim]);
+      fetches[kv.output] = new Tensor(c.kvType, this.next[i]!.subarray(0, nextSize), [b, this.heads, presentWidth, this.headDim]);
     });
     const t0 = performance.now();
     const out = await session.run(feeds, fetches);
     const runMs = performance.now() - t0;
     const ids = this.o.inputs.nextIds(c, out, b);
-    [this.past, this.next] = [this.next, this.past];
+    if (this.delta) this.writeColumn(b, w);
+    else {
+      [this.past, this.next] = [this.next, this.past];
+      this.stride += 1;
+    }
     this.width += 1;
     for (const h of caches) h.length += 1;
     const byCache = new Map(caches.map((h, i) => [h, ids[i]!]));
@@ -130,6 +155,7 @@ export class HostBackend implements DecoderBackend {
     if (this.rows.every((r) => r.released)) {
       this.rows = [];
       this.width = 0;
+      this.stride = 0;
       this.past = [];
       this.next = [];
     }
@@ -166,7 +192,7 @@ export class HostBackend implements DecoderBackend {
     for (const h of this.rows) if (!listed.has(h)) h.dropped = true;
     const width = Math.max(...caches.map((h) => h.length));
     const fits = this.rows.length > 0 && width <= this.width && this.width - width <= this.width / 4;
-    if (!fits || this.past[0]!.length < this.elements(caches.length, this.width)) {
+    if (!fits || this.past[0]!.length < this.elements(caches.length, this.stride)) {
       this.layOut(caches, width);
       return;
     }
@@ -177,63 +203,99 @@ export class HostBackend implements DecoderBackend {
         continue;
       }
       const last = rows.length - 1;
-      if (i !== last) this.past.forEach((buffer) => this.copyRow(buffer, last, this.width, buffer, i, rows[last]!.length));
+      if (i !== last) this.past.forEach((buffer) => this.copyRow({ buffer, row: last, stride: this.stride, end: this.width }, { buffer, row: i }, rows[last]!.length));
       rows[i] = rows[last]!;
       rows.pop();
     }
     const inBatch = new Set(rows);
     for (const h of caches) {
       if (inBatch.has(h)) continue;
-      this.past.forEach((buffer, i) => this.copyRow(h.prefilled![i]!.data as KvArray, 0, h.length, buffer, rows.length, h.length));
+      this.past.forEach((buffer, i) => this.copyRow(prefilledRow(h, i), { buffer, row: rows.length }, h.length));
       h.prefilled = undefined;
       rows.push(h);
     }
     this.rows = rows;
   }
 
-  /** The batch laid out afresh in the spare buffers, left-padded to `width` (columns padded in every row dropped). */
+  /** The batch laid out afresh, left-padded to `width` (columns padded in every row dropped), in spare buffers. */
   private layOut(caches: HostCache[], width: number): void {
-    // Room for every step these rows can still take, so the buffers are allocated once per layout.
-    const columns = width + 1 + Math.max(0, ...caches.map((h) => h.maxLength - h.length));
-    const target = this.next.length && this.next[0]!.length >= this.elements(caches.length, columns) ? this.next : this.allocate(this.elements(caches.length, columns));
+    const remaining = Math.max(0, ...caches.map((h) => h.maxLength - h.length));
+    // Ping-pong: room for every step these rows can still take, so the buffers are allocated once per layout.
+    // kvDelta: every step reads the whole stride, so only a little room (all of it when no row says how long it
+    // may grow), filled before the next layout.
+    const stride = this.delta ? width + (remaining > 0 ? Math.min(DELTA_ROOM, remaining + 1) : DELTA_ROOM) : width;
+    const size = this.elements(caches.length, this.delta ? stride : width + 1 + remaining);
+    // kvDelta keeps no spare set: the old buffers are dropped and the new ones start zeroed.
+    const target = !this.delta && this.next.length && this.next[0]!.length >= size ? this.next : this.allocate(size);
     const from = new Map(this.rows.map((h, row) => [h, row]));
-    target.forEach((dst, i) =>
+    target.forEach((buffer, i) =>
       caches.forEach((h, row) => {
         const old = from.get(h);
-        if (old !== undefined) this.copyRow(this.past[i]!, old, this.width, dst, row, h.length, width);
-        else this.copyRow(h.prefilled![i]!.data as KvArray, 0, h.length, dst, row, h.length, width);
+        const src = old !== undefined ? { buffer: this.past[i]!, row: old, stride: this.stride, end: this.width } : prefilledRow(h, i);
+        this.copyRow(src, { buffer, row, stride, end: width }, h.length);
       }),
     );
     const spare = this.past;
     this.past = target;
-    this.next = spare.length && spare[0]!.length >= target[0]!.length ? spare : this.allocate(target[0]!.length);
+    if (!this.delta) this.next = spare.length && spare[0]!.length >= target[0]!.length ? spare : this.allocate(target[0]!.length);
     this.rows = caches;
     this.width = width;
+    this.stride = stride;
     for (const h of caches) h.prefilled = undefined;
   }
 
   /**
-   * Copies the last `length` columns of row `srcRow` of a [B, heads, srcWidth, headDim] buffer into row `dstRow`
-   * of one `dstWidth` wide, right-aligned, zeros over the left padding (masked, but never NaN).
+   * Copies the `length` columns of a row that end at `src.end` into row `dst.row` of a buffer `dst.stride` columns
+   * wide (the batch's by default), ending at `dst.end` (the batch's width): zeros before them (left padding, masked,
+   * but never NaN) and after them (kvDelta's room).
    */
-  private copyRow(src: KvArray, srcRow: number, srcWidth: number, dst: KvArray, dstRow: number, length: number, dstWidth = this.width): void {
+  private copyRow(src: RowSource, dst: { buffer: KvArray; row: number; stride?: number; end?: number }, length: number): void {
     const { heads, headDim } = this;
-    const pad = (dstWidth - length) * headDim;
+    const stride = dst.stride ?? this.stride;
+    const end = dst.end ?? this.width;
     for (let head = 0; head < heads; head++) {
-      const d = (dstRow * heads + head) * dstWidth * headDim;
-      const s = ((srcRow * heads + head) * srcWidth + srcWidth - length) * headDim;
-      dst.fill(0, d, d + pad);
-      dst.set(src.subarray(s, s + length * headDim), d + pad);
+      const d = (dst.row * heads + head) * stride * headDim;
+      const s = ((src.row * heads + head) * src.stride + src.end - length) * headDim;
+      dst.buffer.fill(0, d, d + (end - length) * headDim);
+      dst.buffer.set(src.buffer.subarray(s, s + length * headDim), d + (end - length) * headDim);
+      dst.buffer.fill(0, d + end * headDim, d + stride * headDim);
     }
   }
 
-  /** [B, width + 1]: 0 over each row's left padding, 1 over its tokens and the one fed now. */
-  private mask(caches: HostCache[], width: number): Tensor {
-    const columns = width + 1;
-    const data = new BigInt64Array(caches.length * columns).fill(1n);
-    caches.forEach((h, row) => data.fill(0n, row * columns, row * columns + width - h.length));
+  /** kvDelta: the step's new column of each row and head, written at column `column` of the batch's buffers. */
+  private writeColumn(rows: number, column: number): void {
+    const { heads, headDim, stride } = this;
+    this.past.forEach((buffer, i) => {
+      const fresh = this.next[i]!;
+      for (let r = 0; r < rows * heads; r++) buffer.set(fresh.subarray(r * headDim, (r + 1) * headDim), (r * stride + column) * headDim);
+    });
+  }
+
+  /** [B, fed + 1]: 1 over each row's tokens (ending at `width`) and the one fed now (the last column), else 0. */
+  private mask(caches: HostCache[], width: number, fed: number): Tensor {
+    const columns = fed + 1;
+    const data = new BigInt64Array(caches.length * columns);
+    caches.forEach((h, row) => {
+      data.fill(1n, row * columns + width - h.length, row * columns + width);
+      data[row * columns + fed] = 1n;
+    });
     return new Tensor('int64', data, [caches.length, columns]);
   }
+}
+
+/** Where a row's columns come from: a batch buffer, or a sequence's own prefill cache. */
+interface RowSource {
+  buffer: KvArray;
+  row: number;
+  /** columns per row and head */
+  stride: number;
+  /** the row's tokens end before this column */
+  end: number;
+}
+
+/** Layer-part `i` of a sequence's prefill cache, [1, heads, length, headDim]. */
+function prefilledRow(h: HostCache, i: number): RowSource {
+  return { buffer: h.prefilled![i]!.data as KvArray, row: 0, stride: h.length, end: h.length };
 }
 
 /** Outputs the loop needs from a decoder: the cache and either greedy_ids or the logits. */
