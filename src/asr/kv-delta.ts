@@ -88,6 +88,9 @@ export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: numb
     }
   };
   for (const pair of pairs) follow(pair, pair.name, []);
+  // In graph order, so that a Cast or Transpose of past or new that two matmuls share is placed before both.
+  const order = new Map(nodes.map((n, i) => [n.field.raw, i]));
+  reads.sort((x, y) => order.get(x.field.raw)! - order.get(y.field.raw)!);
 
   const taken = new Set([
     ...producer.keys(),

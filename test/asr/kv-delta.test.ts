@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { AsrEngine } from '../../src/asr/engine.js';
 import { withKvDelta } from '../../src/asr/kv-delta.js';
 import { rewriteGraph } from '../../src/asr/lean-graph.js';
-import { GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, readModel, readNode, tensorInfo } from '../../src/asr/onnx-model.js';
+import { GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, initializerInfo, readModel, readNode, tensorInfo } from '../../src/asr/onnx-model.js';
 import { FIXTURE_FILES } from '../../tools/fixture/model-dir.js';
 import { TOY_DIMS, writeFullSizeModel } from '../../tools/full-size/model-dir.js';
 import { GraphBuilder } from '../../tools/onnx-graph.js';
@@ -178,6 +178,48 @@ describe('which caches it rewrites', () => {
       }
     } finally {
       await session.release();
+    }
+  });
+
+  it('places what two matmuls share before both: one Cast read by the values matmul and, through a Transpose, the keys one', async () => {
+    const g = new GraphBuilder('shared-cast');
+    const past = g.input('past_key_values.0.key', 'float16', ['b', 2, 'p', 4]);
+    const present = g.op('Concat', [past, g.input('new', 'float16', ['b', 2, 1, 4])], { axis: 2 });
+    const whole = g.op('Cast', [present], { to: 1 });
+    // the Transpose comes first among the Cast's readers, its matmul last in the graph
+    const transposed = g.op('Transpose', [whole], { perm: [0, 1, 3, 2] });
+    const values = g.op('MatMul', [g.input('weights', 'float32', ['b', 2, 1, 't']), whole]);
+    const scores = g.op('MatMul', [g.input('q', 'float32', ['b', 2, 1, 4]), transposed]);
+    g.output('values', 'float32', ['b', 2, 4], g.op('Squeeze', [values, g.i64([2])]));
+    g.output('scores', 'float32', ['b', 2, 't'], g.op('Squeeze', [scores, g.i64([2])]));
+    g.output('present.0.key', 'float16', ['b', 2, 't', 4], present);
+    const exported = g.build('shared.data').model;
+    const delta = withKvDelta(exported);
+    expect(delta.count).toBe(1);
+    // every node after what it reads (ONNX's order, which the rewrite's own bookkeeping relies on)
+    const model = readModel(delta.bytes);
+    const defined = new Set([...graphOf(delta.bytes).inputs.map((i) => i.name), ...model.graph.filter((f) => f.n === GRAPH_INITIALIZER).map((f) => initializerInfo(f).name)]);
+    for (const n of graphOf(delta.bytes).nodes) {
+      for (const i of n.inputs) expect(defined.has(i), `${n.opType} ${n.name} reads ${i} before it is made`).toBe(true);
+      for (const o of n.outputs) defined.add(o);
+    }
+    const random = symmetric(17);
+    const half = (n: number) => Uint16Array.from({ length: n }, () => (random() < 0 ? 0x8000 : 0) | 0x3800 | Math.floor(((random() + 1) / 2) * 1023));
+    const feeds = {
+      'past_key_values.0.key': new Tensor('float16', half(2 * 2 * 3 * 4), [2, 2, 3, 4]),
+      new: new Tensor('float16', half(2 * 2 * 4), [2, 2, 1, 4]),
+      weights: new Tensor('float32', Float32Array.from({ length: 2 * 2 * 4 }, random), [2, 2, 1, 4]),
+      q: new Tensor('float32', Float32Array.from({ length: 2 * 2 * 4 }, random), [2, 2, 1, 4]),
+    };
+    const [a, b] = await Promise.all([InferenceSession.create(exported), InferenceSession.create(delta.bytes)]);
+    try {
+      const [want, got] = [await a.run(feeds), await b.run(feeds)];
+      for (const name of ['values', 'scores']) {
+        expect(got[name]!.dims).toEqual(want[name]!.dims);
+        expect(relativeRms(got[name]!.data as Float32Array, want[name]!.data as Float32Array)).toBeLessThan(1e-6);
+      }
+    } finally {
+      await Promise.all([a.release(), b.release()]);
     }
   });
 
