@@ -1,4 +1,5 @@
-import { GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, initializerInfo, int64Initializer, node, opsets, readModel, readNode, tensorInfo, valueInfo, writeModel, type OnnxNode } from './onnx-model.js';
+import { GraphEditor, type GraphNode } from './graph-edit.js';
+import { GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, node, readModel, readNode, tensorInfo, valueInfo, writeModel, type OnnxNode } from './onnx-model.js';
 import { bytesField, concat, parseMessage, text, type Field } from './onnx-proto.js';
 
 /*
@@ -16,10 +17,11 @@ import { bytesField, concat, parseMessage, text, type Field } from './onnx-proto
  * (0, 1, 3, 2) are followed, as a torch export with an fp16 cache writes them (after shared-kv-heads.ts has removed
  * the head repeat). A reader of the whole cache that is not such a matmul keeps a concat of its own; a cache output
  * (any 4-D float output, as the engine reads them) that is not Concat(past input, new) on axis 2 leaves the graph as
- * exported, since the caller needs every layer in one layout.
+ * exported, since the caller needs every layer in one layout. The caller's layout also needs the step to take an
+ * attention mask and position ids (lean-graph.ts checks before asking).
  */
 
-/** int64 max: a Slice end meaning "to the end" */
+/** a Slice end past any axis: "to the end" (2^53 - 1, exact as an int64) */
 const TO_END = Number.MAX_SAFE_INTEGER;
 
 interface CachePair {
@@ -27,7 +29,7 @@ interface CachePair {
   output: Field;
   name: string;
   /** the Concat node's field and node */
-  concat: { field: Field; node: OnnxNode };
+  concat: GraphNode;
   past: string;
   fresh: string;
 }
@@ -35,7 +37,7 @@ interface CachePair {
 /** A matmul that reads the whole cache through `chain` (Casts, at most one Transpose) as its B operand. */
 interface CacheRead {
   field: Field;
-  matmul: OnnxNode;
+  node: OnnxNode;
   chain: OnnxNode[];
   pair: CachePair;
 }
@@ -47,16 +49,14 @@ interface CacheRead {
 export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: number; reason?: string } {
   const unchanged = (reason: string) => ({ bytes, count: 0, reason });
   const model = readModel(bytes);
-  const opset = opsets(model).get('') ?? 0;
-  // Slice with its bounds as inputs (10) and Concat/MatMul/Cast as they are read here (13).
-  if (opset < 13) return unchanged(`default-domain opset ${opset}: the rewrite needs 13 or newer`);
-  const nodes = model.graph.filter((f) => f.n === GRAPH_NODE).map((f) => ({ field: f, node: readNode(f) }));
-  if (nodes.some((n) => n.node.hasSubgraphs)) return unchanged('the graph has control-flow subgraphs');
-  const producer = new Map(nodes.flatMap((n) => n.node.outputs.map((o) => [o, n] as const)));
-  const readers = new Map<string, { field: Field; node: OnnxNode }[]>();
-  for (const n of nodes) for (const i of new Set(n.node.inputs)) readers.set(i, [...(readers.get(i) ?? []), n]);
-  const inputs = new Map(model.graph.filter((f) => f.n === GRAPH_INPUT).map((f) => [tensorInfo(f).name, tensorInfo(f)]));
+  const inputList = model.graph.filter((f) => f.n === GRAPH_INPUT).map(tensorInfo);
   const outputFields = model.graph.filter((f) => f.n === GRAPH_OUTPUT);
+  const edit = GraphEditor.open(model, 'kv_delta');
+  if (typeof edit === 'string') return unchanged(edit);
+  const { nodes, producer } = edit;
+  const readers = new Map<string, GraphNode[]>();
+  for (const n of nodes) for (const i of new Set(n.node.inputs)) readers.set(i, [...(readers.get(i) ?? []), n]);
+  const inputs = new Map(inputList.map((t) => [t.name, t]));
   const outputs = new Set(outputFields.map((f) => tensorInfo(f).name));
 
   // The cache: every 4-D float output (as the engine's contract reads present.*), each Concat(past input, new) on axis 2.
@@ -84,42 +84,21 @@ export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: numb
       const transposes = chain.filter((c) => c.opType === 'Transpose').length;
       const passes = !n.domain && (n.opType === 'Cast' || (n.opType === 'Transpose' && n.intListAttributes.get('perm')?.join(',') === '0,1,3,2' && transposes === 0));
       if (passes && !outputs.has(out)) follow(pair, out, [...chain, n]);
-      else if (!n.domain && n.opType === 'MatMul' && n.inputs[1] === tensor && n.inputs[0] !== tensor) reads.push({ ...r, matmul: n, chain, pair });
+      else if (!n.domain && n.opType === 'MatMul' && n.inputs[1] === tensor && n.inputs[0] !== tensor) reads.push({ ...r, chain, pair });
     }
   };
   for (const pair of pairs) follow(pair, pair.name, []);
+  // Without a split matmul the step would still concatenate every cache, and read the room besides.
+  if (reads.length === 0) return unchanged('no attention matmul reads the cache through Casts and a Transpose (0, 1, 3, 2) only');
   // In graph order, so that a Cast or Transpose of past or new that two matmuls share is placed before both.
   const order = new Map(nodes.map((n, i) => [n.field.raw, i]));
   reads.sort((x, y) => order.get(x.field.raw)! - order.get(y.field.raw)!);
-
-  const taken = new Set([
-    ...producer.keys(),
-    ...model.graph.filter((f) => f.n === GRAPH_INITIALIZER).map((f) => initializerInfo(f).name),
-    ...inputs.keys(),
-  ]);
-  const fresh = (hint: string) => {
-    let name = `kv_delta/${hint}`;
-    for (let i = 1; taken.has(name); i++) name = `kv_delta/${hint}_${i}`;
-    taken.add(name);
-    return name;
-  };
-  const initializers: Uint8Array[] = [];
-  const constants = new Map<string, string>();
-  const constant = (values: number[]) => {
-    const key = values.join(',');
-    if (!constants.has(key)) {
-      const name = fresh(`int64_${constants.size}`);
-      initializers.push(bytesField(GRAPH_INITIALIZER, int64Initializer(name, values, [values.length])));
-      constants.set(key, name);
-    }
-    return constants.get(key)!;
-  };
 
   /** field -> the nodes that take its place (in place, so the order stays topological) */
   const replaced = new Map<Uint8Array, Uint8Array[]>();
   const add = (at: Field, made: Uint8Array) => replaced.set(at.raw, [...(replaced.get(at.raw) ?? []), made]);
   const op = (at: Field, opType: string, hint: string, ins: string[], attributes: Record<string, number | readonly number[]> = {}, outs?: readonly string[]) => {
-    const out = outs ?? [fresh(hint)];
+    const out = outs ?? [edit.fresh(hint)];
     add(at, bytesField(GRAPH_NODE, node(opType, out[0]!, ins, out, attributes)));
     return out[0]!;
   };
@@ -135,7 +114,7 @@ export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: numb
       return applied.get(key)!;
     }, source);
 
-  for (const { field, matmul, chain, pair } of reads) {
+  for (const { field, node: matmul, chain, pair } of reads) {
     const [a] = matmul.inputs as [string];
     const past = through(field, pair.past, chain);
     const next = through(field, pair.fresh, chain);
@@ -144,16 +123,16 @@ export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: numb
       op(field, 'Concat', 'scores', [op(field, 'MatMul', 'past_scores', [a, past]), op(field, 'MatMul', 'new_scores', [a, next])], { axis: -1 }, matmul.outputs);
     } else {
       // values: the weights of the past columns times the past, plus the new ones' times the new
-      const pastLength = op(field, 'Slice', 'past_length', [op(field, 'Shape', 'past_shape', [pair.past]), constant([2]), constant([3])]);
-      const pastWeights = op(field, 'Slice', 'past_weights', [a, constant([0]), pastLength, constant([-1])]);
-      const newWeights = op(field, 'Slice', 'new_weights', [a, pastLength, constant([TO_END]), constant([-1])]);
+      const pastLength = op(field, 'Slice', 'past_length', [op(field, 'Shape', 'past_shape', [pair.past]), edit.int64([2]), edit.int64([3])]);
+      const pastWeights = op(field, 'Slice', 'past_weights', [a, edit.int64([0]), pastLength, edit.int64([-1])]);
+      const newWeights = op(field, 'Slice', 'new_weights', [a, pastLength, edit.int64([TO_END]), edit.int64([-1])]);
       op(field, 'Add', 'attended', [op(field, 'MatMul', 'past_values', [pastWeights, past]), op(field, 'MatMul', 'new_values', [newWeights, next])], {}, matmul.outputs);
     }
   }
 
   // What still reads a whole cache (anything but a rewritten matmul) reads a concat of its own, named apart from the
   // output; it is dropped below when nothing live reads it.
-  const whole = new Map(pairs.map((p) => [p.name, fresh(`${p.name}/whole`)]));
+  const whole = new Map(pairs.map((p) => [p.name, edit.fresh(`${p.name}/whole`)]));
   const renamed = (f: Field) => {
     const fields = parseMessage(f.bytes);
     if (!fields.some((x) => x.n === 1 && whole.has(text(x)))) return f.raw;
@@ -162,8 +141,8 @@ export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: numb
   for (const pair of pairs) {
     const { field: f, node: c } = pair.concat;
     // present.* is now the new column; onnxruntime gives a graph output its own buffer, so the Identity copies only it.
-    add(f, bytesField(GRAPH_NODE, node('Identity', fresh('present'), [pair.fresh], [pair.name])));
-    add(f, bytesField(GRAPH_NODE, node('Concat', fresh('whole'), c.inputs, [whole.get(pair.name)!], { axis: c.intAttributes.get('axis')! })));
+    add(f, bytesField(GRAPH_NODE, node('Identity', edit.fresh('present'), [pair.fresh], [pair.name])));
+    add(f, bytesField(GRAPH_NODE, node('Concat', edit.fresh('whole'), c.inputs, [whole.get(pair.name)!], { axis: c.intAttributes.get('axis')! })));
   }
   const shapes = new Map(pairs.map((p) => [p.name, tensorInfo(p.output)]));
   const graph = model.graph.flatMap((f) => {
@@ -172,7 +151,7 @@ export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: numb
     const s = f.n === GRAPH_OUTPUT ? shapes.get(tensorInfo(f).name) : undefined;
     return s ? [bytesField(GRAPH_OUTPUT, valueInfo(s.name, s.type, [s.shape[0]!, s.shape[1]!, 'new_sequence_length', s.shape[3]!]))] : [f.raw];
   });
-  return { bytes: writeModel(model, [...unreadNodesDropped(graph, outputs), ...initializers]), count: pairs.length };
+  return { bytes: writeModel(model, [...unreadNodesDropped(graph, outputs), ...edit.initializers]), count: pairs.length };
 }
 
 /**

@@ -77,7 +77,7 @@ export interface LeanOptions {
 }
 
 /** Changes whenever the rewrite does, so an old cached graph is never reused. */
-const REWRITE_VERSION = 6;
+const REWRITE_VERSION = 7;
 /** MatMulNBits accuracy_level: int8 activations */
 const INT8_ACTIVATIONS = 4;
 const GREEDY_IDS = 'greedy_ids';
@@ -126,7 +126,10 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
     if (want.int8Matmuls) ({ bytes: lean, count: int8Matmuls } = withInt8Matmuls(lean, file));
     if (want.sharedKvHeads) ({ bytes: lean, count: sharedKvHeads, reason: sharedKvReason } = withSharedKvHeads(lean));
     // after the heads are read once: the cache is then read by the attention matmuls themselves
-    if (want.kvDelta) ({ bytes: lean, count: kvDelta, reason: kvDeltaReason } = withKvDelta(lean));
+    if (want.kvDelta) {
+      kvDeltaReason = maskedRoomUnreadable(lean, file);
+      if (!kvDeltaReason) ({ bytes: lean, count: kvDelta, reason: kvDeltaReason } = withKvDelta(lean));
+    }
     if (!greedy && int8Matmuls === 0 && sharedKvHeads === 0 && kvDelta === 0) {
       const why = reasons[0] ?? sharedKvReason ?? kvDeltaReason ?? 'no 4-bit matmul to switch to int8 activations';
       return { ...original(file, why), ...(sharedKvReason ? { sharedKvReason } : {}), ...(kvDeltaReason ? { kvDeltaReason } : {}) };
@@ -275,6 +278,25 @@ function withInt8Matmuls(bytes: Uint8Array, file: string): { bytes: Uint8Array; 
     return bytesField(GRAPH_NODE, node(n.opType, n.name, n.inputs, n.outputs, attributes, n.domain));
   });
   return { bytes: count ? writeModel(model, graph) : bytes, count };
+}
+
+/**
+ * Why a step's attention could not ignore the masked room the kvDelta layout feeds after each row: it takes no
+ * attention mask, or no position ids (it would count positions from the past's length); undefined when it can.
+ */
+function maskedRoomUnreadable(bytes: Uint8Array, file: string): string | undefined {
+  const model = readModel(bytes);
+  try {
+    const c = readDecoderContract(
+      { file, inputs: model.graph.filter((f) => f.n === GRAPH_INPUT).map(tensorInfo), outputs: model.graph.filter((f) => f.n === GRAPH_OUTPUT).map(tensorInfo) },
+      'step',
+    );
+    if (!c.attentionMask) return 'it takes no attention mask, which the room after the rows needs';
+    if (!c.positionIds) return 'it takes no position ids, so it would count positions from the room after the rows';
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 /**

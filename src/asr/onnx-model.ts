@@ -128,7 +128,7 @@ export function readNode(f: Field): OnnxNode {
     const name = text(first(attr, 1));
     const present = [3, 5, 6, 8, 11].find((n) => first(attr, n));
     const type = first(attr, 20)?.int ?? { 3: ATTRIBUTE.INT, 5: ATTRIBUTE.TENSOR, 6: ATTRIBUTE.GRAPH, 8: ATTRIBUTE.INTS, 11: ATTRIBUTE.GRAPHS }[present ?? 0];
-    if (type === ATTRIBUTE.INT) intAttributes.set(name, first(attr, 3)?.int ?? 0);
+    if (type === ATTRIBUTE.INT) intAttributes.set(name, signedInts(attr, 3)[0] ?? 0);
     else if (type === ATTRIBUTE.TENSOR) tensorAttributes.set(name, sub(first(attr, 5)));
     else if (type === ATTRIBUTE.INTS) intListAttributes.set(name, signedInts(attr, 8));
     else if (type === ATTRIBUTE.GRAPH || type === ATTRIBUTE.GRAPHS) hasSubgraphs = true;

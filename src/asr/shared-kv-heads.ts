@@ -1,19 +1,5 @@
-import {
-  GRAPH_INITIALIZER,
-  GRAPH_INPUT,
-  GRAPH_NODE,
-  GRAPH_OUTPUT,
-  initializerInfo,
-  int64Initializer,
-  int64Values,
-  node,
-  opsets,
-  readModel,
-  readNode,
-  tensorInfo,
-  type OnnxNode,
-  writeModel,
-} from './onnx-model.js';
+import { GraphEditor, type GraphNode } from './graph-edit.js';
+import { GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, initializerInfo, int64Values, node, readModel, tensorInfo, writeModel } from './onnx-model.js';
 import { bytesField, sub, type Field } from './onnx-proto.js';
 
 /*
@@ -51,7 +37,7 @@ interface Repeat {
 }
 
 interface GraphIndex {
-  producer: Map<string, { field: Field; node: OnnxNode }>;
+  producer: Map<string, GraphNode>;
   /** int64 constants by tensor name: initializers and Constant nodes */
   constants: Map<string, number[]>;
 }
@@ -62,13 +48,10 @@ interface GraphIndex {
  */
 export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count: number; reason?: string } {
   const model = readModel(bytes);
-  const opset = opsets(model).get('') ?? 0;
-  // Unsqueeze takes its axes as an input from opset 13; older graphs are not matched.
-  if (opset < 13) return { bytes, count: 0, reason: `default-domain opset ${opset}: the rewrite needs 13 or newer` };
-  const nodes = model.graph.filter((f) => f.n === GRAPH_NODE).map((f) => ({ field: f, node: readNode(f) }));
-  // Tensors read inside an If/Loop/Scan body are not listed as its node's inputs: what is unread could not be told.
-  if (nodes.some((n) => n.node.hasSubgraphs)) return { bytes, count: 0, reason: 'the graph has control-flow subgraphs' };
-  const g: GraphIndex = { producer: new Map(nodes.flatMap((n) => n.node.outputs.map((o) => [o, n] as const))), constants: new Map() };
+  const edit = GraphEditor.open(model, 'shared_kv');
+  if (typeof edit === 'string') return { bytes, count: 0, reason: edit };
+  const { nodes } = edit;
+  const g: GraphIndex = { producer: edit.producer, constants: new Map() };
   for (const f of model.graph) {
     if (f.n !== GRAPH_INITIALIZER) continue;
     const values = int64Values(sub(f));
@@ -82,30 +65,6 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
     if (values) g.constants.set(n.outputs[0]!, values);
   }
 
-  const taken = new Set([
-    ...g.producer.keys(),
-    ...model.graph.filter((f) => f.n === GRAPH_INITIALIZER).map((f) => initializerInfo(f).name),
-    ...model.graph.filter((f) => f.n === GRAPH_INPUT).map((f) => tensorInfo(f).name),
-  ]);
-  const fresh = (hint: string) => {
-    let name = `shared_kv/${hint}`;
-    for (let i = 1; taken.has(name); i++) name = `shared_kv/${hint}_${i}`;
-    taken.add(name);
-    return name;
-  };
-  const constants = new Map<string, string>();
-  const shapeInitializers: Uint8Array[] = [];
-  /** an int64 [n] initializer, one per distinct value */
-  const constant = (values: number[]) => {
-    const key = values.join(',');
-    if (!constants.has(key)) {
-      const name = fresh(`int64_${values.join('_').replaceAll('-', 'm')}`);
-      shapeInitializers.push(bytesField(GRAPH_INITIALIZER, int64Initializer(name, values, [values.length])));
-      constants.set(key, name);
-    }
-    return constants.get(key)!;
-  };
-
   const dropped = new Set<Uint8Array>();
   /** each rewritten matmul's field -> the nodes that take its place (in place: the graph stays in topological order) */
   const replaced = new Map<Uint8Array, Uint8Array[]>();
@@ -118,7 +77,7 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
     const [a] = matmul.inputs as [string];
     const replacement: Uint8Array[] = [];
     const op = (opType: string, hint: string, inputs: string[], attributes: Record<string, number | readonly number[]> = {}, outputs?: readonly string[]) => {
-      const out = outputs ?? [fresh(hint)];
+      const out = outputs ?? [edit.fresh(hint)];
       replacementInputs.push(...inputs);
       replacement.push(bytesField(GRAPH_NODE, node(opType, out[0]!, inputs, out, attributes)));
       return out[0]!;
@@ -126,14 +85,14 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
     // A [B, H, S, X] -> [B, kvH, g*S, X], with S and X read from A itself, so that the reshape fails (rather than
     // mixing rows) unless A really has H = kvH * g heads.
     const queryShape = op('Shape', 'query_shape', [a]);
-    const rows = op('Slice', 'query_rows', [queryShape, constant([2]), constant([3])]);
-    const width = op('Slice', 'query_width', [queryShape, constant([3]), constant([4])]);
-    const groupedShape = op('Concat', 'grouped_shape', [constant([0, repeat.kvHeads]), op('Mul', 'group_rows', [rows, constant([repeat.group])]), width], { axis: 0 });
+    const rows = op('Slice', 'query_rows', [queryShape, edit.int64([2]), edit.int64([3])]);
+    const width = op('Slice', 'query_width', [queryShape, edit.int64([3]), edit.int64([4])]);
+    const groupedShape = op('Concat', 'grouped_shape', [edit.int64([0, repeat.kvHeads]), op('Mul', 'group_rows', [rows, edit.int64([repeat.group])]), width], { axis: 0 });
     const grouped = op('Reshape', 'grouped', [a, groupedShape]);
     const kv = repeat.transposed ? op('Transpose', 'transposed', [repeat.kv], { perm: [0, 1, 3, 2] }) : repeat.kv;
     const product = op('MatMul', 'product', [grouped, kv]);
-    const productWidth = op('Slice', 'product_width', [op('Shape', 'product_shape', [product]), constant([3]), constant([4])]);
-    const headsShape = op('Concat', 'heads_shape', [constant([0, repeat.heads]), rows, productWidth], { axis: 0 });
+    const productWidth = op('Slice', 'product_width', [op('Shape', 'product_shape', [product]), edit.int64([3]), edit.int64([4])]);
+    const headsShape = op('Concat', 'heads_shape', [edit.int64([0, repeat.heads]), rows, productWidth], { axis: 0 });
     op('Reshape', 'heads', [product, headsShape], {}, matmul.outputs);
     replaced.set(field.raw, replacement);
     chains.push(...repeat.chain);
@@ -170,7 +129,7 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
     if (name !== undefined && shapeInputs.has(name) && unread(name)) dropped.add(f.raw);
   }
   const graph = model.graph.filter((f) => !dropped.has(f.raw)).flatMap((f) => replaced.get(f.raw) ?? [f.raw]);
-  return { bytes: writeModel(model, [...graph, ...shapeInitializers]), count };
+  return { bytes: writeModel(model, [...graph, ...edit.initializers]), count };
 }
 
 /** How `operand` repeats a KV tensor's heads, when it is transformers' repeat_kv (then maybe transposed) with constant shapes. */

@@ -129,19 +129,28 @@ describe('a step that returns only the new cache column', () => {
 });
 
 describe('which caches it rewrites', () => {
-  it("keeps a whole-cache concat of its own for a reader that is not attention's matmul (the small fixture's step)", async () => {
-    const step = join(fixtureModel('default'), FIXTURE_FILES.step);
-    const delta = withKvDelta(readFileSync(step));
-    const { nodes, inputs } = graphOf(delta.bytes);
-    const past = new Set(inputs.filter((i) => /past/.test(i.name)).map((i) => i.name));
-    expect(delta.count).toBe(past.size);
-    const concats = nodes.filter((n) => n.opType === 'Concat' && n.inputs.some((i) => past.has(i)));
-    expect(concats).toHaveLength(past.size);
-    for (const c of concats) expect(c.outputs[0]).toMatch(/^kv_delta\/present.*\/whole/);
+  it('leaves a step whose attention reads no cache through a matmul (the small fixture) as it is', () => {
+    const bytes = readFileSync(join(fixtureModel('default'), FIXTURE_FILES.step));
+    const kept = withKvDelta(bytes);
+    expect(kept).toMatchObject({ bytes, count: 0 });
+    expect(kept.reason).toMatch(/no attention matmul reads the cache through Casts and a Transpose/);
   });
 
-  function cacheGraph(o: { axis?: number; fromInput?: boolean; opset?: number }): Uint8Array {
+  it('leaves a step without an attention mask as it is, and the engine says so', async () => {
+    const dir = fixtureModel('input-ids');
+    const kept = await rewriteGraph(join(dir, FIXTURE_FILES.step), { greedy: 'step', kvDelta: true }, { cacheDir: freshDir() });
+    expect(kept).toMatchObject({ greedy: true, kvDelta: 0 });
+    expect(kept.kvDeltaReason).toMatch(/it takes no attention mask/);
+    const said: string[] = [];
+    const engine = await AsrEngine.load({ modelDir: dir, device: 'cpu', intraOpThreads: 1, logger: { info: (m: string) => said.push(m), warn: (m: string) => said.push(m) } });
+    await engine.release();
+    expect(said.filter((m) => /each step returns the whole cache as exported \(it takes no attention mask/.test(m))).toHaveLength(1);
+  });
+
+  /** scores over a cache of one layer's keys */
+  function cacheGraph(o: { axis?: number; fromInput?: boolean; opset?: number; wholeReader?: boolean }): Uint8Array {
     const g = new GraphBuilder('cache');
+
     const past = g.input('past_key_values.0.key', 'float32', ['b', 2, 'p', 4]);
     const fresh = g.op('Mul', [g.input('new', 'float32', ['b', 2, 1, 4]), g.f32([2], [])]);
     const present = o.fromInput === false ? g.op('Concat', [fresh, past], { axis: o.axis ?? 2 }) : g.op('Concat', [past, fresh], { axis: o.axis ?? 2 });
@@ -149,13 +158,21 @@ describe('which caches it rewrites', () => {
     // [b, 2, t]: the engine reads every 4-D float output as a cache
     const scores = g.op('MatMul', [q, g.op('Transpose', [present], { perm: [0, 1, 3, 2] })]);
     g.output('scores', 'float32', ['b', 2, 't'], g.op('Squeeze', [scores, g.i64([2])]));
+    if (o.wholeReader) g.output('total', 'float32', ['b'], g.op('ReduceSum', [present, g.i64([1, 2, 3])], { keepdims: 0 }));
     g.output('present.0.key', 'float32', ['b', 2, 't', 4], present);
     return g.build('cache.data', o.opset).model;
   }
 
-  it('splits the scores of a Concat(past, new) on axis 2, and the numbers agree', async () => {
-    const delta = withKvDelta(cacheGraph({}));
+  it.each<[string, { axis?: number; wholeReader?: boolean }]>([
+    ['axis 2', {}],
+    ['axis -2', { axis: -2 }],
+    ['another reader of the whole cache beside the matmul', { wholeReader: true }],
+  ])('splits the scores of a Concat(past, new) on %s, and the numbers agree', async (_, o) => {
+    const delta = withKvDelta(cacheGraph(o));
     expect(delta.count).toBe(1);
+    // a reader of the whole cache keeps a concat of its own; otherwise none is left
+    const concats = graphOf(delta.bytes).nodes.filter((n) => n.opType === 'Concat' && n.inputs.includes('past_key_values.0.key'));
+    expect(concats.map((c) => c.outputs[0])).toEqual(o.wholeReader ? ['kv_delta/present.0.key/whole'] : []);
     const session = await InferenceSession.create(delta.bytes);
     try {
       const random = symmetric(11);
@@ -168,6 +185,7 @@ describe('which caches it rewrites', () => {
       });
       expect(out['present.0.key']!.dims).toEqual([2, 2, 1, 4]);
       expect(Array.from(out['present.0.key']!.data as Float32Array)).toEqual(Array.from(fresh, (x) => Math.fround(x * 2)));
+      if (o.wholeReader) expect((out.total!.data as Float32Array)[1]).toBeCloseTo(past.subarray(24).reduce((a, x) => a + x, 0) + fresh.subarray(8).reduce((a, x) => a + 2 * x, 0), 4);
       const scores = out.scores!.data as Float32Array;
       for (let r = 0; r < 4; r++) {
         for (let col = 0; col < 4; col++) {
@@ -183,6 +201,7 @@ describe('which caches it rewrites', () => {
 
   it('places what two matmuls share before both: one Cast read by the values matmul and, through a Transpose, the keys one', async () => {
     const g = new GraphBuilder('shared-cast');
+
     const past = g.input('past_key_values.0.key', 'float16', ['b', 2, 'p', 4]);
     const present = g.op('Concat', [past, g.input('new', 'float16', ['b', 2, 1, 4])], { axis: 2 });
     const whole = g.op('Cast', [present], { to: 1 });

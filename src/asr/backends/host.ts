@@ -22,7 +22,7 @@ class HostCache extends SequenceCache {
   constructor(
     length: number,
     /** the most positions it will reach, when known */
-    readonly maxLength: number,
+    readonly maxLength: number | undefined,
     /** present.* of its prefill, [1, heads, length, headDim] each; dropped once copied into the batch */
     public prefilled: Tensor[] | undefined,
   ) {
@@ -50,7 +50,8 @@ const DELTA_ROOM = 32;
  * With `kvDelta` (a step graph that returns only the new column, kv-delta.ts) there is one set of buffers,
  * [B, heads, stride, headDim] with up to DELTA_ROOM zero columns after the widest row. The step reads all `stride`
  * columns (those after the rows' tokens masked out), and its new column is written into the buffers after it: the
- * graph copies no cache, and JavaScript copies 2 x layers x B x heads x headDim values per step.
+ * graph concatenates no cache (an fp16 cache is still cast to fp32 for attention), and JavaScript copies
+ * 2 x layers x B x heads x headDim values per step; filling the room lays the batch out again in a new set.
  */
 export class HostBackend implements DecoderBackend {
   readonly maxBatch: number;
@@ -74,6 +75,8 @@ export class HostBackend implements DecoderBackend {
     this.maxBatch = o.maxBatch;
     this.delta = o.kvDelta ?? false;
     const c = o.step.contract;
+    // the room after the rows is masked out, and positions are each row's own
+    if (this.delta && (!c.attentionMask || !c.positionIds)) throw new InferenceError(`${c.file}: the kvDelta layout needs an attention mask and position ids`);
     if (!c.kvHeads || !c.headDim) throw new InferenceError(`${c.file}: the cache needs numeric head counts and head dimensions`);
     this.heads = c.kvHeads;
     this.headDim = c.headDim;
@@ -101,7 +104,7 @@ export class HostBackend implements DecoderBackend {
     const present = c.kv.map((kv) => out[kv.output]!);
     checkPrefillCache(c, present, n, this.heads, this.headDim);
     this.live += 1;
-    return { firstId: firstId!, cache: new HostCache(n, Math.max(n, input.maxLength ?? n), present) };
+    return { firstId: firstId!, cache: new HostCache(n, input.maxLength === undefined ? undefined : Math.max(n, input.maxLength), present) };
   }
 
   async step(rows: readonly StepRow[]): Promise<StepResult> {
@@ -110,7 +113,7 @@ export class HostBackend implements DecoderBackend {
     if (tokens.size !== rows.length) throw new InferenceError('a cache handle was listed twice in one step');
     this.arrange([...tokens.keys()]);
     // kvDelta: the new column goes after the widest row; with no room left the batch is laid out again with some.
-    if (this.delta && this.width === this.stride) this.layOut(this.rows, this.width);
+    if (this.delta && this.width === this.stride) this.layOut(this.rows, Math.max(...this.rows.map((h) => h.length)));
     // The batch keeps its own row order (rows are moved as little as possible); ids go back in the caller's.
     const caches = this.rows;
     const { session, contract: c } = this.o.step;
@@ -191,7 +194,8 @@ export class HostBackend implements DecoderBackend {
     if (caches.length === this.rows.length && this.rows.every((h) => listed.has(h))) return;
     for (const h of this.rows) if (!listed.has(h)) h.dropped = true;
     const width = Math.max(...caches.map((h) => h.length));
-    const fits = this.rows.length > 0 && width <= this.width && this.width - width <= this.width / 4;
+    // (kvDelta: with no room left the step lays the batch out again anyway; a row copied in now would be copied twice)
+    const fits = this.rows.length > 0 && width <= this.width && this.width - width <= this.width / 4 && (!this.delta || this.width < this.stride);
     if (!fits || this.past[0]!.length < this.elements(caches.length, this.stride)) {
       this.layOut(caches, width);
       return;
@@ -217,13 +221,17 @@ export class HostBackend implements DecoderBackend {
     this.rows = rows;
   }
 
-  /** The batch laid out afresh, left-padded to `width` (columns padded in every row dropped), in spare buffers. */
+  /**
+   * The batch laid out afresh, left-padded to `width` (columns padded in every row dropped): in the spare set of
+   * buffers (ping-pong), or with kvDelta in a new set with room after the rows.
+   */
   private layOut(caches: HostCache[], width: number): void {
-    const remaining = Math.max(0, ...caches.map((h) => h.maxLength - h.length));
+    const remaining = Math.max(0, ...caches.map((h) => (h.maxLength ?? h.length) - h.length));
     // Ping-pong: room for every step these rows can still take, so the buffers are allocated once per layout.
-    // kvDelta: every step reads the whole stride, so only a little room (all of it when no row says how long it
-    // may grow), filled before the next layout.
-    const stride = this.delta ? width + (remaining > 0 ? Math.min(DELTA_ROOM, remaining + 1) : DELTA_ROOM) : width;
+    // kvDelta: every step reads the whole stride, so only a little room (all of it when a row does not say how
+    // long it may grow), filled before the next layout.
+    const room = caches.some((h) => h.maxLength === undefined) ? DELTA_ROOM : Math.min(DELTA_ROOM, remaining + 1);
+    const stride = this.delta ? width + room : width;
     const size = this.elements(caches.length, this.delta ? stride : width + 1 + remaining);
     // kvDelta keeps no spare set: the old buffers are dropped and the new ones start zeroed.
     const target = !this.delta && this.next.length && this.next[0]!.length >= size ? this.next : this.allocate(size);

@@ -1,0 +1,62 @@
+import { GRAPH_INITIALIZER, GRAPH_INPUT, initializerInfo, int64Initializer, opsets, readNode, tensorInfo, GRAPH_NODE, type OnnxModel, type OnnxNode } from './onnx-model.js';
+import { bytesField, type Field } from './onnx-proto.js';
+
+export interface GraphNode {
+  field: Field;
+  node: OnnxNode;
+}
+
+/**
+ * What a load-time rewrite of a graph's attention needs (shared-kv-heads.ts, kv-delta.ts): its nodes in order, the
+ * node that makes each tensor, names no tensor has yet, and int64 shape constants added as initializers.
+ */
+export class GraphEditor {
+  /** the initializers added by int64() */
+  readonly initializers: Uint8Array[] = [];
+  private readonly constants = new Map<string, string>();
+
+  private constructor(
+    readonly nodes: GraphNode[],
+    readonly producer: Map<string, GraphNode>,
+    private readonly taken: Set<string>,
+    private readonly prefix: string,
+  ) {}
+
+  /**
+   * The graph ready to edit, new names under `prefix/`; or why not: a default-domain opset below 13 (where Slice,
+   * Unsqueeze and Squeeze took attributes, not inputs) or control-flow subgraphs (their bodies read tensors their
+   * node does not list, so what a graph still reads could not be told).
+   */
+  static open(model: OnnxModel, prefix: string): GraphEditor | string {
+    const opset = opsets(model).get('') ?? 0;
+    if (opset < 13) return `default-domain opset ${opset}: the rewrite needs 13 or newer`;
+    const nodes = model.graph.filter((f) => f.n === GRAPH_NODE).map((f) => ({ field: f, node: readNode(f) }));
+    if (nodes.some((n) => n.node.hasSubgraphs)) return 'the graph has control-flow subgraphs';
+    const producer = new Map(nodes.flatMap((n) => n.node.outputs.map((o) => [o, n] as const)));
+    const taken = new Set([
+      ...producer.keys(),
+      ...model.graph.filter((f) => f.n === GRAPH_INITIALIZER).map((f) => initializerInfo(f).name),
+      ...model.graph.filter((f) => f.n === GRAPH_INPUT).map((f) => tensorInfo(f).name),
+    ]);
+    return new GraphEditor(nodes, producer, taken, prefix);
+  }
+
+  /** A tensor name no tensor of the graph has. */
+  fresh(hint: string): string {
+    let name = `${this.prefix}/${hint}`;
+    for (let i = 1; this.taken.has(name); i++) name = `${this.prefix}/${hint}_${i}`;
+    this.taken.add(name);
+    return name;
+  }
+
+  /** An int64 [n] initializer holding `values`, one per distinct value list. */
+  int64(values: readonly number[]): string {
+    const key = values.join(',');
+    if (!this.constants.has(key)) {
+      const name = this.fresh(`int64_${values.join('_').replaceAll('-', 'm')}`);
+      this.initializers.push(bytesField(GRAPH_INITIALIZER, int64Initializer(name, values, [values.length])));
+      this.constants.set(key, name);
+    }
+    return this.constants.get(key)!;
+  }
+}
