@@ -130,7 +130,7 @@ function parseSettings(argv: string[]): Settings {
   const kvDelta = values['kv-delta'];
   if (kvDelta !== 'on' && kvDelta !== 'off' && kvDelta !== 'both') usage(`--kv-delta is on, off or both; got '${kvDelta}'`);
   if (lean === 'off' && kvDelta !== 'on') usage(`--kv-delta ${kvDelta}: the cache rewrite is one of the lean graphs'; --lean off loads the graphs as exported`);
-  if (backend === 'webgpu' && kvDelta !== 'on') usage(`--kv-delta ${kvDelta}: the webgpu backend keeps the cache as the graph returns it; the rewrite is the host backend's`);
+  if (backend === 'webgpu' && kvDelta === 'both') usage(`--kv-delta ${kvDelta}: the webgpu backend keeps the cache as the graph returns it; the rewrite is the host backend's`);
   // As the engine: int8 activations on the CPU only, unless asked.
   const int8 = values.int8 ?? (provider === 'cpu' ? 'on' : 'off');
   if (int8 !== 'on' && int8 !== 'off' && int8 !== 'both') usage(`--int8 is on, off or both; got '${int8}'`);

@@ -92,7 +92,8 @@ const original = (file: string, reason: string): LeanGraph => ({ file, rewritten
 /**
  * Returns a graph file to load instead of `file`: a copy in a private cache directory with the rewrites asked for
  * (greedy ids int64 [batch], the argmax over the vocabulary of each row's last position, instead of the logits;
- * int8 activations for 4-bit matmuls; attention reading each KV head once), or the original with the reason it was kept. A rewrite that is not possible
+ * int8 activations for 4-bit matmuls; attention reading each KV head once; a step returning only the new cache
+ * column, for HostBackend's kvDelta layout), or the original with the reason it was kept. A rewrite that is not possible
  * is left out and said in `reason`; the others are still made. The model directory is never written to.
  */
 export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOptions = {}): Promise<LeanGraph> {
