@@ -88,8 +88,9 @@ export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: numb
     }
   };
   for (const pair of pairs) follow(pair, pair.name, []);
-  // Without a split matmul the step would still concatenate every cache, and read the room besides.
-  if (reads.length === 0) return unchanged('no attention matmul reads the cache through Casts and a Transpose (0, 1, 3, 2) only');
+  // A cache no split matmul reads would still be concatenated on every step, and its room read besides.
+  const unsplit = pairs.find((p) => !reads.some((r) => r.pair === p));
+  if (unsplit) return unchanged(`no attention matmul reads ${unsplit.name} through Casts and a Transpose (0, 1, 3, 2) only`);
   // In graph order, so that a Cast or Transpose of past or new that two matmuls share is placed before both.
   const order = new Map(nodes.map((n, i) => [n.field.raw, i]));
   reads.sort((x, y) => order.get(x.field.raw)! - order.get(y.field.raw)!);

@@ -133,7 +133,7 @@ describe('which caches it rewrites', () => {
     const bytes = readFileSync(join(fixtureModel('default'), FIXTURE_FILES.step));
     const kept = withKvDelta(bytes);
     expect(kept).toMatchObject({ bytes, count: 0 });
-    expect(kept.reason).toMatch(/no attention matmul reads the cache through Casts and a Transpose/);
+    expect(kept.reason).toMatch(/no attention matmul reads present\.0\.key through Casts and a Transpose/);
   });
 
   it('leaves a step without an attention mask as it is, and the engine says so', async () => {
@@ -148,7 +148,7 @@ describe('which caches it rewrites', () => {
   });
 
   /** scores over a cache of one layer's keys */
-  function cacheGraph(o: { axis?: number; fromInput?: boolean; opset?: number; wholeReader?: boolean }): Uint8Array {
+  function cacheGraph(o: { axis?: number; fromInput?: boolean; opset?: number; wholeReader?: boolean; valuesSummed?: boolean }): Uint8Array {
     const g = new GraphBuilder('cache');
 
     const past = g.input('past_key_values.0.key', 'float32', ['b', 2, 'p', 4]);
@@ -159,6 +159,12 @@ describe('which caches it rewrites', () => {
     const scores = g.op('MatMul', [q, g.op('Transpose', [present], { perm: [0, 1, 3, 2] })]);
     g.output('scores', 'float32', ['b', 2, 't'], g.op('Squeeze', [scores, g.i64([2])]));
     if (o.wholeReader) g.output('total', 'float32', ['b'], g.op('ReduceSum', [present, g.i64([1, 2, 3])], { keepdims: 0 }));
+    if (o.valuesSummed) {
+      // a second cache that only a sum reads: no matmul to split
+      const values = g.op('Concat', [g.input('past_key_values.0.value', 'float32', ['b', 2, 'p', 4]), fresh], { axis: 2 });
+      g.output('value_total', 'float32', ['b'], g.op('ReduceSum', [values, g.i64([1, 2, 3])], { keepdims: 0 }));
+      g.output('present.0.value', 'float32', ['b', 2, 't', 4], values);
+    }
     g.output('present.0.key', 'float32', ['b', 2, 't', 4], present);
     return g.build('cache.data', o.opset).model;
   }
@@ -246,6 +252,7 @@ describe('which caches it rewrites', () => {
     ['the new column first', { fromInput: false }, /present.0.key is not a past input concatenated with the new column on axis 2/],
     ['another axis', { axis: 3 }, /present.0.key is not a past input concatenated with the new column on axis 2/],
     ['opset 12', { opset: 12 }, /opset 12: the rewrite needs 13 or newer/],
+    ['a cache only a sum reads beside one a matmul reads', { valuesSummed: true }, /no attention matmul reads present\.0\.value through/],
   ] as const)('leaves a graph with %s as it is and says why', (_, o, why) => {
     const bytes = cacheGraph(o);
     const kept = withKvDelta(bytes);
