@@ -1,6 +1,6 @@
 import { env, InferenceSession } from 'onnxruntime-node';
 import { SAMPLE_RATE } from '../audio/pcm.js';
-import { HostBackend } from './backends/host.js';
+import { HostBackend, readsMaskedRoom } from './backends/host.js';
 import { deviceResidentCache, vulkanLoaderOpens, WebGpuBackend } from './backends/webgpu.js';
 import type { DecoderBackend } from './backend.js';
 import {
@@ -157,25 +157,28 @@ interface Graphs {
  * logits or its repeated KV heads says why.
  */
 async function chooseGraphs(files: ModelFiles, provider: Provider, o: EngineOptions): Promise<Graphs> {
+  return {
+    encoder: await chooseGraph(files.encoder, undefined, provider, o),
+    prefill: await chooseGraph(files.prefill, 'prefill', provider, o),
+    step: await chooseGraph(files.step, 'step', provider, o),
+  };
+}
+
+/** One graph as chooseGraphs picks it; `wholeCache` keeps a step returning its whole cache (its kvDelta probe failed). */
+async function chooseGraph(file: string, role: 'prefill' | 'step' | undefined, provider: Provider, o: EngineOptions, wholeCache = false): Promise<GraphChoice> {
   const int8Matmuls = provider === 'cpu' && o.cpuInt8Matmuls !== false;
   const lean = o.leanGraphs !== false;
-  const choose = async (file: string, role?: 'prefill' | 'step'): Promise<GraphChoice> => {
-    const greedy = lean ? role : undefined;
-    const sharedKvHeads = lean && role !== undefined;
-    // the host backend's layout; WebGPU's cache stays on the device as the graph returns it
-    const kvDelta = lean && role === 'step' && provider !== 'webgpu';
-    if (!greedy && !int8Matmuls) return { file, options: {} };
-    const g = await rewriteGraph(file, { ...(greedy ? { greedy } : {}), int8Matmuls, sharedKvHeads, kvDelta });
-    if (greedy && !g.greedy) o.logger?.warn(`${file}: kept with its logits (lean graph not possible: ${g.reason})`);
-    if (sharedKvHeads && g.sharedKvHeads === 0) o.logger?.info?.(`${file}: attention kept as exported (${g.sharedKvReason ?? g.reason})`);
-    if (kvDelta && g.kvDelta === 0) o.logger?.info?.(`${file}: each step returns the whole cache as exported (${g.kvDeltaReason ?? g.reason})`);
-    return { file: g.file, options: g.sessionOptions, kvDelta: g.kvDelta > 0 };
-  };
-  return {
-    encoder: await choose(files.encoder),
-    prefill: await choose(files.prefill, 'prefill'),
-    step: await choose(files.step, 'step'),
-  };
+  const greedy = lean ? role : undefined;
+  const sharedKvHeads = lean && role !== undefined;
+  // the host backend's layout; WebGPU's cache stays on the device as the graph returns it
+  const kvDelta = lean && role === 'step' && provider !== 'webgpu' && !wholeCache;
+  if (!greedy && !int8Matmuls) return { file, options: {} };
+  const g = await rewriteGraph(file, { ...(greedy ? { greedy } : {}), int8Matmuls, sharedKvHeads, kvDelta });
+  if (wholeCache) return { file: g.file, options: g.sessionOptions };
+  if (greedy && !g.greedy) o.logger?.warn(`${file}: kept with its logits (lean graph not possible: ${g.reason})`);
+  if (sharedKvHeads && g.sharedKvHeads === 0) o.logger?.info?.(`${file}: attention kept as exported (${g.sharedKvReason ?? g.reason})`);
+  if (kvDelta && g.kvDelta === 0) o.logger?.info?.(`${file}: each step returns the whole cache as exported (${g.kvDeltaReason ?? g.reason})`);
+  return { file: g.file, options: g.sessionOptions, kvDelta: g.kvDelta > 0 };
 }
 
 /** The providers' own options: CUDA on its device, WebGPU on the default adapter (every session shares its device). */
@@ -317,12 +320,13 @@ export class AsrEngine {
     checkPreprocessorConfig(o.modelDir);
     const files = findModelFiles(o.modelDir);
     const tokenizer = Tokenizer.fromModelDir(o.modelDir);
-    const { provider, sessions, kvDelta } = await openOnDevice(files, o);
+    const { provider, sessions, kvDelta: stepKvDelta } = await openOnDevice(files, o);
+    let kvDelta = stepKvDelta;
     try {
       const encoder = readEncoderContract(sessionInfo(sessions.encoder, files.encoder));
       const prefill = readDecoderContract(sessionInfo(sessions.prefill, files.prefill), 'prefill');
-      const stepInfo = sessionInfo(sessions.step, files.step);
-      const step = readDecoderContract(stepInfo, 'step');
+      let stepInfo = sessionInfo(sessions.step, files.step);
+      let step = readDecoderContract(stepInfo, 'step');
       checkDecoderPair(prefill, step);
       const hidden = new Set([encoder.hiddenSize, prefill.hiddenSize, step.hiddenSize].filter((h) => h !== undefined));
       if (hidden.size > 1) {
@@ -339,12 +343,25 @@ export class AsrEngine {
           throw new ModelLoadError(`${embeddings.table.source}: expected at least ${tokenizer.vocabSize} rows (the tokenizer's ids); found ${embeddings.table.rows}`);
         }
       }
+      const inputs = new DecoderInputs(embeddings, encoder.output.type);
+      if (kvDelta && (await readsMaskedRoom({ session: sessions.step, contract: step }, inputs))) {
+        o.logger?.warn(`${files.step}: the step reads the masked columns after its rows (its attention mask is not applied there); it returns its whole cache instead`);
+        const whole = await chooseGraph(files.step, 'step', provider, o, true);
+        const session = await InferenceSession.create(whole.file, { ...baseSessionOptions(provider, o), ...whole.options }).catch((err: unknown) => {
+          throw new ModelLoadError(`${whole.file}: onnxruntime could not load it on ${provider}: ${firstLine(err)}`);
+        });
+        await sessions.step.release();
+        sessions.step = session;
+        stepInfo = sessionInfo(session, files.step);
+        step = readDecoderContract(stepInfo, 'step');
+        kvDelta = false;
+      }
       const batching = batchingOf(stepInfo, step, maxBatch);
       if (batching.reason) o.logger?.info?.(`decoding one sequence at a time per worker: ${batching.reason}`);
       const decoders = {
         prefill: { session: sessions.prefill, contract: prefill },
         step: { session: sessions.step, contract: step },
-        inputs: new DecoderInputs(embeddings, encoder.output.type),
+        inputs,
         maxBatch: batching.maxBatch,
       };
       const backend =

@@ -63,3 +63,20 @@ export function float32ToBfloat16Bits(value: number): number {
   if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) return (x >>> 16) | 0x40;
   return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
 }
+
+/** A float16 or float32 tensor's values as float32. */
+export function asFloat32(t: { type: string; data: unknown }): Float32Array {
+  return t.type === 'float16' ? Float32Array.from(t.data as Uint16Array, (h) => float16Table()[h]!) : (t.data as Float32Array);
+}
+
+/** sqrt(mean((a - b)^2)) / sqrt(mean(b^2)): how far an fp16 or rewritten graph's numbers are from a reference's. */
+export function relativeRms(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return Infinity;
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff += (a[i]! - b[i]!) ** 2;
+    norm += b[i]! ** 2;
+  }
+  return Math.sqrt(diff / norm);
+}

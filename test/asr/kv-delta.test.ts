@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
@@ -6,7 +6,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { AsrEngine } from '../../src/asr/engine.js';
 import { withKvDelta } from '../../src/asr/kv-delta.js';
 import { rewriteGraph } from '../../src/asr/lean-graph.js';
-import { GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, initializerInfo, readModel, readNode, tensorInfo } from '../../src/asr/onnx-model.js';
+import { GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, initializerInfo, node, readModel, readNode, tensorInfo, writeModel } from '../../src/asr/onnx-model.js';
+import { bytesField, concat } from '../../src/asr/onnx-proto.js';
 import { FIXTURE_FILES } from '../../tools/fixture/model-dir.js';
 import { TOY_DIMS, writeFullSizeModel } from '../../tools/full-size/model-dir.js';
 import { GraphBuilder } from '../../tools/onnx-graph.js';
@@ -100,7 +101,8 @@ describe('a step that returns only the new cache column', () => {
     const logger = { info: (m: string) => said.push(m), warn: (m: string) => said.push(m) };
     const [exported, lean] = await Promise.all([AsrEngine.load({ ...options, leanGraphs: false }), AsrEngine.load({ ...options, logger })]);
     try {
-      expect(said.filter((m) => /as exported|kept with its logits/.test(m))).toEqual([]);
+      // rewritten, and the load-time probe found the masked room ignored
+      expect(said.filter((m) => /as exported|kept with its logits|reads the masked columns/.test(m))).toEqual([]);
       const clips = [440, 620, 910].map((hz, i) => Float32Array.from({ length: 16000 * (1 + i) }, (_, t) => 0.3 * Math.sin((2 * Math.PI * hz * t) / 16000)));
       // more steps than the layout's room (32 columns): the batch is laid out again while it decodes
       const budget = { maxNewTokens: 45, language: 'English' } as const;
@@ -122,6 +124,41 @@ describe('a step that returns only the new cache column', () => {
       const r2 = await joined!;
       expect([r0, r1, r2].map((r) => r.tokens)).toEqual(alone);
       for (const r of [r0, r1, r2]) expect(r.timings.stepRows).toBeGreaterThan(r.timings.steps);
+    } finally {
+      await Promise.all([exported.release(), lean.release()]);
+    }
+  });
+
+  it('keeps the whole cache when the step takes a mask but does not apply it: the probe at load notices', async () => {
+    // the toy stand-in with its step's mask replaced by all-true before attention
+    const dir = mkdtempSync(join(scratch, 'mask-ignored-'));
+    cpSync(model, dir, { recursive: true });
+    const stepModel = readModel(readFileSync(join(dir, FIXTURE_FILES.step)));
+    let replaced = 0;
+    const graph = stepModel.graph.map((f) => {
+      const n = f.n === GRAPH_NODE ? readNode(f) : undefined;
+      if (n?.opType !== 'Cast' || n.inputs[0] !== 'attention_mask') return f.raw;
+      replaced++;
+      const zeros = 'test/mask_zeros';
+      return concat([
+        bytesField(GRAPH_NODE, node('Sub', zeros, ['attention_mask', 'attention_mask'], [zeros])),
+        bytesField(GRAPH_NODE, node('Equal', 'test/all_true', [zeros, zeros], n.outputs)),
+      ]);
+    });
+    expect(replaced).toBe(1);
+    writeFileSync(join(dir, FIXTURE_FILES.step), writeModel(stepModel, graph));
+
+    const options = { modelDir: dir, device: 'cpu', intraOpThreads: 1, cpuInt8Matmuls: false } as const;
+    const said: string[] = [];
+    const [exported, lean] = await Promise.all([
+      AsrEngine.load({ ...options, leanGraphs: false }),
+      AsrEngine.load({ ...options, logger: { info: (m: string) => said.push(m), warn: (m: string) => said.push(m) } }),
+    ]);
+    try {
+      expect(said.filter((m) => /reads the masked columns after its rows .* it returns its whole cache instead/.test(m))).toHaveLength(1);
+      const pcm = Float32Array.from({ length: 16000 }, (_, t) => 0.3 * Math.sin((2 * Math.PI * 520 * t) / 16000));
+      const budget = { maxNewTokens: 12, language: 'English' } as const;
+      expect((await lean.transcribeChunk(pcm, budget)).tokens).toEqual((await exported.transcribeChunk(pcm, budget)).tokens);
     } finally {
       await Promise.all([exported.release(), lean.release()]);
     }

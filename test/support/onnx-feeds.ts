@@ -1,5 +1,4 @@
 import { Tensor, type InferenceSession } from 'onnxruntime-node';
-import { float16Table } from '../../src/asr/half.js';
 import { symmetric } from '../../tools/random.js';
 
 /** Random feeds for a session's inputs: batch rows, seq new positions after past cached ones. */
@@ -36,16 +35,4 @@ export function feedsFor(session: InferenceSession, batch: number, seq: number, 
   return feeds;
 }
 
-/** sqrt(mean((a - b)^2)) / sqrt(mean(b^2)) */
-export function relativeRms(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff += (a[i]! - b[i]!) ** 2;
-    norm += b[i]! ** 2;
-  }
-  return Math.sqrt(diff / norm);
-}
-
-export const asFloat32 = (t: Tensor) => (t.type === 'float16' ? Float32Array.from(t.data as Uint16Array, (h) => float16Table()[h]!) : (t.data as Float32Array));
-
+export { asFloat32, relativeRms } from '../../src/asr/half.js';

@@ -3,6 +3,7 @@ import { ownCache, prefillEach, SequenceCache, type CacheHandle, type DecoderBac
 import type { DecoderContract } from '../contract.js';
 import { checkPrefillCache, DecoderInputs, type Feeds } from '../decoder-io.js';
 import { InferenceError } from '../errors.js';
+import { asFloat32, float32ToFloat16Bits, relativeRms } from '../half.js';
 
 type Session = Pick<InferenceSession, 'run'>;
 type KvArray = Float32Array | Uint16Array;
@@ -288,6 +289,47 @@ export class HostBackend implements DecoderBackend {
       data[row * columns + fed] = 1n;
     });
     return new Tensor('int64', data, [caches.length, columns]);
+  }
+}
+
+/** Columns of masked room the probe feeds, and the past before them. */
+const PROBE_ROOM = 4;
+const PROBE_PAST = 3;
+
+/**
+ * Whether a step rewritten for the kvDelta layout reads the masked room after its rows, as one that takes a mask
+ * but does not apply it in attention would: the same token over the same past, fed with and without room holding
+ * other values, must give the same new columns. A probe that fails counts as reading it. Run once at load.
+ */
+export async function readsMaskedRoom(step: { session: Session; contract: DecoderContract }, inputs: DecoderInputs): Promise<boolean> {
+  const c = step.contract;
+  try {
+    if (!c.attentionMask || !c.positionIds || !c.kvHeads || !c.headDim) return true;
+    const run = async (room: number) => {
+      const width = PROBE_PAST + room;
+      const mask = new BigInt64Array(width + 1);
+      mask.fill(1n, 0, PROBE_PAST);
+      mask[width] = 1n;
+      const feeds: Feeds = {
+        [c.token.name]: inputs.tokens(c, [0], 1),
+        [c.attentionMask!]: new Tensor('int64', mask, [1, width + 1]),
+        [c.positionIds!.name]: inputs.positions(c, [PROBE_PAST], 1),
+      };
+      for (const [i, kv] of c.kv.entries()) {
+        // the same past in both runs, then room of other values: small normal numbers, exact in fp16
+        const values = Float32Array.from({ length: c.kvHeads! * width * c.headDim! }, (_, j) => {
+          const [head, column, d] = [Math.floor(j / (width * c.headDim!)), Math.floor(j / c.headDim!) % width, j % c.headDim!];
+          return column < PROBE_PAST ? ((i * 7 + head * 5 + column * 3 + d) % 13) / 16 - 0.375 : ((j * 5) % 11) / 8 - 0.625;
+        });
+        feeds[kv.input!] = c.kvType === 'float32' ? new Tensor('float32', values, [1, c.kvHeads!, width, c.headDim!]) : new Tensor('float16', Uint16Array.from(values, float32ToFloat16Bits), [1, c.kvHeads!, width, c.headDim!]);
+      }
+      const out = await step.session.run(feeds);
+      return c.kv.map((kv) => out[kv.output]!);
+    };
+    const [bare, roomy] = [await run(0), await run(PROBE_ROOM)];
+    return bare.some((t, i) => !(relativeRms(asFloat32(t), asFloat32(roomy[i]!)) <= 1e-3));
+  } catch {
+    return true;
   }
 }
 
