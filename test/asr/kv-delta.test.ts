@@ -12,6 +12,7 @@ import { FIXTURE_FILES } from '../../tools/fixture/model-dir.js';
 import { TOY_DIMS, writeFullSizeModel } from '../../tools/full-size/model-dir.js';
 import { GraphBuilder } from '../../tools/onnx-graph.js';
 import { symmetric } from '../../tools/random.js';
+import { exportedAndLean } from '../support/engines.js';
 import { fixtureModel } from '../support/fixture-models.js';
 import { asFloat32, feedsFor, relativeRms } from '../support/onnx-feeds.js';
 
@@ -96,10 +97,7 @@ describe('a step that returns only the new cache column', () => {
   });
 
   it('the engine decodes with it by default: the same tokens as the exported graphs, rows joining mid-decode, past its room', async () => {
-    const options = { modelDir: model, device: 'cpu', intraOpThreads: 1, cpuInt8Matmuls: false } as const;
-    const said: string[] = [];
-    const logger = { info: (m: string) => said.push(m), warn: (m: string) => said.push(m) };
-    const [exported, lean] = await Promise.all([AsrEngine.load({ ...options, leanGraphs: false }), AsrEngine.load({ ...options, logger })]);
+    const { exported, lean, said } = await exportedAndLean(model);
     try {
       // rewritten, and the load-time probe found the masked room ignored
       expect(said.filter((m) => /as exported|kept with its logits|reads the masked columns/.test(m))).toEqual([]);
@@ -148,14 +146,11 @@ describe('a step that returns only the new cache column', () => {
     expect(replaced).toBe(1);
     writeFileSync(join(dir, FIXTURE_FILES.step), writeModel(stepModel, graph));
 
-    const options = { modelDir: dir, device: 'cpu', intraOpThreads: 1, cpuInt8Matmuls: false } as const;
-    const said: string[] = [];
-    const [exported, lean] = await Promise.all([
-      AsrEngine.load({ ...options, leanGraphs: false }),
-      AsrEngine.load({ ...options, logger: { info: (m: string) => said.push(m), warn: (m: string) => said.push(m) } }),
-    ]);
+    const { exported, lean, said } = await exportedAndLean(dir);
     try {
       expect(said.filter((m) => /reads the masked columns after its rows .* it returns its whole cache instead/.test(m))).toHaveLength(1);
+      // the reloaded step decodes; its tokens alone would not tell the layouts apart (zero room moves this toy's
+      // argmax too little), the log line above is what shows the probe noticed
       const pcm = Float32Array.from({ length: 16000 }, (_, t) => 0.3 * Math.sin((2 * Math.PI * 520 * t) / 16000));
       const budget = { maxNewTokens: 12, language: 'English' } as const;
       expect((await lean.transcribeChunk(pcm, budget)).tokens).toEqual((await exported.transcribeChunk(pcm, budget)).tokens);

@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AsrEngine } from '../../src/asr/engine.js';
 import { rewriteGraph } from '../../src/asr/lean-graph.js';
 import { GRAPH_NODE, int64Values, readModel, readNode } from '../../src/asr/onnx-model.js';
 import { concat, intField, parseMessage } from '../../src/asr/onnx-proto.js';
@@ -13,6 +12,7 @@ import { FIXTURE_FILES } from '../../tools/fixture/model-dir.js';
 import { TOY_DIMS, writeFullSizeModel } from '../../tools/full-size/model-dir.js';
 import { GraphBuilder } from '../../tools/onnx-graph.js';
 import { symmetric } from '../../tools/random.js';
+import { exportedAndLean } from '../support/engines.js';
 import { fixtureModel } from '../support/fixture-models.js';
 import { asFloat32, feedsFor, relativeRms } from '../support/onnx-feeds.js';
 
@@ -86,10 +86,7 @@ describe('attention reading each KV head once', () => {
   });
 
   it('the engine decodes with it by default: the same tokens as the exported graphs, in a batch of ragged rows', async () => {
-    const options = { modelDir: model, device: 'cpu', intraOpThreads: 1, cpuInt8Matmuls: false } as const;
-    const said: string[] = [];
-    const logger = { info: (m: string) => said.push(m), warn: (m: string) => said.push(m) };
-    const [exported, lean] = await Promise.all([AsrEngine.load({ ...options, leanGraphs: false }), AsrEngine.load({ ...options, logger })]);
+    const { exported, lean, said } = await exportedAndLean(model);
     try {
       // both decoders rewritten (a graph kept as exported is logged)
       expect(said.filter((m) => /attention kept as exported|kept with its logits/.test(m))).toEqual([]);
