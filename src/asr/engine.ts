@@ -1,6 +1,6 @@
 import { env, InferenceSession } from 'onnxruntime-node';
 import { SAMPLE_RATE } from '../audio/pcm.js';
-import { HostBackend, readsMaskedRoom } from './backends/host.js';
+import { HostBackend, maskedRoomRead } from './backends/host.js';
 import { deviceResidentCache, vulkanLoaderOpens, WebGpuBackend } from './backends/webgpu.js';
 import type { DecoderBackend } from './backend.js';
 import {
@@ -344,8 +344,9 @@ export class AsrEngine {
         }
       }
       const inputs = new DecoderInputs(embeddings, encoder.output.type);
-      if (kvDelta && (await readsMaskedRoom({ session: sessions.step, contract: step }, inputs))) {
-        o.logger?.warn(`${files.step}: the step reads the masked columns after its rows (its attention mask is not applied there); it returns its whole cache instead`);
+      const roomRead = kvDelta ? await maskedRoomRead({ session: sessions.step, contract: step }, inputs) : undefined;
+      if (roomRead) {
+        o.logger?.warn(`${files.step}: the step cannot skip the masked columns after its rows (${roomRead}); it returns its whole cache instead`);
         const whole = await chooseGraph(files.step, 'step', provider, o, true);
         const session = await InferenceSession.create(whole.file, { ...baseSessionOptions(provider, o), ...whole.options }).catch((err: unknown) => {
           throw new ModelLoadError(`${whole.file}: onnxruntime could not load it on ${provider}: ${firstLine(err)}`);

@@ -299,15 +299,17 @@ const PROBE_PAST = 3;
 const PROBE_TOLERANCE = 1e-2;
 
 /**
- * Whether a step rewritten for the kvDelta layout reads the masked room after its rows, as one that takes a mask
- * but does not apply it in attention would: the same token over the same past, fed with and without room holding
- * other values, must give the second layer the same new column. A probe that fails counts as reading it. Run once
- * at load.
+ * Why a step rewritten for the kvDelta layout cannot take it, or undefined when it can: it must ignore the masked
+ * room after its rows, which a step taking a mask but not applying it in attention would read. The same token over
+ * the same past, fed with and without room holding other values, must give the second layer (the first to read
+ * attention) the same new column. A probe that cannot run, or a step of one layer, is not trusted. Run once at load.
  */
-export async function readsMaskedRoom(step: { session: Session; contract: DecoderContract }, inputs: DecoderInputs): Promise<boolean> {
+export async function maskedRoomRead(step: { session: Session; contract: DecoderContract }, inputs: DecoderInputs): Promise<string | undefined> {
   const c = step.contract;
+  const layers = [...new Set(c.kv.map((kv) => kv.layer))].sort((a, b) => a - b);
+  if (!c.attentionMask || !c.positionIds || !c.kvHeads || !c.headDim) return 'it takes no attention mask or position ids, or its cache has no numeric heads';
+  if (layers.length < 2) return 'with one layer no new column reads attention, so the probe could not tell';
   try {
-    if (!c.attentionMask || !c.positionIds || !c.kvHeads || !c.headDim) return true;
     const run = async (room: number) => {
       const width = PROBE_PAST + room;
       const mask = new BigInt64Array(width + 1);
@@ -332,11 +334,10 @@ export async function readsMaskedRoom(step: { session: Session; contract: Decode
     const [bare, roomy] = [await run(0), await run(PROBE_ROOM)];
     // The second layer's new column is the first to read attention (the first layer's); deeper ones amplify
     // rounding (int8 activations re-quantise each layer's input), so they would tell the summation order too.
-    const layers = [...new Set(c.kv.map((kv) => kv.layer))].sort((a, b) => a - b);
-    const probed = layers[1] ?? layers[0];
-    return c.kv.some((kv, i) => kv.layer === probed && !(relativeRms(asFloat32(bare[i]!), asFloat32(roomy[i]!)) <= PROBE_TOLERANCE));
-  } catch {
-    return true;
+    const worst = Math.max(...c.kv.map((kv, i) => (kv.layer === layers[1] ? relativeRms(asFloat32(bare[i]!), asFloat32(roomy[i]!)) : 0)));
+    return worst <= PROBE_TOLERANCE ? undefined : `its layer ${layers[1]} column moves by ${worst.toPrecision(2)} (relative RMS) when masked columns change: its attention mask is not applied there`;
+  } catch (err) {
+    return `the probe could not run: ${(err as Error).message.split('\n')[0]}`;
   }
 }
 
