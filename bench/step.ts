@@ -9,13 +9,14 @@
  * ids in the graph, attention reading each KV head once: src/asr/lean-graph.ts), the original ones, or both; the lean
  * ones with their KV heads repeated as exported too (--shared-kv both: what reading each head once saves), and on the
  * host backend with the step returning its whole cache as exported too (--kv-delta both: what returning only the new
- * column saves, src/asr/kv-delta.ts); with 4-bit
+ * column saves, src/asr/kv-delta.ts), and on the CPU with its float16 cache cast at every step as exported too
+ * (--float32-cache both: what holding it as float32 saves, src/asr/float32-cache.ts); with 4-bit
  * matmuls taking int8 activations
  * (the engine's CPU default), fp32 ones, or both. Each variant's floor is read from its own step graph.
  *
  *   npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600]
  *                         [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--shared-kv on|off|both]
- *                         [--kv-delta on|off|both] [--int8 on|off|both] [--clips DIR] [--out FILE]
+ *                         [--kv-delta on|off|both] [--float32-cache on|off|both] [--int8 on|off|both] [--clips DIR] [--out FILE]
  *
  * The webgpu backend runs on the webgpu provider (the default provider when --backend is webgpu or both; on a
  * machine without a GPU, VK_ICD_FILENAMES=$(bash tools/lavapipe.sh) selects Mesa's software Vulkan). --clips
@@ -68,6 +69,8 @@ interface Variant {
   sharedKv: boolean;
   /** lean graphs on the host backend only: the step returns only the new cache column (the engine's), or the whole cache */
   kvDelta: boolean;
+  /** with kvDelta on the CPU: a float16 cache held as float32 (the engine's), or cast at every step as exported */
+  float32Cache: boolean;
   int8: boolean;
 }
 
@@ -78,7 +81,7 @@ function usage(message: string, withUsage = true): never {
   console.error(`bench:step: ${message}`);
   if (withUsage) {
     console.error(
-      'usage: npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--shared-kv on|off|both] [--kv-delta on|off|both] [--int8 on|off|both] [--clips DIR] [--out FILE]',
+      'usage: npm run bench:step -- --model-dir DIR [--backend host|webgpu|both] [--batch 1,2,4,8] [--context 100,300,600] [--steps N] [--provider cpu|cuda|webgpu] [--threads N] [--lean on|off|both | --no-lean] [--shared-kv on|off|both] [--kv-delta on|off|both] [--float32-cache on|off|both] [--int8 on|off|both] [--clips DIR] [--out FILE]',
     );
   }
   process.exit(2);
@@ -107,6 +110,7 @@ function parseSettings(argv: string[]): Settings {
         'no-lean': { type: 'boolean', default: false },
         'shared-kv': { type: 'string', default: 'on' },
         'kv-delta': { type: 'string', default: 'on' },
+        'float32-cache': { type: 'string' },
         int8: { type: 'string' },
         clips: { type: 'string' },
         out: { type: 'string' },
@@ -131,6 +135,12 @@ function parseSettings(argv: string[]): Settings {
   if (kvDelta !== 'on' && kvDelta !== 'off' && kvDelta !== 'both') usage(`--kv-delta is on, off or both; got '${kvDelta}'`);
   if (lean === 'off' && kvDelta !== 'on') usage(`--kv-delta ${kvDelta}: the cache rewrite is one of the lean graphs'; --lean off loads the graphs as exported`);
   if (backend === 'webgpu' && kvDelta === 'both') usage(`--kv-delta ${kvDelta}: the webgpu backend keeps the cache as the graph returns it; the rewrite is the host backend's`);
+  // As the engine: a float32 cache on the CPU only (on another provider it would cross the bus at twice the size).
+  const float32Cache = values['float32-cache'] ?? (provider === 'cpu' ? 'on' : 'off');
+  if (float32Cache !== 'on' && float32Cache !== 'off' && float32Cache !== 'both') usage(`--float32-cache is on, off or both; got '${float32Cache}'`);
+  if (values['float32-cache'] !== undefined && float32Cache !== 'off' && (provider !== 'cpu' || backend !== 'host' || lean === 'off' || kvDelta === 'off')) {
+    usage(`--float32-cache ${float32Cache}: the float32 cache is the host backend's with the new-column step (--kv-delta on), on the CPU only`);
+  }
   // As the engine: int8 activations on the CPU only, unless asked.
   const int8 = values.int8 ?? (provider === 'cpu' ? 'on' : 'off');
   if (int8 !== 'on' && int8 !== 'off' && int8 !== 'both') usage(`--int8 is on, off or both; got '${int8}'`);
@@ -153,7 +163,9 @@ function parseSettings(argv: string[]): Settings {
         choices(lean).flatMap((l) =>
           (l ? choices(sharedKv) : [false]).flatMap((k) =>
             // the engine's: only the host backend's step returns the new column
-            (l && b === 'host' ? choices(kvDelta) : [false]).map((d) => ({ backend: b, lean: l, sharedKv: k, kvDelta: d, int8: i })),
+            (l && b === 'host' ? choices(kvDelta) : [false]).flatMap((d) =>
+              (d ? choices(float32Cache) : [false]).map((f) => ({ backend: b, lean: l, sharedKv: k, kvDelta: d, float32Cache: f, int8: i })),
+            ),
           ),
         ),
       ),
@@ -226,7 +238,7 @@ async function openFloor(s: Settings, stepFile: string, dataFolder: string | und
 interface Decoder {
   backend: DecoderBackend;
   prefill: DecoderContract;
-  graphs: Record<Role, { file: string; greedy: boolean; int8Matmuls: number; sharedKvHeads: number; kvDelta: number; reason?: string }>;
+  graphs: Record<Role, { file: string; greedy: boolean; int8Matmuls: number; sharedKvHeads: number; kvDelta: number; float32Cache: number; reason?: string }>;
   maxBatch: number;
   /** the step graph's floor, read from the graph as loaded */
   floor: Floor;
@@ -259,19 +271,20 @@ async function openDecoder(s: Settings, variant: Variant, embeddings: EmbeddingL
     const source = role === 'prefill' ? files.prefill : files.step;
     // lean with shared KV heads: as the engine loads them with LEAN_GRAPHS=true
     const want: GraphRewrite = {
-      ...(variant.lean ? { greedy: role, sharedKvHeads: variant.sharedKv, kvDelta: variant.kvDelta && role === 'step' } : {}),
+      ...(variant.lean ? { greedy: role, sharedKvHeads: variant.sharedKv, kvDelta: variant.kvDelta && role === 'step', float32Cache: variant.float32Cache && role === 'step' } : {}),
       int8Matmuls: variant.int8,
     };
     const graph =
       variant.lean || variant.int8
         ? await rewriteGraph(source, want)
-        : { file: source, greedy: false, int8Matmuls: 0, sharedKvHeads: 0, kvDelta: 0, reason: undefined, sessionOptions: {} as InferenceSession.SessionOptions };
+        : { file: source, greedy: false, int8Matmuls: 0, sharedKvHeads: 0, kvDelta: 0, float32Cache: 0, reason: undefined, sessionOptions: {} as InferenceSession.SessionOptions };
     graphs[role] = {
       file: graph.file,
       greedy: graph.greedy,
       int8Matmuls: graph.int8Matmuls,
       sharedKvHeads: graph.sharedKvHeads,
       kvDelta: graph.kvDelta,
+      float32Cache: graph.float32Cache,
       ...(graph.reason ? { reason: graph.reason } : {}),
     };
     if (role === 'step') {
@@ -289,7 +302,7 @@ async function openDecoder(s: Settings, variant: Variant, embeddings: EmbeddingL
   try {
     const prefill = await open('prefill');
     const step = await open('step');
-    checkDecoderPair(prefill.contract, step.contract);
+    checkDecoderPair(prefill.contract, step.contract, { widens: variant.backend === 'host' });
     const batchDim = sessionInfo(step.session, files.step).inputs.find((t) => t.name === step.contract.token.name)!.shape[0];
     const maxBatch = typeof batchDim === 'number' ? batchDim : Math.max(...s.batches);
     const inputs = new DecoderInputs(embeddings, 'float32');
@@ -340,6 +353,8 @@ export interface StepBenchRow {
   sharedKv: boolean;
   /** the step returned only the new cache column */
   kvDelta: boolean;
+  /** with kvDelta: the float16 cache was held as float32 */
+  float32Cache: boolean;
   /** 4-bit matmuls took int8 activations (in the step and in its floor) */
   int8: boolean;
   batch: number;
@@ -453,7 +468,7 @@ const WIDTHS = COLUMNS.map((c) => Math.max(c.length, 8));
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS[i]!) : c.padStart(WIDTHS[i]!))).join('  ');
 
 const variantName = (v: Variant) =>
-  `${v.backend}/${v.lean ? `lean${v.sharedKv ? '' : '-kv-repeated'}${v.kvDelta || v.backend !== 'host' ? '' : '-whole-cache'}` : 'original'}${v.int8 ? '+int8' : ''}`;
+  `${v.backend}/${v.lean ? `lean${v.sharedKv ? '' : '-kv-repeated'}${v.kvDelta || v.backend !== 'host' ? '' : '-whole-cache'}${v.kvDelta && !v.float32Cache ? '-float16-cache' : ''}` : 'original'}${v.int8 ? '+int8' : ''}`;
 
 /** 24 B, 3.5 KiB, 67.2 MiB, 2.15 GiB */
 function bytes(n: number): string {

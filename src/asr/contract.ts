@@ -183,12 +183,16 @@ export function readDecoderContract(info: SessionInfo, role: 'prefill' | 'step')
   };
 }
 
-/** The two decoders must agree on the cache they hand each other. */
-export function checkDecoderPair(prefill: DecoderContract, step: DecoderContract): void {
+/**
+ * The two decoders must agree on the cache they hand each other; with `widens` (a backend that widens float16 to
+ * float32 as it copies the prefill's cache, exactly) a float16 prefill cache may feed a float32 step.
+ */
+export function checkDecoderPair(prefill: DecoderContract, step: DecoderContract, o: { widens?: boolean } = {}): void {
   const describeKv = (c: DecoderContract) => `${c.kv.length / 2} layers of ${c.kvType} [B, ${c.kvHeads ?? '?'}, L, ${c.headDim ?? '?'}]`;
+  const widened = o.widens === true && prefill.kvType === 'float16' && step.kvType === 'float32';
   if (
     prefill.kv.length !== step.kv.length ||
-    prefill.kvType !== step.kvType ||
+    (prefill.kvType !== step.kvType && !widened) ||
     prefill.kvHeads !== step.kvHeads ||
     prefill.headDim !== step.headDim
   ) {

@@ -172,12 +172,15 @@ async function chooseGraph(file: string, role: 'prefill' | 'step' | undefined, p
   const sharedKvHeads = lean && role !== undefined;
   // the host backend's layout; WebGPU's cache stays on the device as the graph returns it
   const kvDelta = lean && role === 'step' && provider !== 'webgpu' && !wholeCache;
+  // on the CPU nothing crosses a bus: a float32 cache costs memory, not transfers
+  const float32Cache = kvDelta && provider === 'cpu';
   if (!greedy && !int8Matmuls) return { file, options: {} };
-  const g = await rewriteGraph(file, { ...(greedy ? { greedy } : {}), int8Matmuls, sharedKvHeads, kvDelta });
+  const g = await rewriteGraph(file, { ...(greedy ? { greedy } : {}), int8Matmuls, sharedKvHeads, kvDelta, float32Cache });
   if (wholeCache) return { file: g.file, options: g.sessionOptions };
   if (greedy && !g.greedy) o.logger?.warn(`${file}: kept with its logits (lean graph not possible: ${g.reason})`);
   if (sharedKvHeads && g.sharedKvHeads === 0) o.logger?.info?.(`${file}: attention kept as exported (${g.sharedKvReason ?? g.reason})`);
   if (kvDelta && g.kvDelta === 0) o.logger?.info?.(`${file}: each step returns the whole cache as exported (${g.kvDeltaReason ?? g.reason})`);
+  if (g.float32CacheReason) o.logger?.info?.(`${file}: each step casts its float16 cache to float32 as exported (${g.float32CacheReason})`);
   return { file: g.file, options: g.sessionOptions, kvDelta: g.kvDelta > 0 };
 }
 
@@ -327,7 +330,8 @@ export class AsrEngine {
       const prefill = readDecoderContract(sessionInfo(sessions.prefill, files.prefill), 'prefill');
       let stepInfo = sessionInfo(sessions.step, files.step);
       let step = readDecoderContract(stepInfo, 'step');
-      checkDecoderPair(prefill, step);
+      // the host backend widens a float16 prefill cache as it copies it into a float32 step cache
+      checkDecoderPair(prefill, step, { widens: provider !== 'webgpu' });
       const hidden = new Set([encoder.hiddenSize, prefill.hiddenSize, step.hiddenSize].filter((h) => h !== undefined));
       if (hidden.size > 1) {
         throw new ModelLoadError(`${files.prefill}: expected the encoder's embedding width; the graphs declare ${[...hidden].join(' and ')}`);

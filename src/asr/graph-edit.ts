@@ -1,5 +1,5 @@
 import { GRAPH_INITIALIZER, GRAPH_INPUT, initializerInfo, int64Initializer, opsets, readNode, tensorInfo, GRAPH_NODE, type OnnxModel, type OnnxNode } from './onnx-model.js';
-import { bytesField, type Field } from './onnx-proto.js';
+import { bytesField, concat, parseMessage, text, type Field } from './onnx-proto.js';
 
 export interface GraphNode {
   field: Field;
@@ -18,6 +18,8 @@ export class GraphEditor {
   private constructor(
     readonly nodes: GraphNode[],
     readonly producer: Map<string, GraphNode>,
+    /** the nodes that read each tensor, in graph order, each once */
+    readonly readers: Map<string, GraphNode[]>,
     private readonly taken: Set<string>,
     private readonly prefix: string,
   ) {}
@@ -33,12 +35,14 @@ export class GraphEditor {
     const nodes = model.graph.filter((f) => f.n === GRAPH_NODE).map((f) => ({ field: f, node: readNode(f) }));
     if (nodes.some((n) => n.node.hasSubgraphs)) return 'the graph has control-flow subgraphs';
     const producer = new Map(nodes.flatMap((n) => n.node.outputs.map((o) => [o, n] as const)));
+    const readers = new Map<string, GraphNode[]>();
+    for (const n of nodes) for (const i of new Set(n.node.inputs)) readers.set(i, [...(readers.get(i) ?? []), n]);
     const taken = new Set([
       ...producer.keys(),
       ...model.graph.filter((f) => f.n === GRAPH_INITIALIZER).map((f) => initializerInfo(f).name),
       ...model.graph.filter((f) => f.n === GRAPH_INPUT).map((f) => tensorInfo(f).name),
     ]);
-    return new GraphEditor(nodes, producer, taken, prefix);
+    return new GraphEditor(nodes, producer, readers, taken, prefix);
   }
 
   /** A tensor name no tensor of the graph has. */
@@ -59,4 +63,13 @@ export class GraphEditor {
     }
     return this.constants.get(key)!;
   }
+}
+
+/** A node field with the tensors it reads and writes renamed as `names` says; everything else byte for byte. */
+export function withTensorsRenamed(f: Field, names: ReadonlyMap<string, string>): Uint8Array {
+  const fields = parseMessage(f.bytes);
+  // NodeProto: input = 1, output = 2
+  const renames = (x: Field) => (x.n === 1 || x.n === 2) && names.has(text(x));
+  if (!fields.some(renames)) return f.raw;
+  return bytesField(GRAPH_NODE, concat(fields.map((x) => (renames(x) ? bytesField(x.n, names.get(text(x))!) : x.raw))));
 }

@@ -1,6 +1,6 @@
-import { GraphEditor, type GraphNode } from './graph-edit.js';
+import { GraphEditor, withTensorsRenamed, type GraphNode } from './graph-edit.js';
 import { GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, node, readModel, readNode, tensorInfo, valueInfo, writeModel, type OnnxNode } from './onnx-model.js';
-import { bytesField, concat, parseMessage, text, type Field } from './onnx-proto.js';
+import { bytesField, parseMessage, type Field } from './onnx-proto.js';
 
 /*
  * A step graph as exported returns each layer's whole cache: present = Concat(past, new) on the sequence axis, a
@@ -53,9 +53,7 @@ export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: numb
   const outputFields = model.graph.filter((f) => f.n === GRAPH_OUTPUT);
   const edit = GraphEditor.open(model, 'kv_delta');
   if (typeof edit === 'string') return unchanged(edit);
-  const { nodes, producer } = edit;
-  const readers = new Map<string, GraphNode[]>();
-  for (const n of nodes) for (const i of new Set(n.node.inputs)) readers.set(i, [...(readers.get(i) ?? []), n]);
+  const { nodes, producer, readers } = edit;
   const inputs = new Map(inputList.map((t) => [t.name, t]));
   const outputs = new Set(outputFields.map((f) => tensorInfo(f).name));
 
@@ -134,11 +132,6 @@ export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: numb
   // What still reads a whole cache (anything but a rewritten matmul) reads a concat of its own, named apart from the
   // output; it is dropped below when nothing live reads it.
   const whole = new Map(pairs.map((p) => [p.name, edit.fresh(`${p.name}/whole`)]));
-  const renamed = (f: Field) => {
-    const fields = parseMessage(f.bytes);
-    if (!fields.some((x) => x.n === 1 && whole.has(text(x)))) return f.raw;
-    return bytesField(GRAPH_NODE, concat(fields.map((x) => (x.n === 1 && whole.has(text(x)) ? bytesField(1, whole.get(text(x))!) : x.raw))));
-  };
   for (const pair of pairs) {
     const { field: f, node: c } = pair.concat;
     // present.* is now the new column; onnxruntime gives a graph output its own buffer, so the Identity copies only it.
@@ -148,7 +141,7 @@ export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: numb
   const shapes = new Map(pairs.map((p) => [p.name, tensorInfo(p.output)]));
   const graph = model.graph.flatMap((f) => {
     if (replaced.has(f.raw)) return replaced.get(f.raw)!;
-    if (f.n === GRAPH_NODE) return [renamed(f)];
+    if (f.n === GRAPH_NODE) return [withTensorsRenamed(f, whole)];
     const s = f.n === GRAPH_OUTPUT ? shapes.get(tensorInfo(f).name) : undefined;
     return s ? [bytesField(GRAPH_OUTPUT, valueInfo(s.name, s.type, [s.shape[0]!, s.shape[1]!, 'new_sequence_length', s.shape[3]!]))] : [f.raw];
   });

@@ -23,6 +23,7 @@ import {
   writeModel,
 } from './onnx-model.js';
 import { bytesField, concat, first, parseMessage, sub, text, type Field } from './onnx-proto.js';
+import { withFloat32Cache } from './float32-cache.js';
 import { withKvDelta } from './kv-delta.js';
 import { withSharedKvHeads } from './shared-kv-heads.js';
 
@@ -43,6 +44,10 @@ export interface LeanGraph {
   sharedKvReason?: string;
   /** why the step still returns its whole cache, when a delta was asked for */
   kvDeltaReason?: string;
+  /** past inputs the kvDelta step takes as float32 instead of float16 (float32-cache.ts): all of them, or 0 */
+  float32Cache: number;
+  /** why a float16 cache is still cast at every step, when float32 was asked for */
+  float32CacheReason?: string;
   /**
    * Spread into InferenceSession.create's options (last). A rewritten graph lives in the cache while its weights
    * stay in the model directory: onnxruntime is told where its external data is, because it refuses data files
@@ -69,6 +74,12 @@ export interface GraphRewrite {
    * (kv-delta.ts); the caller must keep the cache in HostBackend's kvDelta layout
    */
   kvDelta?: boolean;
+  /**
+   * with kvDelta, a float16 cache is taken and returned as float32 holding the same values (float32-cache.ts), so
+   * attention does not cast the whole past at every step; the caller widens the prefill's cache as it copies it.
+   * For the CPU: on another provider the host cache would cross the bus at twice the size
+   */
+  float32Cache?: boolean;
 }
 
 export interface LeanOptions {
@@ -77,7 +88,7 @@ export interface LeanOptions {
 }
 
 /** Changes whenever the rewrite does, so an old cached graph is never reused. */
-const REWRITE_VERSION = 7;
+const REWRITE_VERSION = 8;
 /** MatMulNBits accuracy_level: int8 activations */
 const INT8_ACTIVATIONS = 4;
 const GREEDY_IDS = 'greedy_ids';
@@ -87,13 +98,13 @@ function defaultGraphCacheDir(): string {
   return xdg ? join(xdg, 'mega-asr', 'graphs') : join(tmpdir(), `mega-asr-graphs-${process.getuid?.() ?? 'user'}`);
 }
 
-const original = (file: string, reason: string): LeanGraph => ({ file, rewritten: false, greedy: false, int8Matmuls: 0, sharedKvHeads: 0, kvDelta: 0, reason, sessionOptions: {} });
+const original = (file: string, reason: string): LeanGraph => ({ file, rewritten: false, greedy: false, int8Matmuls: 0, sharedKvHeads: 0, kvDelta: 0, float32Cache: 0, reason, sessionOptions: {} });
 
 /**
  * Returns a graph file to load instead of `file`: a copy in a private cache directory with the rewrites asked for
  * (greedy ids int64 [batch], the argmax over the vocabulary of each row's last position, instead of the logits;
  * int8 activations for 4-bit matmuls; attention reading each KV head once; a step returning only the new cache
- * column, for HostBackend's kvDelta layout), or the original with the reason it was kept. A rewrite that is not possible
+ * column, for HostBackend's kvDelta layout, its float16 cache taken as float32), or the original with the reason it was kept. A rewrite that is not possible
  * is left out and said in `reason`; the others are still made. The model directory is never written to.
  */
 export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOptions = {}): Promise<LeanGraph> {
@@ -111,9 +122,11 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
   let int8Matmuls = 0;
   let sharedKvHeads = 0;
   let kvDelta = 0;
+  let float32Cache = 0;
   const reasons: string[] = [];
   let sharedKvReason: string | undefined;
   let kvDeltaReason: string | undefined;
+  let float32CacheReason: string | undefined;
   let data: ExternalDataHome;
   try {
     if (want.greedy) {
@@ -130,6 +143,7 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
     if (want.kvDelta) {
       kvDeltaReason = maskedRoomUnreadable(lean, file);
       if (!kvDeltaReason) ({ bytes: lean, count: kvDelta, reason: kvDeltaReason } = withKvDelta(lean));
+      if (want.float32Cache && kvDelta > 0) ({ bytes: lean, count: float32Cache, reason: float32CacheReason } = withFloat32Cache(lean, file));
     }
     if (!greedy && int8Matmuls === 0 && sharedKvHeads === 0 && kvDelta === 0) {
       const why = reasons[0] ?? sharedKvReason ?? kvDeltaReason ?? 'no 4-bit matmul to switch to int8 activations';
@@ -141,7 +155,7 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
     return original(file, (err as Error).message);
   }
   const key = createHash('sha256')
-    .update(JSON.stringify([source, info.size, info.mtimeMs, want.greedy ?? null, !!want.int8Matmuls, !!want.sharedKvHeads, !!want.kvDelta, REWRITE_VERSION, data.folder, [...data.renamed].sort()]))
+    .update(JSON.stringify([source, info.size, info.mtimeMs, want.greedy ?? null, !!want.int8Matmuls, !!want.sharedKvHeads, !!want.kvDelta, !!want.float32Cache, REWRITE_VERSION, data.folder, [...data.renamed].sort()]))
     .digest('hex')
     .slice(0, 16);
   const dir = o.cacheDir ?? defaultGraphCacheDir();
@@ -158,9 +172,11 @@ export async function rewriteGraph(file: string, want: GraphRewrite, o: LeanOpti
     int8Matmuls,
     sharedKvHeads,
     kvDelta,
+    float32Cache,
     ...(reasons.length ? { reason: reasons.join('; ') } : {}),
     ...(sharedKvReason ? { sharedKvReason } : {}),
     ...(kvDeltaReason ? { kvDeltaReason } : {}),
+    ...(float32CacheReason ? { float32CacheReason } : {}),
     sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: data.folder } } },
   };
 }

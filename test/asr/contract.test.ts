@@ -414,6 +414,16 @@ describe('checkDecoderPair', () => {
     expectLoadError(() => checkDecoderPair(prefill, step), 'step.onnx', /2 layers of float32/, /2 layers of float16/);
   });
 
+  it('lets a float32 step take a float16 prefill cache only from a backend that widens it', () => {
+    const half = readDecoderContract(decoderInfo({ file: 'prefill.onnx', layers: 2, kvType: 'float16' }), 'prefill');
+    const step = readDecoderContract(decoderInfo({ file: 'step.onnx', layers: 2 }), 'step');
+    expect(() => checkDecoderPair(half, step, { widens: true })).not.toThrow();
+    expectLoadError(() => checkDecoderPair(half, step), 'step.onnx', /2 layers of float16/, /2 layers of float32/);
+    // narrowing would lose the prefill's precision: never
+    const halfStep = readDecoderContract(decoderInfo({ file: 'step.onnx', layers: 2, kvType: 'float16' }), 'step');
+    expectLoadError(() => checkDecoderPair(prefill, halfStep, { widens: true }), 'step.onnx', /2 layers of float32/, /2 layers of float16/);
+  });
+
   it('rejects a different head layout', () => {
     const info = decoderInfo({ file: 'step.onnx', layers: 1 });
     const reshape = (x: TensorInfo) => (x.shape.length === 4 ? { ...x, shape: ['b', 4, 'p', HEAD_DIM] } : x);

@@ -96,11 +96,13 @@ describe('a step that returns only the new cache column', () => {
     }
   });
 
-  it('the engine decodes with it by default: the same tokens as the exported graphs, rows joining mid-decode, past its room', async () => {
+  it('the engine decodes with it by default: the same tokens as the exported graphs, rows joining mid-decode, past its room, the cache held as float32', async () => {
     const { exported, lean, said } = await exportedAndLean(model);
     try {
       // rewritten, and the load-time probe found the masked room ignored
       expect(said.filter((m) => /as exported|kept with its logits|masked columns/.test(m))).toEqual([]);
+      // on the CPU the step holds the float16 cache as float32 (float32-cache.ts): prefilled rows are widened as they join
+      expect([exported.stepContract.kvType, lean.stepContract.kvType]).toEqual(['float16', 'float32']);
       const clips = [440, 620, 910].map((hz, i) => Float32Array.from({ length: 16000 * (1 + i) }, (_, t) => 0.3 * Math.sin((2 * Math.PI * hz * t) / 16000)));
       // more steps than the layout's room (32 columns): the batch is laid out again while it decodes
       const budget = { maxNewTokens: 45, language: 'English' } as const;

@@ -3,7 +3,7 @@ import { ownCache, prefillEach, SequenceCache, type CacheHandle, type DecoderBac
 import type { DecoderContract } from '../contract.js';
 import { checkPrefillCache, DecoderInputs, type Feeds } from '../decoder-io.js';
 import { InferenceError } from '../errors.js';
-import { asFloat32, float32ToFloat16Bits, relativeRms } from '../half.js';
+import { asFloat32, float16Table, float32ToFloat16Bits, relativeRms } from '../half.js';
 
 type Session = Pick<InferenceSession, 'run'>;
 type KvArray = Float32Array | Uint16Array;
@@ -51,8 +51,9 @@ const DELTA_ROOM = 32;
  * With `kvDelta` (a step graph that returns only the new column, kv-delta.ts) there is one set of buffers,
  * [B, heads, stride, headDim] with up to DELTA_ROOM zero columns after the widest row. The step reads all `stride`
  * columns (those after the rows' tokens masked out), and its new column is written into the buffers after it: the
- * graph concatenates no cache (an fp16 cache is still cast to fp32 for attention), and JavaScript copies
- * 2 x layers x B x heads x headDim values per step; filling the room lays the batch out again in a new set.
+ * graph concatenates no cache, and JavaScript copies 2 x layers x B x heads x headDim values per step; filling the
+ * room lays the batch out again in a new set. A step rewritten to hold a float16 cache as float32 (float32-cache.ts)
+ * casts none of it either: the prefill's float16 rows are widened as they are copied in.
  */
 export class HostBackend implements DecoderBackend {
   readonly maxBatch: number;
@@ -79,6 +80,8 @@ export class HostBackend implements DecoderBackend {
     // the room after the rows is masked out, and positions are each row's own
     if (this.delta && (!c.attentionMask || !c.positionIds)) throw new InferenceError(`${c.file}: the kvDelta layout needs an attention mask and position ids`);
     if (!c.kvHeads || !c.headDim) throw new InferenceError(`${c.file}: the cache needs numeric head counts and head dimensions`);
+    const from = o.prefill.contract.kvType;
+    if (from !== c.kvType && !(from === 'float16' && c.kvType === 'float32')) throw new InferenceError(`${c.file}: a ${c.kvType} cache cannot hold the prefill's ${from} one`);
     this.heads = c.kvHeads;
     this.headDim = c.headDim;
     // Only what the loop reads: the greedy ids (or logits) and the cache.
@@ -266,7 +269,7 @@ export class HostBackend implements DecoderBackend {
       const d = (dst.row * heads + head) * stride * headDim;
       const s = ((src.row * heads + head) * src.stride + src.end - length) * headDim;
       dst.buffer.fill(0, d, d + (end - length) * headDim);
-      dst.buffer.set(src.buffer.subarray(s, s + length * headDim), d + (end - length) * headDim);
+      copyValues(dst.buffer, d + (end - length) * headDim, src.buffer.subarray(s, s + length * headDim));
       dst.buffer.fill(0, d + end * headDim, d + stride * headDim);
     }
   }
@@ -354,6 +357,14 @@ interface RowSource {
 /** Layer-part `i` of a sequence's prefill cache, [1, heads, length, headDim]. */
 function prefilledRow(h: HostCache, i: number): RowSource {
   return { buffer: h.prefilled![i]!.data as KvArray, row: 0, stride: h.length, end: h.length };
+}
+
+/** `src` written into `dst` at `at`; float16 bits into a float32 cache (float32-cache.ts) are widened, exactly. */
+function copyValues(dst: KvArray, at: number, src: KvArray): void {
+  if (dst instanceof Float32Array && src instanceof Uint16Array) {
+    const table = float16Table();
+    for (let i = 0; i < src.length; i++) dst[at + i] = table[src[i]!]!;
+  } else dst.set(src, at);
 }
 
 /** Outputs the loop needs from a decoder: the cache and either greedy_ids or the logits. */
