@@ -69,8 +69,8 @@ interface Variant {
   sharedKv: boolean;
   /** lean graphs on the host backend only: the step returns only the new cache column (the engine's), or the whole cache */
   kvDelta: boolean;
-  /** with kvDelta on the CPU: a float16 cache held as float32 (the engine's), or cast at every step as exported */
-  float32Cache: boolean;
+  /** with kvDelta on the CPU: a float16 cache held as float32 (the engine's), or cast at every step as exported; elsewhere undefined */
+  float32Cache?: boolean;
   int8: boolean;
 }
 
@@ -164,7 +164,7 @@ function parseSettings(argv: string[]): Settings {
           (l ? choices(sharedKv) : [false]).flatMap((k) =>
             // the engine's: only the host backend's step returns the new column
             (l && b === 'host' ? choices(kvDelta) : [false]).flatMap((d) =>
-              (d ? choices(float32Cache) : [false]).map((f) => ({ backend: b, lean: l, sharedKv: k, kvDelta: d, float32Cache: f, int8: i })),
+              (d && provider === 'cpu' ? choices(float32Cache) : [undefined]).map((f) => ({ backend: b, lean: l, sharedKv: k, kvDelta: d, ...(f === undefined ? {} : { float32Cache: f }), int8: i })),
             ),
           ),
         ),
@@ -271,7 +271,7 @@ async function openDecoder(s: Settings, variant: Variant, embeddings: EmbeddingL
     const source = role === 'prefill' ? files.prefill : files.step;
     // lean with shared KV heads: as the engine loads them with LEAN_GRAPHS=true
     const want: GraphRewrite = {
-      ...(variant.lean ? { greedy: role, sharedKvHeads: variant.sharedKv, kvDelta: variant.kvDelta && role === 'step', float32Cache: variant.float32Cache && role === 'step' } : {}),
+      ...(variant.lean ? { greedy: role, sharedKvHeads: variant.sharedKv, kvDelta: variant.kvDelta && role === 'step', float32Cache: variant.float32Cache === true && role === 'step' } : {}),
       int8Matmuls: variant.int8,
     };
     const graph =
@@ -353,8 +353,8 @@ export interface StepBenchRow {
   sharedKv: boolean;
   /** the step returned only the new cache column */
   kvDelta: boolean;
-  /** with kvDelta: the float16 cache was held as float32 */
-  float32Cache: boolean;
+  /** with kvDelta on the CPU: the float16 cache was held as float32 */
+  float32Cache?: boolean;
   /** 4-bit matmuls took int8 activations (in the step and in its floor) */
   int8: boolean;
   batch: number;
@@ -468,7 +468,7 @@ const WIDTHS = COLUMNS.map((c) => Math.max(c.length, 8));
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS[i]!) : c.padStart(WIDTHS[i]!))).join('  ');
 
 const variantName = (v: Variant) =>
-  `${v.backend}/${v.lean ? `lean${v.sharedKv ? '' : '-kv-repeated'}${v.kvDelta || v.backend !== 'host' ? '' : '-whole-cache'}${v.kvDelta && !v.float32Cache ? '-float16-cache' : ''}` : 'original'}${v.int8 ? '+int8' : ''}`;
+  `${v.backend}/${v.lean ? `lean${v.sharedKv ? '' : '-kv-repeated'}${v.kvDelta || v.backend !== 'host' ? '' : '-whole-cache'}${v.float32Cache === false ? '-float16-cache' : ''}` : 'original'}${v.int8 ? '+int8' : ''}`;
 
 /** 24 B, 3.5 KiB, 67.2 MiB, 2.15 GiB */
 function bytes(n: number): string {
@@ -558,7 +558,7 @@ async function main(): Promise<void> {
     speech,
     audioNote: audioNote(speech),
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: round(totalmem() / 2 ** 30, 1), node: process.version },
-    variants: runs.map((r) => ({ backend: r.backend, lean: r.lean, sharedKv: r.sharedKv, kvDelta: r.kvDelta, int8: r.int8, maxBatch: r.maxBatch, graphs: r.graphs, floor: r.floor })),
+    variants: runs.map((r) => ({ backend: r.backend, lean: r.lean, sharedKv: r.sharedKv, kvDelta: r.kvDelta, ...(r.float32Cache === undefined ? {} : { float32Cache: r.float32Cache }), int8: r.int8, maxBatch: r.maxBatch, graphs: r.graphs, floor: r.floor })),
     rows: runs.flatMap((r) => r.rows),
     skipped: runs.flatMap((r) => r.skipped),
   });

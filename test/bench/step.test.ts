@@ -97,27 +97,31 @@ describe('npm run bench:step', () => {
     expect(result.stdout).toMatch(/\stokens\/s\s+audio s\/s\s+\+prefill\s/);
   });
 
-  it('--kv-delta both: the step returning its whole cache beside the one returning only the new column', async () => {
+  it('--kv-delta both --float32-cache both: the whole cache, the new column with the fp16 cache, then held as fp32', async () => {
     // the full-size stand-in's topology at toy widths: 2 layers of fp16 [B, 2, L, 16]
     const model = join(scratch, 'toy-full-size');
     writeFullSizeModel(model, { batch: 'dynamic', kv: 'float16', seed: 7, dims: TOY_DIMS });
     const out = join(scratch, 'step-kv-delta.json');
-    const result = await benchStep(['--model-dir', model, '--batch', '2', '--context', '40', '--steps', '2', '--kv-delta', 'both', '--out', out]);
+    const result = await benchStep(['--model-dir', model, '--batch', '2', '--context', '40', '--steps', '2', '--kv-delta', 'both', '--float32-cache', 'both', '--out', out]);
     expect(result.stderr).not.toMatch(/bench:step|\n\s+at /);
     expect(result.code).toBe(0);
     const report = JSON.parse(readFileSync(out, 'utf8'));
-    const variants = report.variants as { kvDelta: boolean; graphs: { step: { kvDelta: number } } }[];
-    expect(variants.map((v) => [v.kvDelta, v.graphs.step.kvDelta])).toEqual([
-      [false, 0],
-      [true, 4],
+    const variants = report.variants as { kvDelta: boolean; float32Cache?: boolean; graphs: { step: { kvDelta: number; float32Cache: number } } }[];
+    expect(variants.map((v) => [v.kvDelta, v.float32Cache, v.graphs.step.kvDelta, v.graphs.step.float32Cache])).toEqual([
+      [false, undefined, 0, 0],
+      [true, false, 4, 0],
+      [true, true, 4, 4],
     ]);
-    const [whole, delta] = (report.rows as StepRow[]).map((r) => r.bytesPerStep);
+    const [whole, half, wide] = (report.rows as StepRow[]).map((r) => r.bytesPerStep);
     // the past cache in (with the room after the rows); out, the whole present cache against each layer's new
-    // column, 4 x [1, 2, 1, 16] fp16 a row, and the greedy id
-    expect(delta!.toHost).toBe(2 * (4 * 2 * 16 * 2 + 8));
-    expect(delta!.toDevice).toBeGreaterThan(whole!.toDevice);
+    // column, 4 x [1, 2, 1, 16] a row, fp16 then fp32, and the greedy id
+    expect(half!.toHost).toBe(2 * (4 * 2 * 16 * 2 + 8));
+    expect(wide!.toHost).toBe(2 * (4 * 2 * 16 * 4 + 8));
+    expect(half!.toDevice).toBeGreaterThan(whole!.toDevice);
+    expect(wide!.toDevice).toBeGreaterThan(1.9 * half!.toDevice);
     expect(whole!.toHost).toBeGreaterThan(whole!.toDevice - 2 * 1000);
     expect(result.stdout).toMatch(/^host\/lean-whole-cache\+int8\s+2\s+40\s/m);
+    expect(result.stdout).toMatch(/^host\/lean-float16-cache\+int8\s+2\s+40\s/m);
     expect(result.stdout).toMatch(/^host\/lean\+int8\s+2\s+40\s/m);
   });
 
