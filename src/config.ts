@@ -88,6 +88,8 @@ export const configSchema = z.object({
   LEAN_GRAPHS: flag.default(true),
   /** on the CPU provider, 4-bit matmuls with int8 activations (false: fp32 activations, as exported) */
   CPU_INT8_MATMULS: flag.default(true),
+  /** on the CPU provider, a float16 cache held as float32 by the new-column step (false: cast at every step; half the memory) */
+  CPU_FLOAT32_CACHE: flag.default(true),
   /** Audio longer than this is split at the quietest point near each limit (contract section 4). */
   ASR_CHUNK_SECONDS: positiveNumber.max(1200).default(30),
   /** Token budget per chunk = ASR_TOKEN_BUDGET_BASE + ceil(ASR_TOKENS_PER_SECOND * seconds). */
@@ -148,6 +150,7 @@ export function engineSettings(config: Config) {
     maxBatch: config.MAX_BATCH,
     leanGraphs: config.LEAN_GRAPHS,
     cpuInt8Matmuls: config.CPU_INT8_MATMULS,
+    cpuFloat32Cache: config.CPU_FLOAT32_CACHE,
   };
 }
 

@@ -36,6 +36,7 @@ describe('config', () => {
       ASR_INTRA_OP_THREADS: 0,
       LEAN_GRAPHS: true,
       CPU_INT8_MATMULS: true,
+      CPU_FLOAT32_CACHE: true,
       ASR_CHUNK_SECONDS: 30,
       ASR_TOKENS_PER_SECOND: 8,
       ASR_TOKEN_BUDGET_BASE: 32,
@@ -69,8 +70,8 @@ describe('config', () => {
   });
 
   it('passes the batch size and the graph rewrite switches to the engine', () => {
-    expect(engineSettings(loadConfig({}))).toMatchObject({ maxBatch: 8, leanGraphs: true, cpuInt8Matmuls: true });
-    expect(engineSettings(loadConfig({ MAX_BATCH: '32', LEAN_GRAPHS: 'false', CPU_INT8_MATMULS: 'false', ASR_DEVICE: 'cpu', ASR_BACKEND: 'webgpu' }))).toEqual({
+    expect(engineSettings(loadConfig({}))).toMatchObject({ maxBatch: 8, leanGraphs: true, cpuInt8Matmuls: true, cpuFloat32Cache: true });
+    expect(engineSettings(loadConfig({ MAX_BATCH: '32', LEAN_GRAPHS: 'false', CPU_INT8_MATMULS: 'false', CPU_FLOAT32_CACHE: 'false', ASR_DEVICE: 'cpu', ASR_BACKEND: 'webgpu' }))).toEqual({
       device: 'cpu',
       backend: 'webgpu',
       cudaDeviceId: 0,
@@ -78,11 +79,13 @@ describe('config', () => {
       maxBatch: 32,
       leanGraphs: false,
       cpuInt8Matmuls: false,
+      cpuFloat32Cache: false,
     });
     expect(() => loadConfig({ MAX_BATCH: '0' })).toThrow(/MAX_BATCH/);
     expect(() => loadConfig({ MAX_BATCH: '2.5' })).toThrow(/MAX_BATCH/);
     expect(() => loadConfig({ LEAN_GRAPHS: 'sometimes' })).toThrow(/LEAN_GRAPHS/);
     expect(() => loadConfig({ CPU_INT8_MATMULS: 'fast' })).toThrow(/CPU_INT8_MATMULS/);
+    expect(() => loadConfig({ CPU_FLOAT32_CACHE: 'maybe' })).toThrow(/CPU_FLOAT32_CACHE/);
     expect(() => loadConfig({ ASR_BACKEND: 'cuda' })).toThrow(/ASR_BACKEND/);
     expect(() => loadConfig({ ASR_BACKEND: 'webgpu', WORKERS: '2' })).toThrow(/WORKERS.*ASR_BACKEND=webgpu takes WORKERS=1/);
     expect(loadConfig({ ASR_BACKEND: 'webgpu' }).WORKERS).toBe(1);

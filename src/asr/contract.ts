@@ -183,16 +183,20 @@ export function readDecoderContract(info: SessionInfo, role: 'prefill' | 'step')
   };
 }
 
+/** A prefill cache of type `from` can feed a step cache of type `to`: the same type, or float16 widened (exactly) when `widens`. */
+export function cacheTypesJoin(from: FloatType, to: FloatType, widens: boolean): boolean {
+  return from === to || (widens && from === 'float16' && to === 'float32');
+}
+
 /**
  * The two decoders must agree on the cache they hand each other; with `widens` (a backend that widens float16 to
  * float32 as it copies the prefill's cache, exactly) a float16 prefill cache may feed a float32 step.
  */
 export function checkDecoderPair(prefill: DecoderContract, step: DecoderContract, o: { widens?: boolean } = {}): void {
   const describeKv = (c: DecoderContract) => `${c.kv.length / 2} layers of ${c.kvType} [B, ${c.kvHeads ?? '?'}, L, ${c.headDim ?? '?'}]`;
-  const widened = o.widens === true && prefill.kvType === 'float16' && step.kvType === 'float32';
   if (
     prefill.kv.length !== step.kv.length ||
-    (prefill.kvType !== step.kvType && !widened) ||
+    !cacheTypesJoin(prefill.kvType, step.kvType, o.widens === true) ||
     prefill.kvHeads !== step.kvHeads ||
     prefill.headDim !== step.headDim
   ) {

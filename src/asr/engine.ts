@@ -53,6 +53,8 @@ export interface EngineOptions {
   leanGraphs?: boolean;
   /** default true: on the CPU provider, 4-bit matmuls take int8 activations (lean-graph.ts GraphRewrite) */
   cpuInt8Matmuls?: boolean;
+  /** default true: on the CPU provider, the new-column step holds a float16 cache as float32 (float32-cache.ts) */
+  cpuFloat32Cache?: boolean;
   /** default auto (host); webgpu runs every session on the WebGPU provider and ignores `device` */
   backend?: BackendSetting;
 }
@@ -173,14 +175,14 @@ async function chooseGraph(file: string, role: 'prefill' | 'step' | undefined, p
   // the host backend's layout; WebGPU's cache stays on the device as the graph returns it
   const kvDelta = lean && role === 'step' && provider !== 'webgpu' && !wholeCache;
   // on the CPU nothing crosses a bus: a float32 cache costs memory, not transfers
-  const float32Cache = kvDelta && provider === 'cpu';
+  const float32Cache = kvDelta && provider === 'cpu' && o.cpuFloat32Cache !== false;
   if (!greedy && !int8Matmuls) return { file, options: {} };
   const g = await rewriteGraph(file, { ...(greedy ? { greedy } : {}), int8Matmuls, sharedKvHeads, kvDelta, float32Cache });
   if (wholeCache) return { file: g.file, options: g.sessionOptions };
   if (greedy && !g.greedy) o.logger?.warn(`${file}: kept with its logits (lean graph not possible: ${g.reason})`);
   if (sharedKvHeads && g.sharedKvHeads === 0) o.logger?.info?.(`${file}: attention kept as exported (${g.sharedKvReason ?? g.reason})`);
   if (kvDelta && g.kvDelta === 0) o.logger?.info?.(`${file}: each step returns the whole cache as exported (${g.kvDeltaReason ?? g.reason})`);
-  if (g.float32CacheReason) o.logger?.info?.(`${file}: each step casts its float16 cache to float32 as exported (${g.float32CacheReason})`);
+  if (g.float32CacheReason) o.logger?.info?.(`${file}: the step keeps its float16 cache (${g.float32CacheReason})`);
   return { file: g.file, options: g.sessionOptions, kvDelta: g.kvDelta > 0 };
 }
 
@@ -331,7 +333,8 @@ export class AsrEngine {
       let stepInfo = sessionInfo(sessions.step, files.step);
       let step = readDecoderContract(stepInfo, 'step');
       // the host backend widens a float16 prefill cache as it copies it into a float32 step cache
-      checkDecoderPair(prefill, step, { widens: provider !== 'webgpu' });
+      const onHost = provider !== 'webgpu';
+      checkDecoderPair(prefill, step, { widens: onHost });
       const hidden = new Set([encoder.hiddenSize, prefill.hiddenSize, step.hiddenSize].filter((h) => h !== undefined));
       if (hidden.size > 1) {
         throw new ModelLoadError(`${files.prefill}: expected the encoder's embedding width; the graphs declare ${[...hidden].join(' and ')}`);
@@ -369,8 +372,8 @@ export class AsrEngine {
         inputs,
         maxBatch: batching.maxBatch,
       };
-      const backend =
-        provider === 'webgpu' ? await WebGpuBackend.create(decoders, { embeddings, session: baseSessionOptions('webgpu', o), ...(o.logger ? { logger: o.logger } : {}) }) : new HostBackend({ ...decoders, kvDelta });
+      const backend = !onHost
+        ? await WebGpuBackend.create(decoders, { embeddings, session: baseSessionOptions('webgpu', o), ...(o.logger ? { logger: o.logger } : {}) }) : new HostBackend({ ...decoders, kvDelta });
       return new AsrEngine(provider, sessions, encoder, prefill, step, tokenizer, embeddings, batching, backend);
     } catch (err) {
       await Promise.all(Object.values(sessions).map((s: Session) => s.release()));

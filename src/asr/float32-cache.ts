@@ -1,6 +1,6 @@
 import { readDecoderContract } from './contract.js';
 import { GraphEditor, withTensorsRenamed, type GraphNode } from './graph-edit.js';
-import { GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, node, readModel, tensorInfo, valueInfo, writeModel, type OnnxNode } from './onnx-model.js';
+import { GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, GRAPH_VALUE_INFO, node, readModel, tensorInfo, valueInfo, writeModel, type OnnxNode } from './onnx-model.js';
 import { bytesField, first, sub, text, type Field } from './onnx-proto.js';
 
 /*
@@ -22,8 +22,6 @@ import { bytesField, first, sub, text, type Field } from './onnx-proto.js';
 
 /** TensorProto.DataType FLOAT */
 const FLOAT = 1;
-/** GraphProto.value_info */
-const GRAPH_VALUE_INFO = 13;
 
 const castsToFloat = (n: OnnxNode) => !n.domain && n.opType === 'Cast' && n.intAttributes.get('to') === FLOAT;
 
@@ -44,7 +42,7 @@ export function withFloat32Cache(bytes: Uint8Array, file: string): { bytes: Uint
   }
   if (contract.kvType !== 'float16') return unchanged();
   const past = new Set(contract.kv.map((kv) => kv.input).filter((i): i is string => i !== undefined));
-  if (past.size !== contract.kv.length) return unchanged('it takes no past cache');
+  if (past.size !== contract.kv.length) return unchanged('it takes no past cache for some layers');
   const present = new Set(contract.kv.map((kv) => kv.output));
   const edit = GraphEditor.open(model, 'float32_cache');
   if (typeof edit === 'string') return unchanged(edit);
@@ -106,7 +104,7 @@ export function withFloat32Cache(bytes: Uint8Array, file: string): { bytes: Uint
     if (replaced.has(f.raw)) return replaced.get(f.raw)!;
     if (f.n === GRAPH_NODE) return [withTensorsRenamed(f, names)];
     const name = f.n === GRAPH_INPUT || f.n === GRAPH_OUTPUT || f.n === GRAPH_VALUE_INFO ? text(first(sub(f), 1)) : undefined;
-    if (f.n === GRAPH_VALUE_INFO && name !== undefined && (retyped.has(name) || names.has(name))) return [];
+    if (f.n === GRAPH_VALUE_INFO && name !== undefined && (retyped.has(name) || names.has(name) || past.has(name) || present.has(name))) return [];
     if ((f.n === GRAPH_INPUT && past.has(name!)) || (f.n === GRAPH_OUTPUT && present.has(name!))) return [bytesField(f.n, declared(f))];
     return [f.raw];
   });

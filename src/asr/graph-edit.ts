@@ -36,7 +36,12 @@ export class GraphEditor {
     if (nodes.some((n) => n.node.hasSubgraphs)) return 'the graph has control-flow subgraphs';
     const producer = new Map(nodes.flatMap((n) => n.node.outputs.map((o) => [o, n] as const)));
     const readers = new Map<string, GraphNode[]>();
-    for (const n of nodes) for (const i of new Set(n.node.inputs)) readers.set(i, [...(readers.get(i) ?? []), n]);
+    for (const n of nodes) {
+      for (const i of new Set(n.node.inputs)) {
+        if (!readers.has(i)) readers.set(i, []);
+        readers.get(i)!.push(n);
+      }
+    }
     const taken = new Set([
       ...producer.keys(),
       ...model.graph.filter((f) => f.n === GRAPH_INITIALIZER).map((f) => initializerInfo(f).name),
@@ -72,4 +77,23 @@ export function withTensorsRenamed(f: Field, names: ReadonlyMap<string, string>)
   const renames = (x: Field) => (x.n === 1 || x.n === 2) && names.has(text(x));
   if (!fields.some(renames)) return f.raw;
   return bytesField(GRAPH_NODE, concat(fields.map((x) => (renames(x) ? bytesField(x.n, names.get(text(x))!) : x.raw))));
+}
+
+/**
+ * The graph fields without the nodes nothing reads and the initializers only they read (what a rewrite left
+ * behind), walking back from the outputs over node fields in topological order.
+ */
+export function unreadDropped(graph: readonly Uint8Array[], outputs: ReadonlySet<string>): Uint8Array[] {
+  const needed = new Set(outputs);
+  const fields = graph.map((raw) => parseMessage(raw)[0]!);
+  const kept = new Set<Field>();
+  for (let i = fields.length - 1; i >= 0; i--) {
+    const f = fields[i]!;
+    if (f.n !== GRAPH_NODE) continue;
+    const n = readNode(f);
+    if (!n.outputs.some((o) => needed.has(o))) continue;
+    for (const input of n.inputs) needed.add(input);
+    kept.add(f);
+  }
+  return fields.filter((f) => (f.n === GRAPH_NODE ? kept.has(f) : f.n !== GRAPH_INITIALIZER || needed.has(initializerInfo(f).name))).map((f) => f.raw);
 }

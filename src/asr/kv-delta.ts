@@ -1,6 +1,6 @@
-import { GraphEditor, withTensorsRenamed, type GraphNode } from './graph-edit.js';
-import { GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, node, readModel, readNode, tensorInfo, valueInfo, writeModel, type OnnxNode } from './onnx-model.js';
-import { bytesField, parseMessage, type Field } from './onnx-proto.js';
+import { GraphEditor, unreadDropped, withTensorsRenamed, type GraphNode } from './graph-edit.js';
+import { GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, node, readModel, tensorInfo, valueInfo, writeModel, type OnnxNode } from './onnx-model.js';
+import { bytesField, type Field } from './onnx-proto.js';
 
 /*
  * A step graph as exported returns each layer's whole cache: present = Concat(past, new) on the sequence axis, a
@@ -145,24 +145,5 @@ export function withKvDelta(bytes: Uint8Array): { bytes: Uint8Array; count: numb
     const s = f.n === GRAPH_OUTPUT ? shapes.get(tensorInfo(f).name) : undefined;
     return s ? [bytesField(GRAPH_OUTPUT, valueInfo(s.name, s.type, [s.shape[0]!, s.shape[1]!, 'new_sequence_length', s.shape[3]!]))] : [f.raw];
   });
-  return { bytes: writeModel(model, [...unreadNodesDropped(graph, outputs), ...edit.initializers]), count: pairs.length };
-}
-
-/**
- * The graph fields without the nodes nothing reads (the whole-cache concats and the Casts and Transposes only the
- * rewritten matmuls read), walking back from the outputs over fields in topological order.
- */
-function unreadNodesDropped(graph: readonly Uint8Array[], outputs: ReadonlySet<string>): Uint8Array[] {
-  const needed = new Set(outputs);
-  const kept: Uint8Array[] = [];
-  for (let i = graph.length - 1; i >= 0; i--) {
-    const [f] = parseMessage(graph[i]!) as [Field];
-    if (f.n === GRAPH_NODE) {
-      const n = readNode(f);
-      if (!n.outputs.some((o) => needed.has(o))) continue;
-      for (const input of n.inputs) needed.add(input);
-    }
-    kept.push(graph[i]!);
-  }
-  return kept.reverse();
+  return { bytes: writeModel(model, unreadDropped([...graph, ...edit.initializers], outputs)), count: pairs.length };
 }

@@ -32,6 +32,7 @@ export const GRAPH_NODE = 1;
 export const GRAPH_INITIALIZER = 5;
 export const GRAPH_INPUT = 11;
 export const GRAPH_OUTPUT = 12;
+export const GRAPH_VALUE_INFO = 13;
 
 export interface OnnxModel {
   /** top-level ModelProto fields, the graph among them */

@@ -1,6 +1,6 @@
-import { GraphEditor, type GraphNode } from './graph-edit.js';
-import { GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, initializerInfo, int64Values, node, readModel, tensorInfo, writeModel } from './onnx-model.js';
-import { bytesField, sub, type Field } from './onnx-proto.js';
+import { GraphEditor, unreadDropped, type GraphNode } from './graph-edit.js';
+import { GRAPH_INITIALIZER, GRAPH_NODE, GRAPH_OUTPUT, initializerInfo, int64Values, node, readModel, tensorInfo, writeModel } from './onnx-model.js';
+import { bytesField, sub } from './onnx-proto.js';
 
 /*
  * Grouped-query attention in plain operators repeats every KV head for the query heads that share it
@@ -32,8 +32,6 @@ interface Repeat {
   kvHeads: number;
   /** query heads per KV head */
   group: number;
-  /** the nodes from the matmul's operand back to the Unsqueeze (in that order) */
-  chain: Uint8Array[];
 }
 
 interface GraphIndex {
@@ -65,11 +63,8 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
     if (values) g.constants.set(n.outputs[0]!, values);
   }
 
-  const dropped = new Set<Uint8Array>();
   /** each rewritten matmul's field -> the nodes that take its place (in place: the graph stays in topological order) */
   const replaced = new Map<Uint8Array, Uint8Array[]>();
-  const replacementInputs: string[] = [];
-  const chains: Uint8Array[] = [];
   for (const { field, node: matmul } of nodes) {
     if (matmul.opType !== 'MatMul' || matmul.domain || matmul.inputs.length !== 2) continue;
     const repeat = repeatedKv(matmul.inputs[1]!, g);
@@ -78,7 +73,6 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
     const replacement: Uint8Array[] = [];
     const op = (opType: string, hint: string, inputs: string[], attributes: Record<string, number | readonly number[]> = {}, outputs?: readonly string[]) => {
       const out = outputs ?? [edit.fresh(hint)];
-      replacementInputs.push(...inputs);
       replacement.push(bytesField(GRAPH_NODE, node(opType, out[0]!, inputs, out, attributes)));
       return out[0]!;
     };
@@ -95,7 +89,6 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
     const headsShape = op('Concat', 'heads_shape', [edit.int64([0, repeat.heads]), rows, productWidth], { axis: 0 });
     op('Reshape', 'heads', [product, headsShape], {}, matmul.outputs);
     replaced.set(field.raw, replacement);
-    chains.push(...repeat.chain);
   }
   const count = replaced.size;
   if (count === 0) return { bytes, count, reason: 'no attention matmul reads KV heads repeated with constant shapes' };
@@ -103,43 +96,15 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
   // The repeat chains are dropped where nothing kept reads them (a graph output or another reader keeps them), and
   // so are the shape constants only they read.
   const outputs = new Set(model.graph.filter((f) => f.n === GRAPH_OUTPUT).map((f) => tensorInfo(f).name));
-  const inputs = new Set(model.graph.filter((f) => f.n === GRAPH_INPUT).map((f) => tensorInfo(f).name));
-  const byRaw = new Map(nodes.map((n) => [n.field.raw, n.node]));
-  // How many kept nodes read each tensor: the replacements (which read the query and the KV tensor) and every node
-  // that was not replaced.
-  const readers = new Map<string, number>();
-  const reads = [...nodes.filter((n) => !replaced.has(n.field.raw)).flatMap((n) => n.node.inputs), ...replacementInputs];
-  for (const i of reads) readers.set(i, (readers.get(i) ?? 0) + 1);
-  const unread = (name: string) => !readers.get(name) && !outputs.has(name) && !inputs.has(name);
-  const drop = (raw: Uint8Array) => {
-    dropped.add(raw);
-    for (const i of byRaw.get(raw)?.inputs ?? []) readers.set(i, readers.get(i)! - 1);
-  };
-  // A chain is listed from the matmul's side, so one pass drops it whole.
-  for (const raw of chains) if (!dropped.has(raw) && byRaw.get(raw)!.outputs.every(unread)) drop(raw);
-  // Then the shape constants only the dropped nodes read.
-  const shapeInputs = new Set(chains.filter((raw) => dropped.has(raw)).flatMap((raw) => byRaw.get(raw)!.inputs.slice(1)));
-  const constantName = (f: Field): string | undefined => {
-    if (f.n === GRAPH_INITIALIZER) return initializerInfo(f).name;
-    const n = f.n === GRAPH_NODE ? byRaw.get(f.raw) : undefined;
-    return n?.opType === 'Constant' ? n.outputs[0] : undefined;
-  };
-  for (const f of model.graph) {
-    const name = constantName(f);
-    if (name !== undefined && shapeInputs.has(name) && unread(name)) dropped.add(f.raw);
-  }
-  const graph = model.graph.filter((f) => !dropped.has(f.raw)).flatMap((f) => replaced.get(f.raw) ?? [f.raw]);
-  return { bytes: writeModel(model, [...graph, ...edit.initializers]), count };
+  const graph = model.graph.flatMap((f) => replaced.get(f.raw) ?? [f.raw]);
+  return { bytes: writeModel(model, unreadDropped([...graph, ...edit.initializers], outputs)), count };
 }
 
 /** How `operand` repeats a KV tensor's heads, when it is transformers' repeat_kv (then maybe transposed) with constant shapes. */
 function repeatedKv(operand: string, g: GraphIndex): Repeat | undefined {
-  const chain: Uint8Array[] = [];
   const made = (tensor: string, opType: string) => {
     const p = g.producer.get(tensor);
-    if (!p || p.node.opType !== opType || p.node.domain) return undefined;
-    chain.push(p.field.raw);
-    return p.node;
+    return !p || p.node.opType !== opType || p.node.domain ? undefined : p.node;
   };
   let tensor = operand;
   const transpose = made(tensor, 'Transpose');
@@ -162,5 +127,5 @@ function repeatedKv(operand: string, g: GraphIndex): Repeat | undefined {
   if (by?.length !== 5 || by[2]! < 2 || [0, 1, 3, 4].some((i) => by[i] !== 1)) return undefined;
   const group = by[2]!;
   if (to?.length !== 4 || to[0] !== 0 || to[2] !== -1 || !(to[3]! > 0) || !(to[1]! > 0) || to[1]! % group !== 0) return undefined;
-  return { kv: unsqueeze.inputs[0]!, transposed: !!transpose, heads: to[1]!, kvHeads: to[1]! / group, group, chain };
+  return { kv: unsqueeze.inputs[0]!, transposed: !!transpose, heads: to[1]!, kvHeads: to[1]! / group, group };
 }

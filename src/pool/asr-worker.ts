@@ -28,6 +28,7 @@ async function load(): Promise<AsrEngine> {
       maxBatch: data.maxBatch,
       leanGraphs: data.leanGraphs,
       cpuInt8Matmuls: data.cpuInt8Matmuls,
+      cpuFloat32Cache: data.cpuFloat32Cache,
       ...(data.embeddings ? { embeddings: data.embeddings } : {}),
       logger: {
         info: (message) => post({ type: 'asr-worker-log', threadId, level: 'info', message }),

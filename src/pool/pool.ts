@@ -32,6 +32,8 @@ export interface AsrPoolOptions {
   leanGraphs: boolean;
   /** on the CPU, 4-bit matmuls with int8 activations */
   cpuInt8Matmuls: boolean;
+  /** on the CPU, a float16 cache held as float32 */
+  cpuFloat32Cache: boolean;
   /** ASR worker threads, each with its own warm engine */
   workers: number;
   decodeWorkers: number;
@@ -135,6 +137,7 @@ export class AsrPool {
         maxBatch: o.maxBatch,
         leanGraphs: o.leanGraphs,
         cpuInt8Matmuls: o.cpuInt8Matmuls,
+        cpuFloat32Cache: o.cpuFloat32Cache,
         ...(embeddings ? { embeddings } : {}),
         chunkSeconds: o.chunkSeconds,
         tokensPerSecond: o.tokensPerSecond,

@@ -20,6 +20,7 @@ export interface AsrWorkerData {
   maxBatch: number;
   leanGraphs: boolean;
   cpuInt8Matmuls: boolean;
+  cpuFloat32Cache: boolean;
   /** shared with every worker, never copied */
   embeddings?: SharedEmbeddingTable;
   chunkSeconds: number;

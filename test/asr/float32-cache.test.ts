@@ -5,7 +5,8 @@ import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { withFloat32Cache } from '../../src/asr/float32-cache.js';
 import { rewriteGraph } from '../../src/asr/lean-graph.js';
-import { GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, readModel, readNode, tensorInfo } from '../../src/asr/onnx-model.js';
+import { GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, GRAPH_VALUE_INFO, readModel, readNode, tensorInfo, valueInfo, writeModel } from '../../src/asr/onnx-model.js';
+import { bytesField } from '../../src/asr/onnx-proto.js';
 import { FIXTURE_FILES } from '../../tools/fixture/model-dir.js';
 import { TOY_DIMS, writeFullSizeModel } from '../../tools/full-size/model-dir.js';
 import { asFloat32, feedsFor } from '../support/onnx-feeds.js';
@@ -81,6 +82,27 @@ describe('a step holding its float16 cache as float32', () => {
       }
     });
   }
+
+  it('drops the value_info an exporter wrote for tensors whose type it changes, so the graph still loads', async () => {
+    const half = await rewriteGraph(toyStep({ kv: 'float16' }), kvDeltaStep, { cacheDir: freshDir() });
+    const model = readModel(readFileSync(half.file));
+    const declared = model.graph
+      .filter((f) => f.n === GRAPH_INPUT || f.n === GRAPH_OUTPUT)
+      .map(tensorInfo)
+      .filter((t) => /past|present/.test(t.name))
+      .map((t) => bytesField(GRAPH_VALUE_INFO, valueInfo(t.name, t.type, t.shape)));
+    const withInfo = writeModel(model, [...model.graph.map((f) => f.raw), ...declared]);
+    const wide = withFloat32Cache(withInfo, half.file);
+    expect(wide.count).toBe(4);
+    expect(readModel(wide.bytes).graph.filter((f) => f.n === GRAPH_VALUE_INFO)).toEqual([]);
+    const session = await InferenceSession.create(wide.bytes, { intraOpNumThreads: 1, ...half.sessionOptions });
+    try {
+      const out = await session.run(feedsFor(session, 2, 1, 5, 3));
+      expect(out['present.0.key']!.type).toBe('float32');
+    } finally {
+      await session.release();
+    }
+  });
 
   it('leaves a step whose past is read otherwise, saying why; a float32 cache has nothing to widen', async () => {
     // returning its whole cache, the step concatenates the past into an output

@@ -4,6 +4,7 @@ import type { CacheHandle } from '../../src/asr/backend.js';
 import { HostBackend } from '../../src/asr/backends/host.js';
 import type { DecoderContract, KvBinding } from '../../src/asr/contract.js';
 import { DecoderInputs } from '../../src/asr/decoder-io.js';
+import { float32ToFloat16Bits } from '../../src/asr/half.js';
 
 /*
  * HostBackend's two cache layouts driven through thousands of steps by sessions that check, instead of computing:
@@ -19,36 +20,50 @@ const kv: KvBinding[] = Array.from({ length: LAYERS * 2 }, (_, i) => ({
   input: `past.${i}`,
   output: `present.${i}`,
 }));
-const contract = (role: 'prefill' | 'step'): DecoderContract => ({
+const contract = (role: 'prefill' | 'step', kvType: 'float32' | 'float16' = 'float32'): DecoderContract => ({
   file: role,
   token: { kind: 'input_ids', name: 'input_ids' },
   attentionMask: 'attention_mask',
   positionIds: { name: 'position_ids', rank: 2 },
   kv: role === 'prefill' ? kv.map(({ layer, part, output }) => ({ layer, part, output })) : kv,
-  kvType: 'float32',
+  kvType,
   kvHeads: HEADS,
   headDim: HEAD_DIM,
   greedyIds: { name: 'greedy_ids' },
 });
 
-/** The cache value sequence `seq` writes at position `pos` of layer-part `i`, head `h`, dim `d`: never 0. */
-const value = (seq: number, pos: number, i: number, h: number, d: number) => (((seq * 512 + pos) * 4 + i) * HEADS + h) * HEAD_DIM + d + 1;
+/**
+ * The cache value sequence `seq` writes at position `pos` of layer-part `i`, head `h`, dim `d`: never 0; with a
+ * float16 prefill, an integer up to 2039, exact in float16.
+ */
+const valueOf = (half: boolean) => (seq: number, pos: number, i: number, h: number, d: number) => {
+  const v = (((seq * 512 + pos) * 4 + i) * HEADS + h) * HEAD_DIM + d;
+  return (half ? v % 2039 : v) + 1;
+};
 /** A token says which sequence fed it and at which position: seq * 10000 + position. */
 const token = (seq: number, pos: number) => seq * 10000 + pos;
 
 type Feeds = Record<string, Tensor>;
 type Session = Pick<InferenceSession, 'run'>;
 
-function sessions(delta: boolean, problems: string[]): { prefill: Session; step: Session } {
+function sessions(delta: boolean, problems: string[], halfPrefill = false): { prefill: Session; step: Session } {
   const problem = (m: string) => problems.length < 10 && problems.push(m);
-  const prefill = async (feeds: Feeds) => {
+  const value = valueOf(halfPrefill);
+  // As onnxruntime: into the output buffers it is given (the backend's pool), which must have the output's shape.
+  const prefill = async (feeds: Feeds, fetches?: Record<string, Tensor | null>) => {
     const ids = feeds.input_ids!.data as BigInt64Array;
     const [n, seq] = [ids.length, Number(ids[0])];
     const out: Feeds = { greedy_ids: new Tensor('int64', BigInt64Array.from([BigInt(token(seq, n))]), [1]) };
+    const dims = [1, HEADS, n, HEAD_DIM];
     kv.forEach((k, i) => {
-      const a = new Float32Array(HEADS * n * HEAD_DIM);
-      for (let h = 0; h < HEADS; h++) for (let p = 0; p < n; p++) for (let d = 0; d < HEAD_DIM; d++) a[(h * n + p) * HEAD_DIM + d] = value(seq, p, i, h, d);
-      out[k.output] = new Tensor('float32', a, [1, HEADS, n, HEAD_DIM]);
+      const given = fetches?.[k.output];
+      if (given && given.dims.join() !== dims.join()) throw new Error(`shape mismatch: ${k.output} given [${given.dims.join(', ')}], computed [${dims.join(', ')}]`);
+      const t = given ?? (halfPrefill ? new Tensor('float16', new Uint16Array(HEADS * n * HEAD_DIM), dims) : new Tensor('float32', new Float32Array(HEADS * n * HEAD_DIM), dims));
+      const a = t.data as Float32Array | Uint16Array;
+      for (let h = 0; h < HEADS; h++) {
+        for (let p = 0; p < n; p++) for (let d = 0; d < HEAD_DIM; d++) a[(h * n + p) * HEAD_DIM + d] = halfPrefill ? float32ToFloat16Bits(value(seq, p, i, h, d)) : value(seq, p, i, h, d);
+      }
+      out[k.output] = t;
     });
     return out;
   };
@@ -99,12 +114,12 @@ function sessions(delta: boolean, problems: string[]): { prefill: Session; step:
   return { prefill: { run: prefill as unknown as Session['run'] }, step: { run: step as unknown as Session['run'] } };
 }
 
-async function drive(delta: boolean, seed: number, problems: string[]): Promise<number> {
+async function drive(delta: boolean, seed: number, problems: string[], halfPrefill = false): Promise<number> {
   let state = seed;
   const random = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32;
-  const { prefill, step } = sessions(delta, problems);
+  const { prefill, step } = sessions(delta, problems, halfPrefill);
   const backend = new HostBackend({
-    prefill: { session: prefill, contract: contract('prefill') },
+    prefill: { session: prefill, contract: contract('prefill', halfPrefill ? 'float16' : 'float32') },
     step: { session: step, contract: contract('step') },
     inputs: new DecoderInputs(undefined, 'float32'),
     maxBatch: MAX_BATCH,
@@ -144,12 +159,13 @@ async function drive(delta: boolean, seed: number, problems: string[]): Promise<
 
 describe("the host backend's cache layouts", () => {
   it.each([
-    ['the step returning its whole cache (ping-pong)', false],
-    ['the step returning only the new column (kvDelta, with room)', true],
-  ])('%s: each row sees exactly its own history, masked columns are zeros, through joins, leaves and re-layouts', async (_, delta) => {
+    ['the step returning its whole cache (ping-pong)', false, false],
+    ['the step returning only the new column (kvDelta, with room)', true, false],
+    ['kvDelta with float16 prefill caches widened into a float32 one (float32-cache.ts)', true, true],
+  ])('%s: each row sees exactly its own history, masked columns are zeros, through joins, leaves, idle batches and re-layouts', async (_, delta, half) => {
     const problems: string[] = [];
     let rowSteps = 0;
-    for (let seed = 1; seed <= 8; seed++) rowSteps += await drive(delta, seed, problems);
+    for (let seed = 1; seed <= 8; seed++) rowSteps += await drive(delta, seed, problems, half);
     expect(problems).toEqual([]);
     expect(rowSteps).toBeGreaterThan(8 * 600);
   });

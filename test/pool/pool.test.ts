@@ -38,6 +38,7 @@ function options(o: Partial<AsrPoolOptions>): AsrPoolOptions {
     maxBatch: 8,
     leanGraphs: true,
     cpuInt8Matmuls: true,
+    cpuFloat32Cache: true,
     workers: 1,
     decodeWorkers: 1,
     maxQueue: 4,

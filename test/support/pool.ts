@@ -15,6 +15,7 @@ export async function startPool(variant: FixtureVariantName, o: Partial<AsrPoolO
     maxBatch: 4,
     leanGraphs: true,
     cpuInt8Matmuls: true,
+    cpuFloat32Cache: true,
     workers: 1,
     decodeWorkers: 1,
     maxQueue: 8,

@@ -1,6 +1,6 @@
 import { Tensor, type InferenceSession } from 'onnxruntime-node';
 import { ownCache, prefillEach, SequenceCache, type CacheHandle, type DecoderBackend, type PrefillInput, type Prefilled, type StepResult, type StepRow } from '../backend.js';
-import type { DecoderContract } from '../contract.js';
+import { cacheTypesJoin, type DecoderContract } from '../contract.js';
 import { checkPrefillCache, DecoderInputs, type Feeds } from '../decoder-io.js';
 import { InferenceError } from '../errors.js';
 import { asFloat32, float16Table, float32ToFloat16Bits, relativeRms } from '../half.js';
@@ -91,8 +91,7 @@ export class HostBackend implements DecoderBackend {
     // the room after the rows is masked out, and positions are each row's own
     if (this.delta && (!c.attentionMask || !c.positionIds)) throw new InferenceError(`${c.file}: the kvDelta layout needs an attention mask and position ids`);
     if (!c.kvHeads || !c.headDim) throw new InferenceError(`${c.file}: the cache needs numeric head counts and head dimensions`);
-    const from = o.prefill.contract.kvType;
-    if (from !== c.kvType && !(from === 'float16' && c.kvType === 'float32')) throw new InferenceError(`${c.file}: a ${c.kvType} cache cannot hold the prefill's ${from} one`);
+    if (!cacheTypesJoin(o.prefill.contract.kvType, c.kvType, true)) throw new InferenceError(`${c.file}: a ${c.kvType} cache cannot hold the prefill's ${o.prefill.contract.kvType} one`);
     this.heads = c.kvHeads;
     this.headDim = c.headDim;
     // Only what the loop reads: the greedy ids (or logits) and the cache.
@@ -115,8 +114,10 @@ export class HostBackend implements DecoderBackend {
     // A prefill graph that also takes a cache (merged decoders) gets an empty one.
     for (const kv of c.kv) if (kv.input) feeds[kv.input] = new Tensor(c.kvType, this.array(c, 0), [1, this.heads, 0, this.headDim]);
     const size = this.heads * n * this.headDim;
-    const at = this.prefillPool.findIndex((set) => set[0]!.length >= size);
-    const buffers = at >= 0 ? this.prefillPool.splice(at, 1)[0]! : c.kv.map(() => this.array(c, Math.ceil(size * GROWTH)));
+    // the smallest pooled set that holds this prompt's cache
+    const fitting = this.prefillPool.filter((set) => set[0]!.length >= size).sort((a, b) => a[0]!.length - b[0]!.length)[0];
+    const buffers = fitting ?? c.kv.map(() => this.array(c, Math.ceil(size * GROWTH)));
+    if (fitting) this.prefillPool.splice(this.prefillPool.indexOf(fitting), 1);
     const fetches: Record<string, Tensor | null> = {};
     for (const name of this.prefillFetches) fetches[name] = null;
     c.kv.forEach((kv, i) => (fetches[kv.output] = new Tensor(c.kvType, buffers[i]!.subarray(0, size), [1, this.heads, n, this.headDim])));
@@ -124,16 +125,17 @@ export class HostBackend implements DecoderBackend {
     try {
       out = await session.run(feeds, fetches);
     } catch (err) {
-      this.prefillPool.push(buffers);
-      // A cache of another shape than the prompt's does not fit the buffers: run again into fresh ones, so the
-      // check below says what the graph returned (onnxruntime says only that the buffers do not fit).
-      out = await session.run(feeds, this.prefillFetches);
-      const present = c.kv.map((kv) => out[kv.output]!);
-      checkPrefillCache(c, present, n, this.heads, this.headDim);
+      this.pool(buffers);
+      if (!/shape/i.test(String(err))) throw err;
+      // A cache of another shape than the prompt's does not fit the buffers, and onnxruntime says only that: run
+      // again into fresh ones, so that the check says what the graph returned.
+      const again = await session.run(feeds, this.prefillFetches).catch(() => undefined);
+      if (again) checkPrefillCache(c, c.kv.map((kv) => again[kv.output]!), n, this.heads, this.headDim);
       throw err;
     }
     const [firstId] = this.o.inputs.nextIds(c, out, 1);
     const present = c.kv.map((kv) => out[kv.output]!);
+    // (a session that ignored the buffers it was given)
     checkPrefillCache(c, present, n, this.heads, this.headDim);
     this.live += 1;
     return { firstId: firstId!, cache: new HostCache(n, input.maxLength === undefined ? undefined : Math.max(n, input.maxLength), { tensors: present, buffers }) };
@@ -188,7 +190,9 @@ export class HostBackend implements DecoderBackend {
     this.live -= 1;
     // An idle batch keeps its buffers for the next one: memory written before is reused at the speed of a copy,
     // while fresh pages are faulted in as they are first written (on this project's VM a cold 8-row layout took
-    // ~2 s, a warm one ~0.05 s). The most they hold is two sets of the largest batch laid out.
+    // ~2 s, a warm one ~0.05 s). Held until dispose(): two layout sets (with kvDelta each sized for every row
+    // maxBatch allows, half again as wide as when it was allocated; only the rows written take memory), the new
+    // column's buffers, and up to maxBatch + 1 prefill sets.
     if (this.rows.every((r) => r.released)) {
       this.rows = [];
       this.width = 0;
@@ -257,8 +261,8 @@ export class HostBackend implements DecoderBackend {
   }
 
   /**
-   * The batch laid out afresh, left-padded to `width` (columns padded in every row dropped): in the spare set of
-   * buffers (ping-pong), or with kvDelta with room after the rows, in the set the last layout left when it is large
+   * The batch laid out afresh, left-padded to `width` (columns padded in every row dropped): in the other set of
+   * buffers (ping-pong: `next`), or with kvDelta with room after the rows, in the set the last layout left when it is large
    * enough (a new one holds every row the batch may have, each half again as wide).
    */
   private layOut(caches: HostCache[], width: number): void {
@@ -290,10 +294,17 @@ export class HostBackend implements DecoderBackend {
     for (const h of caches) this.givePrefilledBack(h);
   }
 
-  /** A row's prefill buffers back to the pool (at most one set per row of the batch, and one more, are kept). */
+  /** A row's prefill buffers back to the pool. */
   private givePrefilledBack(h: HostCache): void {
-    if (h.prefilled && this.prefillPool.length <= this.maxBatch) this.prefillPool.push(h.prefilled.buffers);
+    if (h.prefilled) this.pool(h.prefilled.buffers);
     h.prefilled = undefined;
+  }
+
+  /** Prefill buffers kept for the next prefills: a set per row of the batch and one more, the largest ones. */
+  private pool(buffers: KvArray[]): void {
+    this.prefillPool.push(buffers);
+    this.prefillPool.sort((a, b) => b[0]!.length - a[0]!.length);
+    this.prefillPool.length = Math.min(this.prefillPool.length, this.maxBatch + 1);
   }
 
   /**
