@@ -81,19 +81,31 @@ export function withTensorsRenamed(f: Field, names: ReadonlyMap<string, string>)
 
 /**
  * The graph fields without the nodes nothing reads and the initializers only they read (what a rewrite left
- * behind), walking back from the outputs over node fields in topological order.
+ * behind): what the outputs need, found back through each tensor's producer, so node order does not matter.
+ * Initializers that are also graph inputs stay (older exports list every initializer as an input). Not for graphs
+ * with control-flow subgraphs, whose bodies read tensors their node does not list (GraphEditor.open refuses them).
  */
 export function unreadDropped(graph: readonly Uint8Array[], outputs: ReadonlySet<string>): Uint8Array[] {
-  const needed = new Set(outputs);
   const fields = graph.map((raw) => parseMessage(raw)[0]!);
-  const kept = new Set<Field>();
-  for (let i = fields.length - 1; i >= 0; i--) {
-    const f = fields[i]!;
+  const producer = new Map<string, { field: Field; inputs: string[] }>();
+  for (const f of fields) {
     if (f.n !== GRAPH_NODE) continue;
     const n = readNode(f);
-    if (!n.outputs.some((o) => needed.has(o))) continue;
-    for (const input of n.inputs) needed.add(input);
-    kept.add(f);
+    for (const o of n.outputs) producer.set(o, { field: f, inputs: n.inputs });
   }
-  return fields.filter((f) => (f.n === GRAPH_NODE ? kept.has(f) : f.n !== GRAPH_INITIALIZER || needed.has(initializerInfo(f).name))).map((f) => f.raw);
+  const inputs = new Set(fields.filter((f) => f.n === GRAPH_INPUT).map((f) => tensorInfo(f).name));
+  const needed = new Set<string>();
+  const kept = new Set<Field>();
+  const pending = [...outputs];
+  while (pending.length) {
+    const tensor = pending.pop()!;
+    if (needed.has(tensor)) continue;
+    needed.add(tensor);
+    const made = producer.get(tensor);
+    if (!made || kept.has(made.field)) continue;
+    kept.add(made.field);
+    pending.push(...made.inputs);
+  }
+  const keep = (f: Field) => (f.n === GRAPH_NODE ? kept.has(f) : f.n !== GRAPH_INITIALIZER || needed.has(initializerInfo(f).name) || inputs.has(initializerInfo(f).name));
+  return fields.filter(keep).map((f) => f.raw);
 }

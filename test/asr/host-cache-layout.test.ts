@@ -57,7 +57,7 @@ function sessions(delta: boolean, problems: string[], halfPrefill = false): { pr
     const dims = [1, HEADS, n, HEAD_DIM];
     kv.forEach((k, i) => {
       const given = fetches?.[k.output];
-      if (given && given.dims.join() !== dims.join()) throw new Error(`shape mismatch: ${k.output} given [${given.dims.join(', ')}], computed [${dims.join(', ')}]`);
+      if (given && given.dims.join() !== dims.join()) throw new Error(`The output OrtValue provided for output '${k.output}' has shape [${given.dims.join(', ')}] but the computed output shape is [${dims.join(', ')}]`);
       const t = given ?? (halfPrefill ? new Tensor('float16', new Uint16Array(HEADS * n * HEAD_DIM), dims) : new Tensor('float32', new Float32Array(HEADS * n * HEAD_DIM), dims));
       const a = t.data as Float32Array | Uint16Array;
       for (let h = 0; h < HEADS; h++) {

@@ -124,6 +124,14 @@ describe('a step that returns only the new cache column', () => {
       const r2 = await joined!;
       expect([r0, r1, r2].map((r) => r.tokens)).toEqual(alone);
       for (const r of [r0, r1, r2]) expect(r.timings.stepRows).toBeGreaterThan(r.timings.steps);
+      // CPU_FLOAT32_CACHE=false: the same layout over the cache as exported, fp16
+      const half = await AsrEngine.load({ modelDir: model, device: 'cpu', intraOpThreads: 1, cpuInt8Matmuls: false, cpuFloat32Cache: false });
+      try {
+        expect(half.stepContract.kvType).toBe('float16');
+        expect((await half.transcribeChunk(clips[1]!, budget)).tokens).toEqual(alone[1]);
+      } finally {
+        await half.release();
+      }
     } finally {
       await Promise.all([exported.release(), lean.release()]);
     }

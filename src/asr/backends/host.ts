@@ -126,17 +126,24 @@ export class HostBackend implements DecoderBackend {
       out = await session.run(feeds, fetches);
     } catch (err) {
       this.pool(buffers);
-      if (!/shape/i.test(String(err))) throw err;
+      // onnxruntime's words for an output buffer of another shape than the one computed
+      if (!/output OrtValue provided|pre-allocated output/i.test(String(err))) throw err;
       // A cache of another shape than the prompt's does not fit the buffers, and onnxruntime says only that: run
       // again into fresh ones, so that the check says what the graph returned.
       const again = await session.run(feeds, this.prefillFetches).catch(() => undefined);
       if (again) checkPrefillCache(c, c.kv.map((kv) => again[kv.output]!), n, this.heads, this.headDim);
       throw err;
     }
-    const [firstId] = this.o.inputs.nextIds(c, out, 1);
+    let firstId: number | undefined;
     const present = c.kv.map((kv) => out[kv.output]!);
-    // (a session that ignored the buffers it was given)
-    checkPrefillCache(c, present, n, this.heads, this.headDim);
+    try {
+      [firstId] = this.o.inputs.nextIds(c, out, 1);
+      // (a session that ignored the buffers it was given)
+      checkPrefillCache(c, present, n, this.heads, this.headDim);
+    } catch (err) {
+      this.pool(buffers);
+      throw err;
+    }
     this.live += 1;
     return { firstId: firstId!, cache: new HostCache(n, input.maxLength === undefined ? undefined : Math.max(n, input.maxLength), { tensors: present, buffers }) };
   }
