@@ -4,7 +4,7 @@ import type { CacheHandle } from '../../src/asr/backend.js';
 import { HostBackend } from '../../src/asr/backends/host.js';
 import type { DecoderContract, KvBinding } from '../../src/asr/contract.js';
 import { DecoderInputs } from '../../src/asr/decoder-io.js';
-import { float32ToFloat16Bits } from '../../src/asr/half.js';
+import { asFloat32, float32ToFloat16Bits } from '../../src/asr/half.js';
 
 /*
  * HostBackend's two cache layouts driven through thousands of steps by sessions that check, instead of computing:
@@ -46,8 +46,12 @@ const token = (seq: number, pos: number) => seq * 10000 + pos;
 type Feeds = Record<string, Tensor>;
 type Session = Pick<InferenceSession, 'run'>;
 
-function sessions(delta: boolean, problems: string[], halfPrefill = false): { prefill: Session; step: Session } {
+/** The prefill's and the step's cache types: float32 both, a float16 prefill widened into float32, or float16 both. */
+type CacheTypes = 'float32' | 'widened' | 'float16';
+
+function sessions(delta: boolean, problems: string[], types: CacheTypes = 'float32'): { prefill: Session; step: Session } {
   const problem = (m: string) => problems.length < 10 && problems.push(m);
+  const [halfPrefill, halfStep] = [types !== 'float32', types === 'float16'];
   const value = valueOf(halfPrefill);
   // As onnxruntime: into the output buffers it is given (the backend's pool), which must have the output's shape.
   const prefill = async (feeds: Feeds, fetches?: Record<string, Tensor | null>) => {
@@ -77,9 +81,10 @@ function sessions(delta: boolean, problems: string[], halfPrefill = false): { pr
       const past = feeds[k.input!]!;
       const stride = past.dims[2]!;
       if (stride + 1 !== columns) problem(`mask ${columns} columns for a past of ${stride}`);
-      const pastData = past.data as Float32Array;
+      const pastData = halfStep ? asFloat32(past) : (past.data as Float32Array);
       const present = fetches[k.output]!;
-      const out = present.data as Float32Array;
+      const out = present.data as Float32Array | Uint16Array;
+      const put = (at: number, v: number) => (out[at] = halfStep ? float32ToFloat16Bits(v) : v);
       const width = present.dims[2]!;
       if (width !== (delta ? 1 : stride + 1)) problem(`present ${width} columns wide`);
       for (let r = 0; r < rows; r++) {
@@ -102,8 +107,8 @@ function sessions(delta: boolean, problems: string[], halfPrefill = false): { pr
         if (seen !== pos) problem(`sequence ${seq} sees ${seen} columns at position ${pos}`);
         for (let h = 0; h < HEADS; h++) {
           for (let d = 0; d < HEAD_DIM; d++) {
-            if (!delta) for (let c = 0; c < stride; c++) out[((r * HEADS + h) * width + c) * HEAD_DIM + d] = pastData[((r * HEADS + h) * stride + c) * HEAD_DIM + d]!;
-            out[((r * HEADS + h) * width + width - 1) * HEAD_DIM + d] = value(seq, pos, i, h, d);
+            if (!delta) for (let c = 0; c < stride; c++) put(((r * HEADS + h) * width + c) * HEAD_DIM + d, pastData[((r * HEADS + h) * stride + c) * HEAD_DIM + d]!);
+            put(((r * HEADS + h) * width + width - 1) * HEAD_DIM + d, value(seq, pos, i, h, d));
           }
         }
       }
@@ -114,13 +119,13 @@ function sessions(delta: boolean, problems: string[], halfPrefill = false): { pr
   return { prefill: { run: prefill as unknown as Session['run'] }, step: { run: step as unknown as Session['run'] } };
 }
 
-async function drive(delta: boolean, seed: number, problems: string[], halfPrefill = false): Promise<number> {
+async function drive(delta: boolean, seed: number, problems: string[], types: CacheTypes): Promise<number> {
   let state = seed;
   const random = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32;
-  const { prefill, step } = sessions(delta, problems, halfPrefill);
+  const { prefill, step } = sessions(delta, problems, types);
   const backend = new HostBackend({
-    prefill: { session: prefill, contract: contract('prefill', halfPrefill ? 'float16' : 'float32') },
-    step: { session: step, contract: contract('step') },
+    prefill: { session: prefill, contract: contract('prefill', types === 'float32' ? 'float32' : 'float16') },
+    step: { session: step, contract: contract('step', types === 'float16' ? 'float16' : 'float32') },
     inputs: new DecoderInputs(undefined, 'float32'),
     maxBatch: MAX_BATCH,
     kvDelta: delta,
@@ -158,14 +163,16 @@ async function drive(delta: boolean, seed: number, problems: string[], halfPrefi
 }
 
 describe("the host backend's cache layouts", () => {
-  it.each([
-    ['the step returning its whole cache (ping-pong)', false, false],
-    ['the step returning only the new column (kvDelta, with room)', true, false],
-    ['kvDelta with float16 prefill caches widened into a float32 one (float32-cache.ts)', true, true],
-  ])('%s: each row sees exactly its own history, masked columns are zeros, through joins, leaves, idle batches and re-layouts', async (_, delta, half) => {
+  it.each<[string, boolean, CacheTypes]>([
+    ['the step returning its whole cache (ping-pong)', false, 'float32'],
+    ['the step returning its whole cache (ping-pong), float16', false, 'float16'],
+    ['the step returning only the new column (kvDelta, with room)', true, 'float32'],
+    ['kvDelta with float16 prefill caches widened into a float32 one (float32-cache.ts)', true, 'widened'],
+    ['kvDelta with a float16 cache throughout (CPU_FLOAT32_CACHE=false)', true, 'float16'],
+  ])('%s: each row sees exactly its own history, masked columns are zeros, through joins, leaves, idle batches and re-layouts', async (_, delta, types) => {
     const problems: string[] = [];
     let rowSteps = 0;
-    for (let seed = 1; seed <= 8; seed++) rowSteps += await drive(delta, seed, problems, half);
+    for (let seed = 1; seed <= 8; seed++) rowSteps += await drive(delta, seed, problems, types);
     expect(problems).toEqual([]);
     expect(rowSteps).toBeGreaterThan(8 * 600);
   });
