@@ -138,7 +138,7 @@ function parseSettings(argv: string[]): Settings {
   // As the engine: a float32 cache on the CPU only (on another provider it would cross the bus at twice the size).
   const float32Cache = values['float32-cache'] ?? (provider === 'cpu' ? 'on' : 'off');
   if (float32Cache !== 'on' && float32Cache !== 'off' && float32Cache !== 'both') usage(`--float32-cache is on, off or both; got '${float32Cache}'`);
-  if (values['float32-cache'] !== undefined && float32Cache !== 'off' && (provider !== 'cpu' || backend !== 'host' || lean === 'off' || kvDelta === 'off')) {
+  if (values['float32-cache'] !== undefined && float32Cache !== 'off' && (provider !== 'cpu' || backend === 'webgpu' || lean === 'off' || kvDelta === 'off')) {
     usage(`--float32-cache ${float32Cache}: the float32 cache is the host backend's with the new-column step (--kv-delta on), on the CPU only`);
   }
   // As the engine: int8 activations on the CPU only, unless asked.

@@ -372,8 +372,9 @@ export class AsrEngine {
         inputs,
         maxBatch: batching.maxBatch,
       };
-      const backend = !onHost
-        ? await WebGpuBackend.create(decoders, { embeddings, session: baseSessionOptions('webgpu', o), ...(o.logger ? { logger: o.logger } : {}) }) : new HostBackend({ ...decoders, kvDelta });
+      const backend = onHost
+        ? new HostBackend({ ...decoders, kvDelta })
+        : await WebGpuBackend.create(decoders, { embeddings, session: baseSessionOptions('webgpu', o), ...(o.logger ? { logger: o.logger } : {}) });
       return new AsrEngine(provider, sessions, encoder, prefill, step, tokenizer, embeddings, batching, backend);
     } catch (err) {
       await Promise.all(Object.values(sessions).map((s: Session) => s.release()));

@@ -1,7 +1,7 @@
 import { readDecoderContract } from './contract.js';
 import { GraphEditor, withTensorsRenamed, type GraphNode } from './graph-edit.js';
-import { GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, GRAPH_VALUE_INFO, node, readModel, tensorInfo, valueInfo, writeModel, type OnnxNode } from './onnx-model.js';
-import { bytesField, first, sub, text, type Field } from './onnx-proto.js';
+import { GRAPH_INPUT, GRAPH_NODE, GRAPH_OUTPUT, GRAPH_VALUE_INFO, graphInterface, node, readModel, tensorInfo, valueInfo, writeModel, type OnnxNode } from './onnx-model.js';
+import { bytesField, type Field } from './onnx-proto.js';
 
 /*
  * A step with a float16 cache and float32 attention casts its whole past to float32 in every layer, for keys and
@@ -32,11 +32,10 @@ const castsToFloat = (n: OnnxNode) => !n.domain && n.opType === 'Cast' && n.intA
 export function withFloat32Cache(bytes: Uint8Array, file: string): { bytes: Uint8Array; count: number; reason?: string } {
   const unchanged = (reason?: string) => ({ bytes, count: 0, ...(reason ? { reason } : {}) });
   const model = readModel(bytes);
-  const inputFields = model.graph.filter((f) => f.n === GRAPH_INPUT);
   const outputFields = model.graph.filter((f) => f.n === GRAPH_OUTPUT);
   let contract;
   try {
-    contract = readDecoderContract({ file, inputs: inputFields.map(tensorInfo), outputs: outputFields.map(tensorInfo) }, 'step');
+    contract = readDecoderContract(graphInterface(model, file), 'step');
   } catch (err) {
     return unchanged((err as Error).message);
   }
@@ -103,7 +102,7 @@ export function withFloat32Cache(bytes: Uint8Array, file: string): { bytes: Uint
     if (dropped.has(f.raw)) return [];
     if (replaced.has(f.raw)) return replaced.get(f.raw)!;
     if (f.n === GRAPH_NODE) return [withTensorsRenamed(f, names)];
-    const name = f.n === GRAPH_INPUT || f.n === GRAPH_OUTPUT || f.n === GRAPH_VALUE_INFO ? text(first(sub(f), 1)) : undefined;
+    const name = f.n === GRAPH_INPUT || f.n === GRAPH_OUTPUT || f.n === GRAPH_VALUE_INFO ? tensorInfo(f).name : undefined;
     if (f.n === GRAPH_VALUE_INFO && name !== undefined && (retyped.has(name) || names.has(name) || past.has(name) || present.has(name))) return [];
     if ((f.n === GRAPH_INPUT && past.has(name!)) || (f.n === GRAPH_OUTPUT && present.has(name!))) return [bytesField(f.n, declared(f))];
     return [f.raw];

@@ -11,6 +11,7 @@ import {
   GRAPH_INPUT,
   GRAPH_NODE,
   GRAPH_OUTPUT,
+  graphInterface,
   initializerInfo,
   int64Initializer,
   node,
@@ -304,10 +305,7 @@ function withInt8Matmuls(bytes: Uint8Array, file: string): { bytes: Uint8Array; 
 function maskedRoomUnreadable(bytes: Uint8Array, file: string): string | undefined {
   const model = readModel(bytes);
   try {
-    const c = readDecoderContract(
-      { file, inputs: model.graph.filter((f) => f.n === GRAPH_INPUT).map(tensorInfo), outputs: model.graph.filter((f) => f.n === GRAPH_OUTPUT).map(tensorInfo) },
-      'step',
-    );
+    const c = readDecoderContract(graphInterface(model, file), 'step');
     if (!c.attentionMask) return 'it takes no attention mask, which the room after the rows needs';
     if (!c.positionIds) return 'it takes no position ids, so it would count positions from the room after the rows';
     return undefined;
@@ -330,10 +328,7 @@ function rewriteToGreedy(bytes: Uint8Array, file: string, role: 'prefill' | 'ste
     throw new Error(`not an ONNX model (${(err as Error).message})`);
   }
   const outputs = model.graph.filter((f) => f.n === GRAPH_OUTPUT);
-  const contract = readDecoderContract(
-    { file, inputs: model.graph.filter((f) => f.n === GRAPH_INPUT).map(tensorInfo), outputs: outputs.map(tensorInfo) },
-    role,
-  );
+  const contract = readDecoderContract(graphInterface(model, file), role);
   if (contract.greedyIds) throw new Error(`it already returns ${contract.greedyIds.name}`);
   const logits = outputs.map(tensorInfo).find((t) => t.name === contract.logits!.name)!;
   if (logits.shape.length !== 3) throw new Error(`logits ${logits.name} are [${logits.shape.join(', ')}], not [batch, positions, vocab]`);

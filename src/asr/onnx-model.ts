@@ -1,4 +1,4 @@
-import type { TensorInfo } from './contract.js';
+import type { SessionInfo, TensorInfo } from './contract.js';
 import { all, bytesField, concat, first, intField, ints, parseMessage, signedInts, sub, text, type Field } from './onnx-proto.js';
 
 /*
@@ -85,6 +85,11 @@ export function tensorInfo(f: Field): TensorInfo {
     return size ? size.int : text(first(dim, 2));
   });
   return { name: text(first(info, 1)), type: elem ? elementType(elem.int) : 'unknown', shape: dims };
+}
+
+/** A graph's own inputs and outputs, as a session would list them (for the contract readers). */
+export function graphInterface(model: OnnxModel, file: string): SessionInfo {
+  return { file, inputs: model.graph.filter((f) => f.n === GRAPH_INPUT).map(tensorInfo), outputs: model.graph.filter((f) => f.n === GRAPH_OUTPUT).map(tensorInfo) };
 }
 
 export function valueInfo(name: string, type: string, shape: readonly (number | string)[]): Uint8Array {

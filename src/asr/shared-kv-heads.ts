@@ -93,8 +93,8 @@ export function withSharedKvHeads(bytes: Uint8Array): { bytes: Uint8Array; count
   const count = replaced.size;
   if (count === 0) return { bytes, count, reason: 'no attention matmul reads KV heads repeated with constant shapes' };
 
-  // The repeat chains are dropped where nothing kept reads them (a graph output or another reader keeps them), and
-  // so are the shape constants only they read.
+  // Every node nothing kept reads is dropped (the repeat chains, unless a graph output or another reader keeps
+  // them), and every initializer only dropped nodes read (their shape constants).
   const outputs = new Set(model.graph.filter((f) => f.n === GRAPH_OUTPUT).map((f) => tensorInfo(f).name));
   const graph = model.graph.flatMap((f) => replaced.get(f.raw) ?? [f.raw]);
   return { bytes: writeModel(model, unreadDropped([...graph, ...edit.initializers], outputs)), count };

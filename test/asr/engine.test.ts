@@ -226,10 +226,10 @@ describe('the generated model notices a wrong decode loop', () => {
           position_ids: new Tensor('int64', BigInt64Array.from(positions), [3, 1, s]),
         };
       },
-      // twice: a cache that does not fit the prompt's buffers is computed again into fresh ones, to be named
-      2,
+      1,
     );
-    await expect(text).rejects.toThrow(/returned a cache of shape \[1, 2, 93, 8\] for 92 prompt tokens/);
+    // the prefill writes into buffers of the prompt's shape; onnxruntime's own words name the shape it computed
+    await expect(text).rejects.toThrow(/returned a cache of another shape than \[1, 2, 92, 8\] for 92 prompt tokens: .*\{1,2,93,8\}/);
   });
 
   it('an audio row left as the pad token embedding', async () => {

@@ -4,7 +4,7 @@ import type { CacheHandle } from '../../src/asr/backend.js';
 import { HostBackend } from '../../src/asr/backends/host.js';
 import type { DecoderContract, KvBinding } from '../../src/asr/contract.js';
 import { DecoderInputs } from '../../src/asr/decoder-io.js';
-import { asFloat32, float32ToFloat16Bits } from '../../src/asr/half.js';
+import { asFloat32, float16Table, float32ToFloat16Bits } from '../../src/asr/half.js';
 
 /*
  * HostBackend's two cache layouts driven through thousands of steps by sessions that check, instead of computing:
@@ -33,12 +33,14 @@ const contract = (role: 'prefill' | 'step', kvType: 'float32' | 'float16' = 'flo
 });
 
 /**
- * The cache value sequence `seq` writes at position `pos` of layer-part `i`, head `h`, dim `d`: never 0; with a
- * float16 prefill, an integer up to 2039, exact in float16.
+ * The cache value sequence `seq` writes at position `pos` of layer-part `i`, head `h`, dim `d`: never 0, and never
+ * the same for two of them. With a float16 cache, one of the 31743 finite positive float16 values: the index
+ * modulo 31743 is still one to one, since indices of equal (i, h, d) differ by a multiple of 16 and 16 x 31743 is
+ * beyond the largest index written here.
  */
 const valueOf = (half: boolean) => (seq: number, pos: number, i: number, h: number, d: number) => {
   const v = (((seq * 512 + pos) * 4 + i) * HEADS + h) * HEAD_DIM + d;
-  return (half ? v % 2039 : v) + 1;
+  return half ? float16Table()[(v % 31743) + 1]! : v + 1;
 };
 /** A token says which sequence fed it and at which position: seq * 10000 + position. */
 const token = (seq: number, pos: number) => seq * 10000 + pos;

@@ -55,8 +55,9 @@ const DELTA_ROOM = 32;
  * [B, heads, stride, headDim] with up to DELTA_ROOM zero columns after the widest row. The step reads all `stride`
  * columns (those after the rows' tokens masked out), and its new column is written into the buffers after it: the
  * graph concatenates no cache, and JavaScript copies 2 x layers x B x heads x headDim values per step; filling the
- * room lays the batch out again in the other set (kept between layouts, not written by steps). A step rewritten to hold a float16 cache as float32 (float32-cache.ts)
- * casts none of it either: the prefill's float16 rows are widened as they are copied in.
+ * room lays the batch out again in the other set (kept between layouts, not written by steps). A step rewritten
+ * to hold a float16 cache as float32 (float32-cache.ts) casts none of it either: the prefill's float16 rows are
+ * widened as they are copied in.
  */
 export class HostBackend implements DecoderBackend {
   readonly maxBatch: number;
@@ -114,10 +115,9 @@ export class HostBackend implements DecoderBackend {
     // A prefill graph that also takes a cache (merged decoders) gets an empty one.
     for (const kv of c.kv) if (kv.input) feeds[kv.input] = new Tensor(c.kvType, this.array(c, 0), [1, this.heads, 0, this.headDim]);
     const size = this.heads * n * this.headDim;
-    // the smallest pooled set that holds this prompt's cache
-    const fitting = this.prefillPool.filter((set) => set[0]!.length >= size).sort((a, b) => a[0]!.length - b[0]!.length)[0];
-    const buffers = fitting ?? c.kv.map(() => this.array(c, Math.ceil(size * GROWTH)));
-    if (fitting) this.prefillPool.splice(this.prefillPool.indexOf(fitting), 1);
+    // the smallest pooled set that holds this prompt's cache (the pool is kept largest first)
+    const fitting = this.prefillPool.findLastIndex((set) => set[0]!.length >= size);
+    const buffers = fitting >= 0 ? this.prefillPool.splice(fitting, 1)[0]! : c.kv.map(() => this.array(c, Math.ceil(size * GROWTH)));
     const fetches: Record<string, Tensor | null> = {};
     for (const name of this.prefillFetches) fetches[name] = null;
     c.kv.forEach((kv, i) => (fetches[kv.output] = new Tensor(c.kvType, buffers[i]!.subarray(0, size), [1, this.heads, n, this.headDim])));
@@ -126,13 +126,9 @@ export class HostBackend implements DecoderBackend {
       out = await session.run(feeds, fetches);
     } catch (err) {
       this.pool(buffers);
-      // onnxruntime's words for an output buffer of another shape than the one computed
+      // onnxruntime's words for an output buffer of another shape than the one computed (its message names both)
       if (!/output OrtValue provided|pre-allocated output/i.test(String(err))) throw err;
-      // A cache of another shape than the prompt's does not fit the buffers, and onnxruntime says only that: run
-      // again into fresh ones, so that the check says what the graph returned.
-      const again = await session.run(feeds, this.prefillFetches).catch(() => undefined);
-      if (again) checkPrefillCache(c, c.kv.map((kv) => again[kv.output]!), n, this.heads, this.headDim);
-      throw err;
+      throw new InferenceError(`${c.file} returned a cache of another shape than [1, ${this.heads}, ${n}, ${this.headDim}] for ${n} prompt tokens: ${String((err as Error).message ?? err).split('\n')[0]}`);
     }
     let firstId: number | undefined;
     const present = c.kv.map((kv) => out[kv.output]!);
@@ -269,8 +265,8 @@ export class HostBackend implements DecoderBackend {
 
   /**
    * The batch laid out afresh, left-padded to `width` (columns padded in every row dropped): in the other set of
-   * buffers (ping-pong: `next`), or with kvDelta with room after the rows, in the set the last layout left when it is large
-   * enough (a new one holds every row the batch may have, each half again as wide).
+   * buffers (ping-pong: `next`), or with kvDelta with room after the rows, in the set the last layout left when it
+   * is large enough (a new one holds every row the batch may have, each half again as wide).
    */
   private layOut(caches: HostCache[], width: number): void {
     const remaining = Math.max(0, ...caches.map((h) => (h.maxLength ?? h.length) - h.length));
@@ -293,8 +289,9 @@ export class HostBackend implements DecoderBackend {
     );
     const old = this.past;
     this.past = target;
-    if (this.delta) this.spare = target === reusable || (old[0]?.length ?? 0) >= (reusable[0]?.length ?? 0) ? old : reusable;
-    else this.next = old.length && old[0]!.length >= target[0]!.length ? old : this.allocate(target[0]!.length);
+    if (!this.delta) this.next = old.length && old[0]!.length >= target[0]!.length ? old : this.allocate(target[0]!.length);
+    // the set just left becomes the spare; when the spare was too small to use, the larger of the two stays
+    else if (target === reusable || (old[0]?.length ?? 0) >= (reusable[0]?.length ?? 0)) this.spare = old;
     this.rows = caches;
     this.width = width;
     this.stride = stride;
