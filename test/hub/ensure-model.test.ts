@@ -55,13 +55,15 @@ beforeAll(async () => {
     commit: fakeCommit('acme/index-without-table'),
     files: { ...checkpoint.repo.files, 'model.safetensors.index.json': Buffer.from(JSON.stringify({ weight_map: { 'thinker.lm_head.weight': 'model-00001-of-00002.safetensors' } })) },
   };
+  hub = await startFakeHub([model, gated, bare, checkpoint.repo, narrowBase, indexWithoutTable, withEmptyFile, inputIds]);
+  // After the hub has its port: a port freed first could be handed to the hub next (it happened under CI's load,
+  // and the "unreachable" hub answered).
   closedPort = await new Promise<string>((resolve) => {
     const s = createServer().listen(0, '127.0.0.1', () => {
       const { port } = s.address() as AddressInfo;
       s.close(() => resolve(`http://127.0.0.1:${port}`));
     });
   });
-  hub = await startFakeHub([model, gated, bare, checkpoint.repo, narrowBase, indexWithoutTable, withEmptyFile, inputIds]);
 });
 afterAll(() => hub?.close());
 afterEach(() => {
