@@ -82,6 +82,28 @@ async function probeLoop(url: URL, next: () => number, clips: BenchClip[], recor
   }
 }
 
+/**
+ * Every clip transcribed once, `concurrency` at a time, before any level is measured; returns the seconds it took.
+ * A service just started runs its first requests slower: memory it has not written yet (batch layouts, prefill
+ * buffers, onnxruntime's arena; on this project's VM fresh pages fault in at a few hundred MB/s) and first runs at new
+ * shapes. There a single stream measured first ran at 1.12 audio s/s, its prefill taking 1.21 s, against 1.81-1.94
+ * audio s/s and 0.84 s later in the same run. A failed request fails the bench.
+ */
+export async function primeService(baseURL: string, clips: BenchClip[], concurrency: number): Promise<number> {
+  const url = new URL('/v1/audio/transcriptions', baseURL);
+  const t0 = performance.now();
+  let next = 0;
+  const stream = async () => {
+    for (let i = next++; i < clips.length; i = next++) {
+      const res = await fetch(url, { method: 'POST', headers: { 'content-type': MULTIPART_TYPE }, body: clips[i]!.plain });
+      const text = await res.text();
+      if (res.status !== 200) throw new Error(`priming the service: ${clips[i]!.name} was answered ${res.status}: ${text.slice(0, 200)}`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, clips.length) }, stream));
+  return (performance.now() - t0) / 1000;
+}
+
 export async function driveLevel(o: LevelOptions): Promise<LevelRun> {
   const url = new URL('/v1/audio/transcriptions', o.url);
   const records: RequestRecord[] = [];

@@ -4,8 +4,14 @@
  * (N-1 autocannon connections and one SSE probe) and reports throughput, real-time factor, latency, time to the
  * first streamed delta, refusals, peak memory and the stage times the workers export on /metrics.
  *
- *   npm run bench -- --model-dir DIR [--concurrency 1,2,4,8] [--duration S] [--warmup S] [--clips DIR]
- *                    [--out FILE] [--env KEY=VALUE ...] [--server DIR]
+ *   npm run bench -- --model-dir DIR [--concurrency 1,2,4,8] [--duration S] [--warmup S] [--rounds N]
+ *                    [--clips DIR] [--out FILE] [--env KEY=VALUE ...] [--server DIR]
+ *
+ * Before the first level the service transcribes every clip once, as many at a time as the highest level's streams
+ * (not measured), so that no level runs on memory the service has never written (bench-level.ts, primeService).
+ * With --rounds N the levels run N times, every other round in reverse order, and the report adds each level's median
+ * and each level's ratio to the first level within the same round: on a machine whose speed drifts from one minute
+ * to the next, levels measured minutes apart cannot be compared one run at a time.
  *
  * Prints Markdown; --out FILE writes FILE.json and FILE.md. Benchmarks print numbers: exit 0 when the run
  * completed, 1 when it could not run (a one-line error), 2 usage.
@@ -13,17 +19,19 @@
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadClips, type BenchClip } from './bench-clips.js';
-import { driveLevel } from './bench-level.js';
+import { driveLevel, primeService } from './bench-level.js';
 import type { BenchService } from './bench-service.js';
 import { gitState, machineInfo, positive, runServiceBench, SERVICE_OPTIONS, serviceSettings } from './cli.js';
 import { parseMetrics, type Samples } from './report-metrics.js';
-import { renderMarkdown, summariseLevel, type BenchReport, type LevelResult } from './report.js';
+import { acrossRounds, levelOrder, renderMarkdown, summariseLevel, type BenchReport, type LevelResult } from './report.js';
 
-const USAGE = `usage: npm run bench -- --model-dir DIR [--concurrency 1,2,4,8] [--duration S] [--warmup S] [--clips DIR]
-                        [--out FILE] [--env KEY=VALUE ...] [--server DIR]
+const USAGE = `usage: npm run bench -- --model-dir DIR [--concurrency 1,2,4,8] [--duration S] [--warmup S] [--rounds N]
+                        [--clips DIR] [--out FILE] [--env KEY=VALUE ...] [--server DIR]
   --concurrency  streams kept busy at each level (default 1,2,4,8)
   --duration     measured seconds per level (default 30), after a warm-up of at least --warmup seconds
                  (default 2) that lasts until every stream has finished one request
+  --rounds       run the levels N times, every other round in reverse order (1,8 then 8,1), and report each
+                 level's median and its ratio to the first level within each round (default 1)
   --clips        folder of .wav clips sent in rotation (default ../shared/fixtures/voices-in-the-wild)
   --out          write FILE.json and FILE.md (a .json or .md ending is dropped)
   --env          service setting, repeatable (MAX_BATCH=1, WORKERS=2, ...); MAX_QUEUE defaults to the
@@ -39,6 +47,7 @@ function readOptions(argv: string[]) {
       concurrency: { type: 'string', default: '1,2,4,8' },
       duration: { type: 'string', default: '30' },
       warmup: { type: 'string', default: '2' },
+      rounds: { type: 'string', default: '1' },
     },
   });
   const concurrency = values.concurrency.split(',').map((c) => positive('concurrency', c.trim(), true));
@@ -50,13 +59,15 @@ function readOptions(argv: string[]) {
     concurrency,
     durationS: positive('duration', values.duration, false),
     warmupS: values.warmup === '0' ? 0 : positive('warmup', values.warmup, false),
+    rounds: positive('rounds', values.rounds, true),
   };
 }
 
 async function runLevels(service: BenchService, clips: BenchClip[], o: ReturnType<typeof readOptions>): Promise<LevelResult[]> {
   const levels: LevelResult[] = [];
-  for (const concurrency of o.concurrency) {
-    console.error(`bench: ${concurrency} stream(s): warming up, then ${o.durationS} s measured…`);
+  for (const { round, concurrency } of levelOrder(o.concurrency, o.rounds)) {
+    const tag = o.rounds > 1 ? `round ${round}/${o.rounds}, ` : '';
+    console.error(`bench: ${tag}${concurrency} stream(s): warming up, then ${o.durationS} s measured…`);
     let before: Samples = new Map();
     let after: Samples = new Map();
     let loadAverage = 0;
@@ -75,9 +86,9 @@ async function runLevels(service: BenchService, clips: BenchClip[], o: ReturnTyp
     });
     const peak = service.takePeakRssMiB();
     await service.settle(); // requests cut off at the window's end are cancelled before the next level starts
-    const level = summariseLevel(concurrency, run, clips, { before, after }, peak, loadAverage);
+    const level = summariseLevel(concurrency, round, run, clips, { before, after }, peak, loadAverage);
     console.error(
-      `bench: ${concurrency} stream(s): ${level.completed} done, ${level.audioSecondsPerSecond.toFixed(2)} audio s/s, p50 ${level.latencyMs ? (level.latencyMs.p50 / 1000).toFixed(2) : '–'} s (warm-up ${level.warmupS.toFixed(1)} s)`,
+      `bench: ${tag}${concurrency} stream(s): ${level.completed} done, ${level.audioSecondsPerSecond.toFixed(2)} audio s/s, p50 ${level.latencyMs ? (level.latencyMs.p50 / 1000).toFixed(2) : '–'} s (warm-up ${level.warmupS.toFixed(1)} s)`,
     );
     levels.push(level);
   }
@@ -92,6 +103,9 @@ process.exitCode = await runServiceBench(
     prepare: (o) => loadClips(o.clipsDir),
     async run(service, o, clips, logFile) {
       const ready = await service.readiness();
+      const streams = Math.max(...o.concurrency);
+      console.error(`bench: priming: every clip once, ${streams} at a time (not measured)…`);
+      const primeS = await primeService(service.baseURL, clips, streams);
       const levels = await runLevels(service, clips, o);
       const report: BenchReport = {
         date: new Date().toISOString(),
@@ -102,8 +116,11 @@ process.exitCode = await runServiceBench(
         clips: clips.map((c) => ({ name: c.name, seconds: c.seconds })),
         durationS: o.durationS,
         warmupS: o.warmupS,
+        rounds: o.rounds,
+        primeS,
         peakRssMiB: service.highWaterMiB(),
         levels,
+        ...(o.rounds > 1 ? { acrossRounds: acrossRounds(o.concurrency, levels) } : {}),
       };
       return { report, markdown: renderMarkdown(report) };
     },

@@ -5,6 +5,8 @@ import { NO_STAGE_METRICS, stageBreakdown, type Samples, type StageBreakdown } f
 /** What one concurrency level measured, as written to the JSON. Times in ms unless named otherwise. */
 export interface LevelResult {
   concurrency: number;
+  /** which pass over the levels (1-based; --rounds) */
+  round: number;
   windowS: number;
   warmupS: number;
   /** 2xx transcriptions that finished inside the window */
@@ -41,6 +43,7 @@ export function percentile(sorted: number[], p: number): number {
 
 export function summariseLevel(
   concurrency: number,
+  round: number,
   run: LevelRun,
   clips: BenchClip[],
   metrics: { before: Samples; after: Samples },
@@ -63,6 +66,7 @@ export function summariseLevel(
   const tokens = metrics.after.get('asr_decoded_tokens_total');
   return {
     concurrency,
+    round,
     windowS,
     warmupS: run.warmupS,
     completed: ok.length,
@@ -83,6 +87,48 @@ export function summariseLevel(
   };
 }
 
+/**
+ * The levels in the order they run: `rounds` passes, every other one reversed (1,8 then 8,1), so that a machine
+ * drifting steadily over the run weighs on each level alike.
+ */
+export function levelOrder(concurrency: number[], rounds: number): { round: number; concurrency: number }[] {
+  return Array.from({ length: rounds }, (_, i) => (i % 2 === 0 ? concurrency : [...concurrency].reverse()).map((c) => ({ round: i + 1, concurrency: c }))).flat();
+}
+
+/** One level over every round (--rounds > 1). */
+export interface AcrossRounds {
+  concurrency: number;
+  /** audio seconds per second: the median over the rounds (the mean of the middle two for an even count), min, max */
+  audioSecondsPerSecond: { median: number; min: number; max: number };
+  /**
+   * this level's audio s/s over the first level's (the first of --concurrency) within each round, in round order,
+   * and their median: a ratio of two levels measured minutes apart, not across the whole run
+   */
+  ratioToFirst: { rounds: number[]; median: number };
+}
+
+/** The middle value of `xs`, or the mean of the middle two. */
+export function median(xs: number[]): number {
+  if (xs.length === 0) throw new Error('median of nothing');
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+export function acrossRounds(concurrency: number[], levels: LevelResult[]): AcrossRounds[] {
+  const rounds = [...new Set(levels.map((l) => l.round))].sort((a, b) => a - b);
+  const at = (c: number, round: number) => levels.find((l) => l.concurrency === c && l.round === round)!.audioSecondsPerSecond;
+  return concurrency.map((c) => {
+    const aps = rounds.map((r) => at(c, r));
+    const ratios = rounds.map((r) => at(c, r) / at(concurrency[0]!, r));
+    return {
+      concurrency: c,
+      audioSecondsPerSecond: { median: median(aps), min: Math.min(...aps), max: Math.max(...aps) },
+      ratioToFirst: { rounds: ratios, median: median(ratios) },
+    };
+  });
+}
+
 /** The run as a whole, as written to the JSON. */
 export interface BenchReport {
   date: string;
@@ -93,9 +139,15 @@ export interface BenchReport {
   clips: { name: string; seconds: number }[];
   durationS: number;
   warmupS: number;
+  rounds: number;
+  /** seconds spent priming the service before the first level (every clip once, not measured) */
+  primeS: number;
   /** VmHWM of the service process at the end: its peak resident memory over the whole run, MiB */
   peakRssMiB: number | null;
+  /** in the order they ran */
   levels: LevelResult[];
+  /** with --rounds > 1: each level over the rounds, in --concurrency order */
+  acrossRounds?: AcrossRounds[];
 }
 
 const fixed = (x: number | null | undefined, digits: number) => (x === null || x === undefined ? '–' : x.toFixed(digits));
@@ -107,6 +159,9 @@ const stageMs = (l: LevelResult, stage: keyof StageBreakdown['stages']) => time(
 export function renderMarkdown(r: BenchReport): string {
   const commit = r.server.commit ? `${r.server.commit.slice(0, 10)}${r.server.uncommittedChanges ? ' (+ uncommitted changes)' : ''}` : 'unknown';
   const env = Object.entries(r.env).map(([k, v]) => `${k}=${v}`).join(' ') || 'defaults';
+  const byRound = r.rounds > 1;
+  const [roundHead, roundRule] = byRound ? [' round |', '---:|'] : ['', ''];
+  const roundCell = (l: LevelResult) => (byRound ? [l.round] : []);
   const lines = [
     `## mega-asr bench — ${r.date}`,
     '',
@@ -115,12 +170,15 @@ export function renderMarkdown(r: BenchReport): string {
     `- model: ${r.modelDir}`,
     `- clips: ${r.clips.length} (${r.clips.map((c) => `${c.name} ${c.seconds.toFixed(1)} s`).join(', ')}), in rotation`,
     `- each level: warm-up ≥ ${r.warmupS} s and until every stream has finished a request; then a window of ≥ ${r.durationS} s from a request's end to another's, over whole rounds of the streams (completions a multiple of the streams); one stream is an SSE probe (first delta)`,
+    `- before the first level: every clip transcribed once, as many at a time as the most streams (${fixed(r.primeS, 1)} s, not measured)`,
+    ...(byRound ? [`- ${r.rounds} rounds over the levels, every other one in reverse order`] : []),
     `- peak RSS of the service over the run (VmHWM): ${fixed(r.peakRssMiB, 0)} MiB`,
     '',
-    '| streams | done | req/s | audio s/s | RTF (wall/audio) | p50 | p95 | p99 | first delta p50 (n) | 429 / 503 | other non-2xx | errors | peak RSS MiB | load avg |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    `|${roundHead} streams | done | req/s | audio s/s | RTF (wall/audio) | p50 | p95 | p99 | first delta p50 (n) | 429 / 503 | other non-2xx | errors | peak RSS MiB | load avg |`,
+    `|${roundRule}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
     ...r.levels.map((l) =>
       row([
+        ...roundCell(l),
         l.concurrency,
         l.completed,
         fixed(l.requestsPerSecond, 2),
@@ -146,11 +204,12 @@ export function renderMarkdown(r: BenchReport): string {
     lines.push(
       'Per-stage breakdown reported by the workers (mean per request over the window; a decode step is a request-step: sum of step wall times / steps):',
       '',
-      '| streams | audio decode | features | encoder | prefill | decode step | host share of a step | mean batch | tokens/s |',
-      '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      `|${roundHead} streams | audio decode | features | encoder | prefill | decode step | host share of a step | mean batch | tokens/s |`,
+      `|${roundRule}---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
       ...r.levels.map((l) =>
         l.stages
           ? row([
+              ...roundCell(l),
               l.concurrency,
               stageMs(l, 'audio_decode'),
               stageMs(l, 'features'),
@@ -161,12 +220,32 @@ export function renderMarkdown(r: BenchReport): string {
               fixed(l.stages.meanBatch, 2),
               fixed(l.tokensPerSecond, 1),
             ])
-          : row([l.concurrency, NO_STAGE_METRICS, '', '', '', '', '', '', fixed(l.tokensPerSecond, 1)]),
+          : row([...roundCell(l), l.concurrency, NO_STAGE_METRICS, '', '', '', '', '', '', fixed(l.tokensPerSecond, 1)]),
       ),
       '',
     );
   } else {
     lines.push(`Per-stage breakdown: ${NO_STAGE_METRICS}.${r.levels.some((l) => l.tokensPerSecond !== null) ? ` Tokens/s: ${r.levels.map((l) => `${l.concurrency}: ${fixed(l.tokensPerSecond, 1)}`).join(', ')}.` : ''}`, '');
+  }
+  if (r.acrossRounds) {
+    const first = r.acrossRounds[0]!.concurrency;
+    lines.push(
+      `Over the ${r.rounds} rounds (audio s/s; each level against ${first} stream(s) within the same round, then the median of those ratios):`,
+      '',
+      `| streams | audio s/s median | min | max | x ${first} stream(s): median | each round |`,
+      '|---:|---:|---:|---:|---:|---|',
+      ...r.acrossRounds.map((a) =>
+        row([
+          a.concurrency,
+          fixed(a.audioSecondsPerSecond.median, 2),
+          fixed(a.audioSecondsPerSecond.min, 2),
+          fixed(a.audioSecondsPerSecond.max, 2),
+          `${fixed(a.ratioToFirst.median, 2)}x`,
+          a.ratioToFirst.rounds.map((x) => `${fixed(x, 2)}x`).join(', '),
+        ]),
+      ),
+      '',
+    );
   }
   return lines.join('\n');
 }

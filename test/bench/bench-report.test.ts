@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { NO_STAGE_METRICS, parseMetrics, stageBreakdown } from '../../bench/report-metrics.js';
-import { percentile } from '../../bench/report.js';
+import { acrossRounds, levelOrder, median, percentile, type LevelResult } from '../../bench/report.js';
 
 /** A /metrics exposition as prom-client writes it, with the stage histogram and step counters at given totals. */
 function exposition(o: { steps: number; rows: number; stepSeconds: number; hostSeconds: number; encoderSeconds: number; requests: number }) {
@@ -63,5 +63,29 @@ describe('percentile (nearest rank)', () => {
     expect(percentile(xs, 99)).toBe(100);
     expect(percentile([7], 99)).toBe(7);
     expect(() => percentile([], 50)).toThrow();
+  });
+});
+
+describe('rounds over the levels', () => {
+  it('runs every other round in reverse order', () => {
+    expect(levelOrder([1, 8], 3).map((l) => `${l.round}:${l.concurrency}`)).toEqual(['1:1', '1:8', '2:8', '2:1', '3:1', '3:8']);
+    expect(levelOrder([1, 2, 4], 1).map((l) => l.concurrency)).toEqual([1, 2, 4]);
+  });
+
+  it('takes the median of an odd count, the mean of the middle two of an even one', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(() => median([])).toThrow();
+  });
+
+  it('sets each level against the first one within the same round, not against another round', () => {
+    const level = (round: number, concurrency: number, aps: number) => ({ round, concurrency, audioSecondsPerSecond: aps }) as LevelResult;
+    // round 2 ran on a machine twice as fast: across rounds the ratio would be 4x or 1x, within each it is 2x
+    const levels = [level(1, 1, 1), level(1, 8, 2), level(2, 8, 4), level(2, 1, 2), level(3, 1, 1), level(3, 8, 2.6)];
+    const [one, eight] = acrossRounds([1, 8], levels);
+    expect(one).toEqual({ concurrency: 1, audioSecondsPerSecond: { median: 1, min: 1, max: 2 }, ratioToFirst: { rounds: [1, 1, 1], median: 1 } });
+    expect(eight!.audioSecondsPerSecond).toEqual({ median: 2.6, min: 2, max: 4 });
+    expect(eight!.ratioToFirst.rounds).toEqual([2, 2, 2.6]);
+    expect(eight!.ratioToFirst.median).toBe(2);
   });
 });

@@ -14,16 +14,19 @@ afterAll(() => rmSync(out, { recursive: true, force: true }));
 const bench = (args: string[]) => benchScript('bench', args, { timeoutMs: 90_000 });
 
 describe('npm run bench', () => {
-  it('drives the real service at each concurrency level and reports every figure in JSON and Markdown', async () => {
+  it('drives the real service at each concurrency level, over two rounds, and reports every figure in JSON and Markdown', async () => {
     const clips = sharedPath('fixtures', 'voices-in-the-wild');
-    const res = await bench(['--model-dir', fixtureModel('default'), '--clips', clips, '--concurrency', '1,2', '--duration', '2', '--warmup', '0.5', '--out', join(out, 'run.json')]);
-    expect(res.stderr).not.toMatch(/bench: (?!starting|\d+ stream|wrote|the machine is busy)/);
+    const res = await bench(['--model-dir', fixtureModel('default'), '--clips', clips, '--concurrency', '1,2', '--duration', '2', '--warmup', '0.5', '--rounds', '2', '--out', join(out, 'run.json')]);
+    expect(res.stderr).not.toMatch(/bench: (?!starting|priming|\d+ stream|round \d+\/\d+, \d+ stream|wrote|the machine is busy)/);
     expect(res.code).toBe(0);
 
     const report = JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')) as BenchReport;
     expect(report.clips).toHaveLength(8);
     const [shortest, longest] = [Math.min(...report.clips.map((c) => c.seconds)), Math.max(...report.clips.map((c) => c.seconds))];
-    expect(report.levels.map((l) => l.concurrency)).toEqual([1, 2]);
+    // the second round runs the levels in reverse
+    expect(report.rounds).toBe(2);
+    expect(report.primeS).toBeGreaterThan(0); // every clip once before the first level
+    expect(report.levels.map((l) => [l.round, l.concurrency])).toEqual([[1, 1], [1, 2], [2, 2], [2, 1]]);
     for (const l of report.levels) {
       expect(l.completed).toBeGreaterThan(0);
       expect(l.windowS).toBeGreaterThanOrEqual(2);
@@ -55,12 +58,25 @@ describe('npm run bench', () => {
       expect(s.meanBatch).toBeLessThanOrEqual(l.concurrency);
     }
     expect(report.peakRssMiB).toBeGreaterThanOrEqual(Math.max(...report.levels.map((l) => l.peakRssMiB!)) - 1);
+    // each level over the rounds: ratios within a round, against the first level of --concurrency
+    const aps = (round: number, c: number) => report.levels.find((l) => l.round === round && l.concurrency === c)!.audioSecondsPerSecond;
+    const [one, two] = report.acrossRounds!;
+    expect(one!.concurrency).toBe(1);
+    expect(one!.ratioToFirst.rounds).toEqual([1, 1]);
+    expect(two!.concurrency).toBe(2);
+    expect(two!.ratioToFirst.rounds[0]).toBeCloseTo(aps(1, 2) / aps(1, 1), 12);
+    expect(two!.ratioToFirst.rounds[1]).toBeCloseTo(aps(2, 2) / aps(2, 1), 12);
+    expect(two!.audioSecondsPerSecond.median).toBeCloseTo((aps(1, 2) + aps(2, 2)) / 2, 12);
+    expect(two!.audioSecondsPerSecond.min).toBe(Math.min(aps(1, 2), aps(2, 2)));
 
     const markdown = readFileSync(join(out, 'run.md'), 'utf8');
     expect(res.stdout.trim()).toBe(markdown.trim());
-    expect(markdown).toMatch(/^\| 1 \| \d+ \| [\d.]+ \| [\d.]+ \|/m);
-    expect(markdown).toMatch(/^\| 2 \| \d+ \| [\d.]+ \| [\d.]+ \|/m);
-    expect(markdown).toContain('| streams | audio decode | features | encoder | prefill | decode step |');
+    expect(markdown).toMatch(/^\| 1 \| 1 \| \d+ \| [\d.]+ \| [\d.]+ \|/m);
+    expect(markdown).toMatch(/^\| 2 \| 2 \| \d+ \| [\d.]+ \| [\d.]+ \|/m);
+    expect(markdown).toContain('| round | streams | audio decode | features | encoder | prefill | decode step |');
+    expect(markdown).toContain('Over the 2 rounds');
+    expect(markdown).toMatch(/before the first level: every clip transcribed once, as many at a time as the most streams \([\d.]+ s, not measured\)/);
+    expect(markdown).toMatch(new RegExp(`^\\| 2 \\| ${two!.audioSecondsPerSecond.median.toFixed(2)} \\| .* \\| ${two!.ratioToFirst.median.toFixed(2)}x \\| ${two!.ratioToFirst.rounds.map((x) => `${x.toFixed(2)}x`).join(', ')} \\|$`, 'm'));
   }, 90_000);
 
   it('refuses bad arguments with the usage and exit code 2, and a model that does not exist with one line and exit code 1', async () => {
