@@ -86,8 +86,9 @@ async function probeLoop(url: URL, next: () => number, clips: BenchClip[], recor
  * Every clip transcribed once, `concurrency` at a time, before any level is measured; returns the seconds it took.
  * A service just started runs its first requests slower: memory it has not written yet (batch layouts, prefill
  * buffers, onnxruntime's arena; on this project's VM fresh pages fault in at a few hundred MB/s) and first runs at new
- * shapes. There a single stream measured first ran at 1.12 audio s/s, its prefill taking 1.21 s, against 1.81-1.94
- * audio s/s and 0.84 s later in the same run. A failed request fails the bench.
+ * shapes. In one of two runs without priming on this project's VM, the single stream measured first ran at 1.12 audio
+ * s/s, its prefill taking 1.21 s, against 1.81-1.94 audio s/s and 0.84 s later in the same run; in the other it ran
+ * as fast as later. A failed request fails the bench.
  */
 export async function primeService(baseURL: string, clips: BenchClip[], concurrency: number): Promise<number> {
   const url = new URL('/v1/audio/transcriptions', baseURL);
