@@ -82,28 +82,45 @@ async function probeLoop(url: URL, next: () => number, clips: BenchClip[], recor
   }
 }
 
+/** How long priming waits for one transcription before it gives up on the service. */
+const PRIME_TIMEOUT_MS = 10 * 60_000;
+
 /**
- * Every clip transcribed once, `concurrency` at a time, before any level is measured; returns the seconds it took.
- * A service just started runs its first requests slower: memory it has not written yet (batch layouts, prefill
- * buffers, onnxruntime's arena; on this project's VM fresh pages fault in at a few hundred MB/s) and first runs at new
- * shapes. In one of two runs without priming on this project's VM, the single stream measured first ran at 1.12 audio
- * s/s, its prefill taking 1.21 s, against 1.81-1.94 audio s/s and 0.84 s later in the same run; in the other it ran
- * as fast as later. A failed request fails the bench.
+ * Every clip transcribed once, `streams` at a time (primingStreams), before any level is measured, so that no level is the first
+ * work a service just started does (its first requests run slower: memory not written yet, first runs at new shapes;
+ * README, "How it counts"). Returns the seconds it took. A refusal (429, 503) is retried after the Retry-After delay,
+ * so a service with a short queue is primed too; any other failure fails the bench, naming the clip.
  */
-export async function primeService(baseURL: string, clips: BenchClip[], concurrency: number): Promise<number> {
+export async function primeService(baseURL: string, clips: BenchClip[], streams: number): Promise<number> {
   const url = new URL('/v1/audio/transcriptions', baseURL);
   const t0 = performance.now();
   let next = 0;
-  const stream = async () => {
-    for (let i = next++; i < clips.length; i = next++) {
-      const res = await fetch(url, { method: 'POST', headers: { 'content-type': MULTIPART_TYPE }, body: clips[i]!.plain });
-      const text = await res.text();
-      if (res.status !== 200) throw new Error(`priming the service: ${clips[i]!.name} was answered ${res.status}: ${text.slice(0, 200)}`);
+  const transcribe = async (clip: BenchClip) => {
+    while (true) {
+      let res: Response;
+      let text: string;
+      try {
+        res = await fetch(url, { method: 'POST', headers: { 'content-type': MULTIPART_TYPE }, body: clip.plain, signal: AbortSignal.timeout(PRIME_TIMEOUT_MS) });
+        text = await res.text();
+      } catch (err) {
+        // fetch's own message is "fetch failed"; what failed is in its cause
+        const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
+        throw new Error(`priming the service: ${clip.name}: ${cause}`);
+      }
+      if (res.status === 200) return;
+      if (res.status !== 429 && res.status !== 503) throw new Error(`priming the service: ${clip.name} was answered ${res.status}: ${text.slice(0, 200)}`);
+      await sleep(Math.min(5, Math.max(0.1, Number(res.headers.get('retry-after')) || 1)) * 1000);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(concurrency, clips.length) }, stream));
+  const stream = async () => {
+    for (let i = next++; i < clips.length; i = next++) await transcribe(clips[i]!);
+  };
+  await Promise.all(Array.from({ length: streams }, stream));
   return (performance.now() - t0) / 1000;
 }
+
+/** How many clips priming sends at once: the most streams of any level, at most one per clip. */
+export const primingStreams = (clips: BenchClip[], streams: number) => Math.min(streams, clips.length);
 
 export async function driveLevel(o: LevelOptions): Promise<LevelRun> {
   const url = new URL('/v1/audio/transcriptions', o.url);

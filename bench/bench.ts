@@ -8,10 +8,10 @@
  *                    [--clips DIR] [--out FILE] [--env KEY=VALUE ...] [--server DIR]
  *
  * Before the first level the service transcribes every clip once, as many at a time as the highest level's streams
- * (not measured), so that no level runs on memory the service has never written (bench-level.ts, primeService).
- * With --rounds N the levels run N times, every other round in reverse order, and the report adds each level's median
- * and each level's ratio to the first level within the same round: on a machine whose speed drifts from one minute
- * to the next, levels measured minutes apart cannot be compared one run at a time.
+ * (at most one per clip; not measured), so that no level is the first work of a service just started
+ * (bench-level.ts, primeService). With --rounds N the levels run N times, every other round in reverse order, and
+ * the report adds each level's median and its ratio to the first level within each round: on a machine whose speed
+ * drifts from one minute to the next, one run's pair of levels is one sample of the ratio.
  *
  * Prints Markdown; --out FILE writes FILE.json and FILE.md. Benchmarks print numbers: exit 0 when the run
  * completed, 1 when it could not run (a one-line error), 2 usage.
@@ -19,9 +19,9 @@
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadClips, type BenchClip } from './bench-clips.js';
-import { driveLevel, primeService } from './bench-level.js';
+import { driveLevel, primeService, primingStreams } from './bench-level.js';
 import type { BenchService } from './bench-service.js';
-import { gitState, machineInfo, positive, runServiceBench, SERVICE_OPTIONS, serviceSettings } from './cli.js';
+import { gitState, machineInfo, positive, runServiceBench, SERVICE_OPTIONS, serviceSettings, UsageError } from './cli.js';
 import { parseMetrics, type Samples } from './report-metrics.js';
 import { acrossRounds, levelOrder, renderMarkdown, summariseLevel, type BenchReport, type LevelResult } from './report.js';
 
@@ -51,6 +51,7 @@ function readOptions(argv: string[]) {
     },
   });
   const concurrency = values.concurrency.split(',').map((c) => positive('concurrency', c.trim(), true));
+  if (new Set(concurrency).size !== concurrency.length) throw new UsageError(`--concurrency: each level once, got "${values.concurrency}"`);
   // every stream is admitted unless the caller says otherwise: a refused stream retries at once (autocannon has
   // no back-off), which measures a storm of 429s rather than the service
   const settings = serviceSettings(values, positionals, { MAX_QUEUE: String(Math.max(...concurrency)) });
@@ -103,7 +104,7 @@ process.exitCode = await runServiceBench(
     prepare: (o) => loadClips(o.clipsDir),
     async run(service, o, clips, logFile) {
       const ready = await service.readiness();
-      const streams = Math.max(...o.concurrency);
+      const streams = primingStreams(clips, Math.max(...o.concurrency));
       console.error(`bench: priming: every clip once, ${streams} at a time (not measured)…`);
       const primeS = await primeService(service.baseURL, clips, streams);
       const levels = await runLevels(service, clips, o);
@@ -118,6 +119,7 @@ process.exitCode = await runServiceBench(
         warmupS: o.warmupS,
         rounds: o.rounds,
         primeS,
+        primeStreams: streams,
         peakRssMiB: service.highWaterMiB(),
         levels,
         ...(o.rounds > 1 ? { acrossRounds: acrossRounds(o.concurrency, levels) } : {}),

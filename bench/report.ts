@@ -101,10 +101,10 @@ export interface AcrossRounds {
   /** audio seconds per second: the median over the rounds (the mean of the middle two for an even count), min, max */
   audioSecondsPerSecond: { median: number; min: number; max: number };
   /**
-   * this level's audio s/s over the first level's (the first of --concurrency) within each round, in round order,
-   * and their median: a ratio of two levels measured minutes apart, not across the whole run
+   * this level's audio s/s over the first level's (the first of --concurrency) within the same round, in round
+   * order, and their median; null when the first level finished nothing in some round
    */
-  ratioToFirst: { rounds: number[]; median: number };
+  ratioToFirst: { rounds: number[]; median: number } | null;
 }
 
 /** The middle value of `xs`, or the mean of the middle two. */
@@ -117,14 +117,19 @@ export function median(xs: number[]): number {
 
 export function acrossRounds(concurrency: number[], levels: LevelResult[]): AcrossRounds[] {
   const rounds = [...new Set(levels.map((l) => l.round))].sort((a, b) => a - b);
-  const at = (c: number, round: number) => levels.find((l) => l.concurrency === c && l.round === round)!.audioSecondsPerSecond;
+  const at = (c: number, round: number) => {
+    const level = levels.find((l) => l.concurrency === c && l.round === round);
+    if (!level) throw new Error(`no level of ${c} streams in round ${round}`);
+    return level.audioSecondsPerSecond;
+  };
+  const firsts = rounds.map((r) => at(concurrency[0]!, r));
   return concurrency.map((c) => {
     const aps = rounds.map((r) => at(c, r));
-    const ratios = rounds.map((r) => at(c, r) / at(concurrency[0]!, r));
+    const ratios = aps.map((x, i) => x / firsts[i]!);
     return {
       concurrency: c,
       audioSecondsPerSecond: { median: median(aps), min: Math.min(...aps), max: Math.max(...aps) },
-      ratioToFirst: { rounds: ratios, median: median(ratios) },
+      ratioToFirst: firsts.every((f) => f > 0) ? { rounds: ratios, median: median(ratios) } : null,
     };
   });
 }
@@ -142,6 +147,8 @@ export interface BenchReport {
   rounds: number;
   /** seconds spent priming the service before the first level (every clip once, not measured) */
   primeS: number;
+  /** how many clips priming sent at once */
+  primeStreams: number;
   /** VmHWM of the service process at the end: its peak resident memory over the whole run, MiB */
   peakRssMiB: number | null;
   /** in the order they ran */
@@ -170,7 +177,7 @@ export function renderMarkdown(r: BenchReport): string {
     `- model: ${r.modelDir}`,
     `- clips: ${r.clips.length} (${r.clips.map((c) => `${c.name} ${c.seconds.toFixed(1)} s`).join(', ')}), in rotation`,
     `- each level: warm-up ≥ ${r.warmupS} s and until every stream has finished a request; then a window of ≥ ${r.durationS} s from a request's end to another's, over whole rounds of the streams (completions a multiple of the streams); one stream is an SSE probe (first delta)`,
-    `- before the first level: every clip transcribed once, as many at a time as the most streams (${fixed(r.primeS, 1)} s, not measured)`,
+    `- before the first level: every clip transcribed once, ${r.primeStreams} at a time (${fixed(r.primeS, 1)} s, not measured)`,
     ...(byRound ? [`- ${r.rounds} rounds over the levels, every other one in reverse order`] : []),
     `- peak RSS of the service over the run (VmHWM): ${fixed(r.peakRssMiB, 0)} MiB`,
     '',
@@ -225,7 +232,7 @@ export function renderMarkdown(r: BenchReport): string {
       '',
     );
   } else {
-    lines.push(`Per-stage breakdown: ${NO_STAGE_METRICS}.${r.levels.some((l) => l.tokensPerSecond !== null) ? ` Tokens/s: ${r.levels.map((l) => `${l.concurrency}: ${fixed(l.tokensPerSecond, 1)}`).join(', ')}.` : ''}`, '');
+    lines.push(`Per-stage breakdown: ${NO_STAGE_METRICS}.${r.levels.some((l) => l.tokensPerSecond !== null) ? ` Tokens/s: ${r.levels.map((l) => `${byRound ? `round ${l.round}, ` : ''}${l.concurrency}: ${fixed(l.tokensPerSecond, 1)}`).join(', ')}.` : ''}`, '');
   }
   if (r.acrossRounds) {
     const first = r.acrossRounds[0]!.concurrency;
@@ -240,8 +247,8 @@ export function renderMarkdown(r: BenchReport): string {
           fixed(a.audioSecondsPerSecond.median, 2),
           fixed(a.audioSecondsPerSecond.min, 2),
           fixed(a.audioSecondsPerSecond.max, 2),
-          `${fixed(a.ratioToFirst.median, 2)}x`,
-          a.ratioToFirst.rounds.map((x) => `${fixed(x, 2)}x`).join(', '),
+          a.ratioToFirst ? `${fixed(a.ratioToFirst.median, 2)}x` : '–',
+          a.ratioToFirst ? a.ratioToFirst.rounds.map((x) => `${fixed(x, 2)}x`).join(', ') : `${first} stream(s) finished nothing in some round`,
         ]),
       ),
       '',

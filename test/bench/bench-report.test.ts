@@ -85,7 +85,15 @@ describe('rounds over the levels', () => {
     const [one, eight] = acrossRounds([1, 8], levels);
     expect(one).toEqual({ concurrency: 1, audioSecondsPerSecond: { median: 1, min: 1, max: 2 }, ratioToFirst: { rounds: [1, 1, 1], median: 1 } });
     expect(eight!.audioSecondsPerSecond).toEqual({ median: 2.6, min: 2, max: 4 });
-    expect(eight!.ratioToFirst.rounds).toEqual([2, 2, 2.6]);
-    expect(eight!.ratioToFirst.median).toBe(2);
+    expect(eight!.ratioToFirst!.rounds).toEqual([2, 2, 2.6]);
+    expect(eight!.ratioToFirst!.median).toBe(2);
+  });
+
+  it('gives no ratio when the first level finished nothing in a round, and names a level missing from a round', () => {
+    const level = (round: number, concurrency: number, aps: number) => ({ round, concurrency, audioSecondsPerSecond: aps }) as LevelResult;
+    const [, eight] = acrossRounds([1, 8], [level(1, 1, 0), level(1, 8, 2), level(2, 8, 4), level(2, 1, 2)]);
+    expect(eight!.ratioToFirst).toBeNull();
+    expect(eight!.audioSecondsPerSecond.median).toBe(3);
+    expect(() => acrossRounds([1, 8], [level(1, 1, 1), level(1, 8, 2), level(2, 1, 1)])).toThrow('no level of 8 streams in round 2');
   });
 });

@@ -26,6 +26,7 @@ describe('npm run bench', () => {
     // the second round runs the levels in reverse
     expect(report.rounds).toBe(2);
     expect(report.primeS).toBeGreaterThan(0); // every clip once before the first level
+    expect(report.primeStreams).toBe(2);
     expect(report.levels.map((l) => [l.round, l.concurrency])).toEqual([[1, 1], [1, 2], [2, 2], [2, 1]]);
     for (const l of report.levels) {
       expect(l.completed).toBeGreaterThan(0);
@@ -62,21 +63,24 @@ describe('npm run bench', () => {
     const aps = (round: number, c: number) => report.levels.find((l) => l.round === round && l.concurrency === c)!.audioSecondsPerSecond;
     const [one, two] = report.acrossRounds!;
     expect(one!.concurrency).toBe(1);
-    expect(one!.ratioToFirst.rounds).toEqual([1, 1]);
+    expect(one!.ratioToFirst!.rounds).toEqual([1, 1]);
     expect(two!.concurrency).toBe(2);
-    expect(two!.ratioToFirst.rounds[0]).toBeCloseTo(aps(1, 2) / aps(1, 1), 12);
-    expect(two!.ratioToFirst.rounds[1]).toBeCloseTo(aps(2, 2) / aps(2, 1), 12);
+    const ratio = two!.ratioToFirst!;
+    expect(ratio.rounds[0]).toBeCloseTo(aps(1, 2) / aps(1, 1), 12);
+    expect(ratio.rounds[1]).toBeCloseTo(aps(2, 2) / aps(2, 1), 12);
     expect(two!.audioSecondsPerSecond.median).toBeCloseTo((aps(1, 2) + aps(2, 2)) / 2, 12);
     expect(two!.audioSecondsPerSecond.min).toBe(Math.min(aps(1, 2), aps(2, 2)));
 
     const markdown = readFileSync(join(out, 'run.md'), 'utf8');
     expect(res.stdout.trim()).toBe(markdown.trim());
-    expect(markdown).toMatch(/^\| 1 \| 1 \| \d+ \| [\d.]+ \| [\d.]+ \|/m);
-    expect(markdown).toMatch(/^\| 2 \| 2 \| \d+ \| [\d.]+ \| [\d.]+ \|/m);
+    // round, then streams, in the order they ran: 1 then 2 streams, then 2 then 1
+    const rounds = [...markdown.matchAll(/^\| (\d) \| (\d) \| \d+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|/gm)].map((m) => `${m[1]}:${m[2]}`);
+    expect(rounds).toEqual(['1:1', '1:2', '2:2', '2:1']);
     expect(markdown).toContain('| round | streams | audio decode | features | encoder | prefill | decode step |');
     expect(markdown).toContain('Over the 2 rounds');
-    expect(markdown).toMatch(/before the first level: every clip transcribed once, as many at a time as the most streams \([\d.]+ s, not measured\)/);
-    expect(markdown).toMatch(new RegExp(`^\\| 2 \\| ${two!.audioSecondsPerSecond.median.toFixed(2)} \\| .* \\| ${two!.ratioToFirst.median.toFixed(2)}x \\| ${two!.ratioToFirst.rounds.map((x) => `${x.toFixed(2)}x`).join(', ')} \\|$`, 'm'));
+    expect(markdown).toMatch(/before the first level: every clip transcribed once, 2 at a time \(\d+\.\d s, not measured\)/);
+    const summary = `| 2 | ${two!.audioSecondsPerSecond.median.toFixed(2)} | ${two!.audioSecondsPerSecond.min.toFixed(2)} | ${two!.audioSecondsPerSecond.max.toFixed(2)} | ${ratio.median.toFixed(2)}x | ${ratio.rounds.map((x) => `${x.toFixed(2)}x`).join(', ')} |`;
+    expect(markdown.split('\n')).toContain(summary);
   }, 90_000);
 
   it('refuses bad arguments with the usage and exit code 2, and a model that does not exist with one line and exit code 1', async () => {
@@ -87,6 +91,12 @@ describe('npm run bench', () => {
     const bad = await bench(['--model-dir', join(out, 'nothing-here'), '--concurrency', '0']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--concurrency: expected a positive integer, got "0"');
+    const rounds = await bench(['--model-dir', join(out, 'nothing-here'), '--rounds', '1.5']);
+    expect(rounds.code).toBe(2);
+    expect(rounds.stderr).toContain('--rounds: expected a positive integer, got "1.5"');
+    const twice = await bench(['--model-dir', join(out, 'nothing-here'), '--concurrency', '1,8,1']);
+    expect(twice.code).toBe(2);
+    expect(twice.stderr).toContain('--concurrency: each level once, got "1,8,1"');
     const missing = await bench(['--model-dir', join(out, 'nothing-here'), '--duration', '1']);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/bench: the service exited before it was ready .*\n[\s\S]*nothing-here/);
