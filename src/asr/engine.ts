@@ -186,6 +186,14 @@ async function chooseGraph(file: string, role: 'prefill' | 'step' | undefined, p
   return { file: g.file, options: g.sessionOptions, kvDelta: g.kvDelta > 0 };
 }
 
+/** One line for the startup log: what the settings and the graphs made of the decoder. */
+function decoderSummary(provider: Provider, prefill: DecoderContract, step: DecoderContract, kvDelta: boolean, maxBatch: number): string {
+  const where = provider === 'webgpu' ? 'the webgpu backend, the cache on the device' : `the host backend on ${provider}`;
+  const widened = prefill.kvType !== step.kvType ? ` (the prefill's ${prefill.kvType} rows widened as they join)` : '';
+  const returns = kvDelta ? 'only its new cache column' : 'its whole cache';
+  return `decoder: ${where}, a ${step.kvType} cache${widened}, each step returning ${returns}, up to ${maxBatch} sequence(s) a step`;
+}
+
 /** The providers' own options: CUDA on its device, WebGPU on the default adapter (every session shares its device). */
 function executionProviders(provider: Provider, o: Pick<EngineOptions, 'cudaDeviceId'>): InferenceSession.SessionOptions['executionProviders'] {
   if (provider === 'cuda') return [{ name: 'cuda', deviceId: o.cudaDeviceId ?? 0 }];
@@ -375,6 +383,7 @@ export class AsrEngine {
       const backend = onHost
         ? new HostBackend({ ...decoders, kvDelta })
         : await WebGpuBackend.create(decoders, { embeddings, session: baseSessionOptions('webgpu', o), ...(o.logger ? { logger: o.logger } : {}) });
+      o.logger?.info?.(decoderSummary(provider, prefill, step, kvDelta, batching.maxBatch));
       return new AsrEngine(provider, sessions, encoder, prefill, step, tokenizer, embeddings, batching, backend);
     } catch (err) {
       await Promise.all(Object.values(sessions).map((s: Session) => s.release()));

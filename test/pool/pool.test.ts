@@ -8,6 +8,7 @@ import { AudioError, PoolError } from '../../src/pool/errors.js';
 import { AsrPool, type Admission, type AdmissionRefusal, type AsrPoolOptions, type PoolLogger, type TranscribeCall } from '../../src/pool/pool.js';
 import type { Transcription } from '../../src/pool/result.js';
 import { FIXTURE_FILES, FIXTURE_SENTENCES } from '../../tools/fixture/model-dir.js';
+import { TOY_DIMS, writeFullSizeModel } from '../../tools/full-size/model-dir.js';
 import { mulberry32 } from '../../tools/random.js';
 import { fixtureModel } from '../support/fixture-models.js';
 import { sharedPath } from '../support/shared.js';
@@ -387,6 +388,33 @@ describe('AsrPool on graphs whose batch is fixed at 1 (2 workers, MAX_BATCH 8, q
       expect(order).toEqual(['B', 'C', 'D', 'E', 'A']);
     } finally {
       await pool.drain(1000);
+    }
+  });
+});
+
+describe("AsrPool passes the engine settings to its workers: the decoder they made, in the log", () => {
+  // The full-size stand-in's topology at toy widths, fp16 cache: its step can return only the new column, which
+  // CPU_FLOAT32_CACHE then holds as float32 (the small fixtures keep the whole cache, so the setting is moot there).
+  it('holds the fp16 cache as float32 by default and as float16 with cpuFloat32Cache false', async () => {
+    const model = mkdtempSync(join(tmpdir(), 'pool-toy-full-size-'));
+    try {
+      writeFullSizeModel(model, { batch: 'dynamic', kv: 'float16', seed: 29, dims: TOY_DIMS });
+      const decoderLines = async (cpuFloat32Cache: boolean) => {
+        const { logger, lines } = captureLogger();
+        const pool = await AsrPool.start(options({ modelDir: model, maxBatch: 4, cpuFloat32Cache, logger }));
+        try {
+          await pool.waitUntilReady(60_000);
+          return lines.filter((l) => l.level === 'info' && /^decoder: /.test(l.msg ?? '')).map((l) => l.msg);
+        } finally {
+          await pool.drain(1000);
+        }
+      };
+      expect(await decoderLines(true)).toEqual([
+        "decoder: the host backend on cpu, a float32 cache (the prefill's float16 rows widened as they join), each step returning only its new cache column, up to 4 sequence(s) a step",
+      ]);
+      expect(await decoderLines(false)).toEqual(['decoder: the host backend on cpu, a float16 cache, each step returning only its new cache column, up to 4 sequence(s) a step']);
+    } finally {
+      rmSync(model, { recursive: true, force: true });
     }
   });
 });
