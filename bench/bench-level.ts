@@ -84,19 +84,22 @@ async function probeLoop(url: URL, next: () => number, clips: BenchClip[], recor
 
 /** How long priming waits for one transcription before it gives up on the service. */
 const PRIME_TIMEOUT_MS = 10 * 60_000;
+/** Refusals of one clip priming sits through before it gives up (the soak's hostile client allows as many). */
+const PRIME_REFUSALS = 20;
 
 /**
- * Every clip transcribed once, `streams` at a time (primingStreams), before any level is measured, so that no level is the first
- * work a service just started does (its first requests run slower: memory not written yet, first runs at new shapes;
- * README, "How it counts"). Returns the seconds it took. A refusal (429, 503) is retried after the Retry-After delay,
- * so a service with a short queue is primed too; any other failure fails the bench, naming the clip.
+ * Every clip transcribed once, up to `streams` at a time and at most one stream per clip, before any level is
+ * measured, so that no level is the first work a service just started does (its first requests run slower: memory
+ * not written yet, first runs at new shapes; README, "How it counts"). A 429 (the queue full) is retried after its
+ * Retry-After, up to PRIME_REFUSALS times a clip; any other status, a 503 included (draining, or no worker ready:
+ * the bench primes only once the service says it is ready), fails the bench naming the clip.
  */
-export async function primeService(baseURL: string, clips: BenchClip[], streams: number): Promise<number> {
+export async function primeService(baseURL: string, clips: BenchClip[], streams: number): Promise<{ seconds: number; streams: number }> {
   const url = new URL('/v1/audio/transcriptions', baseURL);
   const t0 = performance.now();
   let next = 0;
   const transcribe = async (clip: BenchClip) => {
-    while (true) {
+    for (let refusals = 0; ; refusals++) {
       let res: Response;
       let text: string;
       try {
@@ -108,19 +111,26 @@ export async function primeService(baseURL: string, clips: BenchClip[], streams:
         throw new Error(`priming the service: ${clip.name}: ${cause}`);
       }
       if (res.status === 200) return;
-      if (res.status !== 429 && res.status !== 503) throw new Error(`priming the service: ${clip.name} was answered ${res.status}: ${text.slice(0, 200)}`);
-      await sleep(Math.min(5, Math.max(0.1, Number(res.headers.get('retry-after')) || 1)) * 1000);
+      if (res.status !== 429 || refusals === PRIME_REFUSALS) throw new Error(`priming the service: ${clip.name} was answered ${res.status}: ${text.slice(0, 200)}`);
+      const after = res.headers.get('retry-after');
+      await sleep((after !== null && Number(after) >= 0 ? Number(after) : 1) * 1000);
     }
   };
   const stream = async () => {
     for (let i = next++; i < clips.length; i = next++) await transcribe(clips[i]!);
   };
-  await Promise.all(Array.from({ length: streams }, stream));
-  return (performance.now() - t0) / 1000;
+  const used = Math.min(streams, clips.length);
+  await Promise.all(Array.from({ length: used }, stream));
+  return { seconds: (performance.now() - t0) / 1000, streams: used };
 }
 
-/** How many clips priming sends at once: the most streams of any level, at most one per clip. */
-export const primingStreams = (clips: BenchClip[], streams: number) => Math.min(streams, clips.length);
+/**
+ * The levels in the order they run: `rounds` passes, every other one reversed (1,8 then 8,1), so that a machine
+ * drifting steadily over the run weighs on each level alike.
+ */
+export function levelOrder(concurrency: number[], rounds: number): { round: number; concurrency: number }[] {
+  return Array.from({ length: rounds }, (_, i) => (i % 2 === 0 ? concurrency : [...concurrency].reverse()).map((c) => ({ round: i + 1, concurrency: c }))).flat();
+}
 
 export async function driveLevel(o: LevelOptions): Promise<LevelRun> {
   const url = new URL('/v1/audio/transcriptions', o.url);

@@ -19,11 +19,11 @@
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadClips, type BenchClip } from './bench-clips.js';
-import { driveLevel, primeService, primingStreams } from './bench-level.js';
+import { driveLevel, levelOrder, primeService } from './bench-level.js';
 import type { BenchService } from './bench-service.js';
 import { gitState, machineInfo, positive, runServiceBench, SERVICE_OPTIONS, serviceSettings, UsageError } from './cli.js';
 import { parseMetrics, type Samples } from './report-metrics.js';
-import { acrossRounds, levelOrder, renderMarkdown, summariseLevel, type BenchReport, type LevelResult } from './report.js';
+import { acrossRounds, renderMarkdown, summariseLevel, type BenchReport, type LevelResult } from './report.js';
 
 const USAGE = `usage: npm run bench -- --model-dir DIR [--concurrency 1,2,4,8] [--duration S] [--warmup S] [--rounds N]
                         [--clips DIR] [--out FILE] [--env KEY=VALUE ...] [--server DIR]
@@ -87,7 +87,7 @@ async function runLevels(service: BenchService, clips: BenchClip[], o: ReturnTyp
     });
     const peak = service.takePeakRssMiB();
     await service.settle(); // requests cut off at the window's end are cancelled before the next level starts
-    const level = summariseLevel(concurrency, round, run, clips, { before, after }, peak, loadAverage);
+    const level = { ...summariseLevel(concurrency, run, clips, { before, after }, peak, loadAverage), round };
     console.error(
       `bench: ${tag}${concurrency} stream(s): ${level.completed} done, ${level.audioSecondsPerSecond.toFixed(2)} audio s/s, p50 ${level.latencyMs ? (level.latencyMs.p50 / 1000).toFixed(2) : '–'} s (warm-up ${level.warmupS.toFixed(1)} s)`,
     );
@@ -104,9 +104,8 @@ process.exitCode = await runServiceBench(
     prepare: (o) => loadClips(o.clipsDir),
     async run(service, o, clips, logFile) {
       const ready = await service.readiness();
-      const streams = primingStreams(clips, Math.max(...o.concurrency));
-      console.error(`bench: priming: every clip once, ${streams} at a time (not measured)…`);
-      const primeS = await primeService(service.baseURL, clips, streams);
+      console.error('bench: priming: every clip once (not measured)…');
+      const primed = await primeService(service.baseURL, clips, Math.max(...o.concurrency));
       const levels = await runLevels(service, clips, o);
       const report: BenchReport = {
         date: new Date().toISOString(),
@@ -118,8 +117,8 @@ process.exitCode = await runServiceBench(
         durationS: o.durationS,
         warmupS: o.warmupS,
         rounds: o.rounds,
-        primeS,
-        primeStreams: streams,
+        primeS: primed.seconds,
+        primeStreams: primed.streams,
         peakRssMiB: service.highWaterMiB(),
         levels,
         ...(o.rounds > 1 ? { acrossRounds: acrossRounds(o.concurrency, levels) } : {}),

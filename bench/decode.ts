@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { decodeUpload } from '../src/audio/decode.js';
 import { decoderCapabilities } from '../src/audio/ffmpeg.js';
 import { ffmpeg, tempDir } from '../test/support/transcode.js';
+import { median } from './stats.js';
 
 const RUNS = Math.max(1, Number(process.env.RUNS ?? 7));
 const SECONDS = 60;
@@ -22,8 +23,6 @@ const FORMATS: { name: string; ext: string; args: string[] }[] = [
   { name: 'MP3 44.1 kHz stereo 128k', ext: 'mp3', args: ['-ar', '44100', '-ac', '2', '-c:a', 'libmp3lame', '-b:a', '128k'] },
   { name: 'Opus (Ogg) 48 kHz mono 32k', ext: 'opus', args: ['-ar', '48000', '-ac', '1', '-c:a', 'libopus', '-b:a', '32k'] },
 ];
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function time(bytes: Uint8Array): Promise<number> {
   const limits = { maxSeconds: 7200, timeoutMs: 120_000 };

@@ -4,6 +4,8 @@
  *
  *   npm run bench:features            (RUNS=50 npm run bench:features for more runs)
  */
+import { median } from './stats.js';
+
 process.env.ORT_DISABLE_TELEMETRY ??= '1';
 
 const { logMel, N_MELS } = await import('../src/audio/logMel.js');
@@ -46,10 +48,7 @@ async function time(fn: () => unknown | Promise<unknown>): Promise<Timing> {
     await fn();
     ms.push(performance.now() - t0);
   }
-  ms.sort((a, b) => a - b);
-  const mid = ms.length >> 1;
-  const median = ms.length % 2 ? (ms[mid] as number) : ((ms[mid - 1] as number) + (ms[mid] as number)) / 2;
-  return { median, min: ms[0] as number };
+  return { median: median(ms), min: Math.min(...ms) };
 }
 
 const fmt = (v: number): string => v.toFixed(2).padStart(9);

@@ -1,6 +1,6 @@
 import type { SessionRecord, TurnMode } from './realtime-session.js';
 import type { StageBreakdown } from './report-metrics.js';
-import { percentile } from './report.js';
+import { percentile } from './stats.js';
 
 /** What one level (N sessions at once) measured, as written to the JSON. Times in ms unless named otherwise. */
 export interface RealtimeLevel {

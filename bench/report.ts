@@ -1,6 +1,7 @@
 import type { BenchClip } from './bench-clips.js';
 import type { LevelRun } from './bench-level.js';
 import { NO_STAGE_METRICS, stageBreakdown, type Samples, type StageBreakdown } from './report-metrics.js';
+import { median, percentile } from './stats.js';
 
 /** What one concurrency level measured, as written to the JSON. Times in ms unless named otherwise. */
 export interface LevelResult {
@@ -35,21 +36,15 @@ export interface LevelResult {
   stagesNote?: string;
 }
 
-/** Nearest-rank percentile of ascending `sorted`. */
-export function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) throw new Error('percentile of nothing');
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-
+/** A level's figures; the caller adds its round. */
 export function summariseLevel(
   concurrency: number,
-  round: number,
   run: LevelRun,
   clips: BenchClip[],
   metrics: { before: Samples; after: Samples },
   peakRssMiB: number | null,
   loadAverage: number,
-): LevelResult {
+): Omit<LevelResult, 'round'> {
   const windowS = (run.windowEnd - run.windowStart) / 1000;
   const inWindow = (t: number) => t > run.windowStart && t <= run.windowEnd;
   const finished = run.records.filter((r) => inWindow(r.endedAt));
@@ -66,7 +61,6 @@ export function summariseLevel(
   const tokens = metrics.after.get('asr_decoded_tokens_total');
   return {
     concurrency,
-    round,
     windowS,
     warmupS: run.warmupS,
     completed: ok.length,
@@ -87,14 +81,6 @@ export function summariseLevel(
   };
 }
 
-/**
- * The levels in the order they run: `rounds` passes, every other one reversed (1,8 then 8,1), so that a machine
- * drifting steadily over the run weighs on each level alike.
- */
-export function levelOrder(concurrency: number[], rounds: number): { round: number; concurrency: number }[] {
-  return Array.from({ length: rounds }, (_, i) => (i % 2 === 0 ? concurrency : [...concurrency].reverse()).map((c) => ({ round: i + 1, concurrency: c }))).flat();
-}
-
 /** One level over every round (--rounds > 1). */
 export interface AcrossRounds {
   concurrency: number;
@@ -105,14 +91,6 @@ export interface AcrossRounds {
    * order, and their median; null when the first level finished nothing in some round
    */
   ratioToFirst: { rounds: number[]; median: number } | null;
-}
-
-/** The middle value of `xs`, or the mean of the middle two. */
-export function median(xs: number[]): number {
-  if (xs.length === 0) throw new Error('median of nothing');
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 export function acrossRounds(concurrency: number[], levels: LevelResult[]): AcrossRounds[] {

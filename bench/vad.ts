@@ -20,6 +20,7 @@ import {
   babble, concat, frameRecall, LOW_VOICE, music, noise, NOISE_KINDS, noisyCase, reverberate, say, SENTENCES, silence,
   speechFrames, tone, totalSeconds, VOICE,
 } from '../test/support/speech-mix.js';
+import { median } from './stats.js';
 
 const MINUTES = Math.max(1, Number(process.env.MINUTES ?? 3));
 const RUNS = Math.max(1, Number(process.env.RUNS ?? 3));
@@ -97,9 +98,6 @@ for (const rt60 of [0.5, 1.0]) {
 console.log('(region ends are padded: 0.3 s for Silero turns; the hand-written detector padded 0.15 s and grew regions over');
 console.log('sound 3 dB above its noise floor, by up to 0.3 s)');
 
-function median(ms: number[]): number {
-  return [...ms].sort((a, b) => a - b)[ms.length >> 1]!;
-}
 /** Median wall and CPU (this process, all threads) milliseconds of fn. */
 async function timed(fn: () => Promise<unknown> | unknown): Promise<{ wall: number; cpu: number }> {
   await fn();

@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadClips } from '../../bench/bench-clips.js';
-import { primeService, primingStreams } from '../../bench/bench-level.js';
+import { primeService } from '../../bench/bench-level.js';
 import { sharedPath } from '../support/shared.js';
 
 const clips = loadClips(sharedPath('fixtures', 'voices-in-the-wild'));
@@ -10,7 +10,7 @@ const clips = loadClips(sharedPath('fixtures', 'voices-in-the-wild'));
 let server: Server | undefined;
 afterEach(() => new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve())));
 
-/** A listening server that answers each upload with `answer(n)` (n counts requests from 0) and records the clip names. */
+/** A listening server that answers each upload with `answer(n)` (n counts requests from 0), recording the clips it transcribed. */
 async function listen(answer: (n: number) => { status: number; headers?: Record<string, string> }): Promise<{ url: string; names: string[]; peak: () => number }> {
   const names: string[] = [];
   let n = 0;
@@ -35,23 +35,39 @@ async function listen(answer: (n: number) => { status: number; headers?: Record<
 }
 
 describe('priming the service before the first level', () => {
-  it('sends every clip once, at most one stream per clip, and retries refusals after Retry-After', async () => {
-    expect(primingStreams(clips, 64)).toBe(clips.length);
-    expect(primingStreams(clips, 2)).toBe(2);
-    // the second and third uploads are refused, as a full queue would
-    const s = await listen((n) => (n === 1 || n === 2 ? { status: 429, headers: { 'retry-after': '0.1' } } : { status: 200 }));
-    const seconds = await primeService(s.url, clips, 2);
-    expect(seconds).toBeGreaterThan(0);
+  it('sends every clip once, at most one stream per clip, and waits out the Retry-After of a 429', async () => {
+    const s = await listen((n) => (n === 1 ? { status: 429, headers: { 'retry-after': '1' } } : { status: 200 }));
+    const primed = await primeService(s.url, clips, 64);
+    expect(primed.streams).toBe(clips.length);
+    expect(s.peak()).toBeLessThanOrEqual(clips.length);
     expect([...s.names].sort()).toEqual(clips.map((c) => c.name).sort());
-    expect(s.peak()).toBe(2);
+    // the refused clip waited its second before it was sent again
+    expect(primed.seconds).toBeGreaterThanOrEqual(1);
   });
 
-  it('fails naming the clip and the answer on any other status, and the cause when the service cannot be reached', async () => {
-    const s = await listen(() => ({ status: 500 }));
-    await expect(primeService(s.url, clips.slice(0, 1), 1)).rejects.toThrow(`priming the service: ${clips[0]!.name} was answered 500: {"error":{"message":"status 500"}}`);
-    const closed = s.url;
+  it('keeps to the streams asked for', async () => {
+    const s = await listen(() => ({ status: 200 }));
+    expect((await primeService(s.url, clips, 2)).streams).toBe(2);
+    expect(s.peak()).toBe(2);
+    expect(s.names).toHaveLength(clips.length);
+  });
+
+  it('gives up after 20 refusals of one clip, and fails at once on a 503 or any other status, naming the clip and the answer', async () => {
+    let tries = 0;
+    const refusing = await listen(() => (tries++, { status: 429, headers: { 'retry-after': '0' } }));
+    await expect(primeService(refusing.url, clips.slice(0, 1), 1)).rejects.toThrow(`priming the service: ${clips[0]!.name} was answered 429`);
+    expect(tries).toBe(21);
+    await new Promise<void>((resolve) => server!.close(() => resolve()));
+    let asked = 0;
+    const draining = await listen(() => (asked++, { status: 503 }));
+    await expect(primeService(draining.url, clips.slice(0, 1), 1)).rejects.toThrow(`priming the service: ${clips[0]!.name} was answered 503: {"error":{"message":"status 503"}}`);
+    expect(asked).toBe(1);
+  });
+
+  it('names the cause when the service cannot be reached', async () => {
+    const s = await listen(() => ({ status: 200 }));
     await new Promise<void>((resolve) => server!.close(() => resolve()));
     server = undefined;
-    await expect(primeService(closed, clips.slice(0, 1), 1)).rejects.toThrow(new RegExp(`^priming the service: ${clips[0]!.name}: .*ECONNREFUSED`));
+    await expect(primeService(s.url, clips.slice(0, 1), 1)).rejects.toThrow(new RegExp(`^priming the service: ${clips[0]!.name}: .*ECONNREFUSED`));
   });
 });

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { NO_STAGE_METRICS, parseMetrics, stageBreakdown } from '../../bench/report-metrics.js';
-import { acrossRounds, levelOrder, median, percentile, type LevelResult } from '../../bench/report.js';
+import { levelOrder } from '../../bench/bench-level.js';
+import { acrossRounds, type LevelResult } from '../../bench/report.js';
+import { median, percentile } from '../../bench/stats.js';
 
 /** A /metrics exposition as prom-client writes it, with the stage histogram and step counters at given totals. */
 function exposition(o: { steps: number; rows: number; stepSeconds: number; hostSeconds: number; encoderSeconds: number; requests: number }) {
